@@ -1,0 +1,47 @@
+"""The one in-memory shape every format is read into and written from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A value mention: `text[begin:end]` (end exclusive, Python string indices) is `value`."""
+
+    begin: int
+    end: int
+    attr: str
+    value: str
+
+    def key(self) -> tuple[str, int, int]:
+        """What span-level metrics compare: (attribute, begin, end)."""
+        return (self.attr, self.begin, self.end)
+
+
+@dataclass
+class Record:
+    """One text of one product.
+
+    `id` is the sentence id (MEPAVE `sid`), `cid` the product id shared by the sentences of one
+    product and naming its image. `extra` keeps fields a format carries that mjave does not use
+    (for example OA-Mine's `absent_attrs`), so that a read-write round trip loses nothing.
+    """
+
+    id: str
+    text: str
+    spans: list[Span] = field(default_factory=list)
+    cid: str | None = None
+    category: str | None = None
+    image: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def product_id(self) -> str:
+        """The key image features are stored under: the cid if any, else the record id."""
+        return self.cid if self.cid is not None else self.id
+
+    def attributes(self) -> list[str]:
+        """Attributes mentioned in the text, sorted, each once (the attribute-prediction label set)."""
+        return sorted({s.attr for s in self.spans})

@@ -1,0 +1,114 @@
+"""Attribute names <-> label ids, and the BIO tag set derived from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from mjave.data.errors import DataError
+from mjave.data.records import Record
+
+OUTSIDE = "O"
+
+
+@dataclass(frozen=True)
+class AttributeSchema:
+    """The attribute vocabulary of a model.
+
+    Attribute `i` owns tag ids `1 + 2i` (B-) and `2 + 2i` (I-); tag 0 is O. That fixed layout is
+    what lets the KL term of Eq. 12 map each attribute to its two tags without a lookup table.
+    """
+
+    attributes: tuple[str, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        attrs = tuple(self.attributes)
+        if len(set(attrs)) != len(attrs):
+            raise ValueError(f"duplicate attribute names in schema: {attrs}")
+        object.__setattr__(self, "attributes", attrs)
+        object.__setattr__(self, "_index", {a: i for i, a in enumerate(attrs)})
+
+    @classmethod
+    def from_records(cls, records: Iterable[Record]) -> "AttributeSchema":
+        """All attributes seen in the spans of `records`, sorted by name (deterministic ids)."""
+        names = {s.attr for r in records for s in r.spans}
+        return cls(tuple(sorted(names)))
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attributes)
+
+    @property
+    def tags(self) -> list[str]:
+        out = [OUTSIDE]
+        for a in self.attributes:
+            out += [f"B-{a}", f"I-{a}"]
+        return out
+
+    @property
+    def num_tags(self) -> int:
+        return 1 + 2 * len(self.attributes)
+
+    def __contains__(self, attr: str) -> bool:
+        return attr in self._index
+
+    def attr_id(self, attr: str) -> int:
+        try:
+            return self._index[attr]
+        except KeyError:
+            raise DataError(f"unknown attribute {attr!r}; the model knows "
+                            f"{len(self.attributes)}: {', '.join(self.attributes[:20])}"
+                            f"{' ...' if len(self.attributes) > 20 else ''}",
+                            field="attr", reason="unknown attribute") from None
+
+    def begin_tag(self, attr: str) -> int:
+        return 1 + 2 * self.attr_id(attr)
+
+    def inside_tag(self, attr: str) -> int:
+        return 2 + 2 * self.attr_id(attr)
+
+    def tag_name(self, tag_id: int) -> str:
+        return self.tags[tag_id]
+
+    def tag_id(self, tag: str) -> int:
+        if tag == OUTSIDE:
+            return 0
+        prefix, _, attr = tag.partition("-")
+        if prefix == "B":
+            return self.begin_tag(attr)
+        if prefix == "I":
+            return self.inside_tag(attr)
+        raise DataError(f"not a BIO tag: {tag!r}", field="tag", reason="bad tag")
+
+    def to_json(self) -> dict:
+        return {"format": "mjave.schema/1", "attributes": list(self.attributes), "tags": self.tags}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AttributeSchema":
+        if not isinstance(data, dict) or not isinstance(data.get("attributes"), list):
+            raise DataError("schema JSON must be an object with an 'attributes' list",
+                            field="attributes", reason="bad schema")
+        schema = cls(tuple(data["attributes"]))
+        if "tags" in data and data["tags"] != schema.tags:
+            raise DataError("schema 'tags' do not match its 'attributes'", field="tags",
+                            reason="bad schema")
+        return schema
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n",
+                              encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AttributeSchema":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot read schema: {e}", path=str(path), reason="bad schema") from None
+        try:
+            return cls.from_json(data)
+        except DataError as e:
+            raise e.located(path=str(path)) from None
