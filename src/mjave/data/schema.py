@@ -91,7 +91,16 @@ class AttributeSchema:
         if not isinstance(data, dict) or not isinstance(data.get("attributes"), list):
             raise DataError("schema JSON must be an object with an 'attributes' list",
                             field="attributes", reason="bad schema")
-        schema = cls(tuple(data["attributes"]))
+        attrs = data["attributes"]
+        bad = next((a for a in attrs if not isinstance(a, str) or not a), None)
+        if bad is not None or any(not isinstance(a, str) for a in attrs):
+            raise DataError(f"attribute names must be non-empty strings, got {bad!r}",
+                            field="attributes", reason="bad schema")
+        if len(set(attrs)) != len(attrs):
+            dup = next(a for a in attrs if attrs.count(a) > 1)
+            raise DataError(f"attribute {dup!r} appears twice", field="attributes",
+                            reason="bad schema")
+        schema = cls(tuple(attrs))
         if "tags" in data and data["tags"] != schema.tags:
             raise DataError("schema 'tags' do not match its 'attributes'", field="tags",
                             reason="bad schema")

@@ -1,0 +1,137 @@
+"""Plain-text tables for the reports of `evaluate_records`, for logs and the terminal.
+
+Widths are computed in terminal columns (CJK characters take two), since MEPAVE attribute and
+category names are Chinese.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["format_comparison", "format_report"]
+
+_SECTIONS = (("attribute", "attribute"), ("value", "value (span)"), ("pair", "pair"))
+_BREAKDOWN_COLUMNS = ("attr F1", "value P", "value R", "value F1", "pair F1")
+
+
+def _width(text: str) -> int:
+    """Display width: East Asian wide/full-width characters take two columns."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * max(0, width - _width(text))
+    return fill + text if right else text + fill
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """First column left-aligned, the others (numbers) right-aligned."""
+    widths = [
+        max(_width(row[j]) for row in [header, *rows]) for j in range(len(header))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(_pad(c, widths[j], right=j > 0) for j, c in enumerate(cells)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def _num(d: Mapping[str, Any] | None, key: str) -> str:
+    """A percentage or count from a `PRF.to_dict`, "-" when the section is missing."""
+    if not d or key not in d or d[key] is None:
+        return "-"
+    value = d[key]
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def format_report(report: Mapping[str, Any], title: str = "") -> str:
+    """Overall P/R/F1 of the three metrics, then per-attribute and per-category tables.
+
+    The per-attribute table is sorted by support (gold value spans, then gold attribute
+    occurrences), largest first, so the attributes that move the micro average come first.
+    """
+    parts: list[str] = []
+    if title:
+        parts += [title, "=" * _width(title)]
+    n = report.get("n_instances")
+    head = f"instances: {n}" if n is not None else ""
+    attr = report.get("attribute") or {}
+    if attr.get("source") == "probs":
+        head += f"   (attributes from classifier probabilities, >= {attr.get('threshold')})"
+    elif attr.get("source") == "spans":
+        head += "   (attributes from predicted spans)"
+    if head:
+        parts.append(head.strip())
+
+    overall = [
+        [label, *(_num(report.get(key), k) for k in ("p", "r", "f1", "tp", "fp", "fn"))]
+        for key, label in _SECTIONS
+        if key in report
+    ]
+    parts.append(_table(["metric", "P", "R", "F1", "TP", "FP", "FN"], overall))
+
+    per_attr: Mapping[str, Mapping[str, Any]] = report.get("per_attribute") or {}
+    if per_attr:
+
+        def support(item: tuple[str, Mapping[str, Any]]) -> tuple[int, int, str]:
+            name, d = item
+            value, attribute = d.get("value") or {}, d.get("attribute") or {}
+            return (
+                -(value.get("tp", 0) + value.get("fn", 0)),
+                -(attribute.get("tp", 0) + attribute.get("fn", 0)),
+                name,
+            )
+
+        rows = []
+        for name, d in sorted(per_attr.items(), key=support):
+            value = d.get("value") or {}
+            rows.append(
+                [
+                    name,
+                    str(value.get("tp", 0) + value.get("fn", 0)),
+                    _num(d.get("attribute"), "f1"),
+                    _num(value, "p"),
+                    _num(value, "r"),
+                    _num(value, "f1"),
+                    _num(d.get("pair"), "f1"),
+                ]
+            )
+        parts += [
+            "",
+            "per attribute (support = gold value spans)",
+            _table(["attribute", "support", *_BREAKDOWN_COLUMNS], rows),
+        ]
+
+    per_cat: Mapping[str, Mapping[str, Any]] = report.get("per_category") or {}
+    if per_cat:
+        rows = [
+            [
+                name,
+                _num(d, "n_instances"),
+                _num(d.get("attribute"), "f1"),
+                _num(d.get("value"), "p"),
+                _num(d.get("value"), "r"),
+                _num(d.get("value"), "f1"),
+                _num(d.get("pair"), "f1"),
+            ]
+            for name, d in per_cat.items()
+        ]
+        parts += [
+            "",
+            "per category",
+            _table(["category", "n", *_BREAKDOWN_COLUMNS], rows),
+        ]
+    return "\n".join(parts)
+
+
+def format_comparison(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per model (in the given order): attribute, value and pair F1 of its report,
+    like the paper's Table 3 with the position-free pair F1 added; "-" where a report lacks one."""
+    table = [
+        [model, *(_num(report.get(key), "f1") for key, _ in _SECTIONS)]
+        for model, report in rows.items()
+    ]
+    return _table(["model", "attribute F1", "value F1", "pair F1"], table)

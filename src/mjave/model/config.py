@@ -1,0 +1,76 @@
+"""The model's configuration: sizes from the paper's Table 2 and one switch per ablation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    """M-JAVE hyper-parameters and ablation switches (paper Tables 2, 5 and 6).
+
+    Every switch removes exactly one term of the equations, so the ablation rows are configs:
+
+    - `use_image=False`                  -> JAVE (text only; the image is never read)
+    - `global_cross_attention=False`     -> w/o global-gated CrossMAtt (right part of Eq. 5)
+    - `regional_cross_attention=False`   -> w/o regional-gated CrossMAtt (last term of Eq. 9)
+    - `global_gate=False`                -> w/o global visual gate (g^G = 1 in Eq. 5)
+    - `regional_gate=False`              -> w/o regional visual gate (g^R = 1 in Eq. 9)
+    - `attr_conditioning=False`          -> w/o AttrPred (drop W8 y^a in Eq. 9)
+    - `kl_lambda=0`                      -> w/o KL loss (lambda in Eq. 14)
+    - `multitask=False`                  -> w/o MTL: the two tasks get separate attention
+      layers, the tagger sees no attribute prediction (W8 is dropped and the regional gate gets
+      zeros) and there is no KL term, so neither loss reaches the other task's parameters.
+    - `gold_attr_conditioning=True`      -> the Table 5 upper bound of the value task: the tagger
+      is conditioned on the gold attributes instead of the predicted ones.
+
+    `attention_softmax=False` reproduces the official TensorFlow code, which uses the raw scaled
+    scores of Eq. 1 and 3 as weights (it leaves out the softmax of Eq. 2 and 4).
+    """
+
+    text_dim: int = 768
+    image_dim: int = 2048
+    num_attributes: int = 1
+    attention_size: int = 200
+    dropout: float = 0.1
+    attention_softmax: bool = True
+    use_image: bool = True
+    global_cross_attention: bool = True
+    regional_cross_attention: bool = True
+    global_gate: bool = True
+    regional_gate: bool = True
+    attr_conditioning: bool = True
+    multitask: bool = True
+    gold_attr_conditioning: bool = False
+    kl_lambda: float = 0.5
+
+    @property
+    def num_tags(self) -> int:
+        return 1 + 2 * self.num_attributes
+
+    @property
+    def kl_enabled(self) -> bool:
+        return self.multitask and self.kl_lambda > 0
+
+    @property
+    def global_image_enabled(self) -> bool:
+        return self.use_image and self.global_cross_attention
+
+    @property
+    def regional_image_enabled(self) -> bool:
+        return self.use_image and self.regional_cross_attention
+
+
+ABLATIONS: dict[str, dict[str, object]] = {
+    "M-JAVE": {},
+    "JAVE": {"use_image": False},
+    "w/o global-gated CrossMAtt": {"global_cross_attention": False},
+    "w/o regional-gated CrossMAtt": {"regional_cross_attention": False},
+    "w/o global visual gate": {"global_gate": False},
+    "w/o regional visual gate": {"regional_gate": False},
+    "JAVE w/o MTL": {"use_image": False, "multitask": False},
+    "JAVE w/o AttrPred": {"use_image": False, "attr_conditioning": False},
+    "JAVE w/o KL": {"use_image": False, "kl_lambda": 0.0},
+    "JAVE upper bound (value task)": {"use_image": False, "gold_attr_conditioning": True},
+}
+"""Named configs for every ablation row of the paper's Tables 5 and 6 (overrides of ModelConfig)."""

@@ -1,0 +1,245 @@
+"""M-JAVE (Zhu et al., EMNLP 2020), section 2 of the paper, one module per block.
+
+Inputs are encoder outputs, so the same model trains on cached frozen features or under a
+fine-tuned text encoder:
+
+    h        (B, T, text_dim)   token states, h[:, 0] is the [CLS] state h0        (sec. 2.2)
+    mask     (B, T) bool        real tokens ([CLS] .. [SEP]); padding is False
+    tag_mask (B, T) bool        positions that carry a BIO tag (first sub-word of a word)
+    v_global (B, image_dim)     global image vector vG                              (sec. 2.3)
+    v        (B, K, image_dim)  K regional image vectors
+
+Gates are vectors over the attention size (one gate value per feature), which is what Eq. 6
+and Eq. 10 give with matrix-valued W1, W2, W9, W10. Padding is masked out of every softmax,
+sum and max, so the outputs of a text do not depend on how much padding its batch has.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mjave.model.config import ModelConfig
+
+NEG_INF = -1e9
+EPS = 1e-8
+
+
+def _attend(q: Tensor, k: Tensor, key_mask: Tensor | None, softmax: bool) -> Tensor:
+    """Scaled dot-product weights (Eq. 1-4): softmax over keys, or the raw scores (official code)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if softmax:
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, :], NEG_INF)
+        return scores.softmax(dim=-1)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, :], 0.0)
+    return scores
+
+
+@dataclass
+class CrossModalOutput:
+    h_prime: Tensor          # (B, T, A) multimodal token states h'
+    image_attention: Tensor | None  # (B, T, K) alpha^v, reused by the value tagger
+    image_values: Tensor | None     # (B, K, A) W_V^v v_k, reused by the value tagger
+    global_gate: Tensor | None      # (B, T, A) g^G
+
+
+class GlobalGatedCrossModalAttention(nn.Module):
+    """Eq. 1-6: text self-attention plus gated attention from each token to the image regions."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        a = cfg.attention_size
+        self.cfg = cfg
+        self.q_t = nn.Linear(cfg.text_dim, a, bias=False)   # W_Q^t
+        self.k_t = nn.Linear(cfg.text_dim, a, bias=False)   # W_K^t
+        self.v_t = nn.Linear(cfg.text_dim, a, bias=False)   # W_V^t
+        if cfg.use_image:
+            self.q_v = nn.Linear(cfg.text_dim, a, bias=False)   # W_Q^v
+            self.k_v = nn.Linear(cfg.image_dim, a, bias=False)  # W_K^v
+            self.v_v = nn.Linear(cfg.image_dim, a, bias=False)  # W_V^v
+            if cfg.global_image_enabled and cfg.global_gate:
+                self.gate_text = nn.Linear(cfg.text_dim, a, bias=True)     # W1, b
+                self.gate_image = nn.Linear(cfg.image_dim, a, bias=False)  # W2
+
+    def forward(self, h: Tensor, mask: Tensor, v_global: Tensor | None,
+                v: Tensor | None) -> CrossModalOutput:
+        cfg = self.cfg
+        alpha_t = _attend(self.q_t(h), self.k_t(h), mask, cfg.attention_softmax)   # Eq. 1-2
+        h_prime = alpha_t @ self.v_t(h)                                             # Eq. 5, left
+        if not cfg.use_image:
+            return CrossModalOutput(h_prime, None, None, None)
+        alpha_v = _attend(self.q_v(h), self.k_v(v), None, cfg.attention_softmax)   # Eq. 3-4
+        image_values = self.v_v(v)                                                  # W_V^v v_k
+        gate = None
+        if cfg.global_image_enabled:
+            attended = alpha_v @ image_values                                       # sum_k a_ik W v_k
+            if cfg.global_gate:
+                gate = torch.sigmoid(self.gate_text(h)
+                                     + self.gate_image(v_global)[:, None, :])       # Eq. 6
+                attended = gate * attended
+            h_prime = h_prime + attended                                            # Eq. 5, right
+        return CrossModalOutput(h_prime, alpha_v, image_values, gate)
+
+
+class AttributeHead(nn.Module):
+    """Eq. 7: y^a = sigmoid(W3 sum_i h_i + W4 sum_i h'_i + W5 h0); returns logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w3 = nn.Linear(cfg.text_dim, cfg.num_attributes, bias=False)
+        self.w4 = nn.Linear(cfg.attention_size, cfg.num_attributes, bias=False)
+        self.w5 = nn.Linear(cfg.text_dim, cfg.num_attributes, bias=True)
+
+    def forward(self, h: Tensor, h_prime: Tensor, mask: Tensor) -> Tensor:
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.w3((h * m).sum(1)) + self.w4((h_prime * m).sum(1)) + self.w5(h[:, 0])
+
+
+@dataclass
+class TaggerOutput:
+    logits: Tensor               # (B, T, num_tags)
+    regional_gate: Tensor | None  # (B, K, A) g^R
+
+
+class RegionalGatedValueTagger(nn.Module):
+    """Eq. 9-10: tag logits from h, h', the attribute prediction and gated image regions."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        tags = cfg.num_tags
+        self.w6 = nn.Linear(cfg.text_dim, tags, bias=True)
+        self.w7 = nn.Linear(cfg.attention_size, tags, bias=False)
+        if cfg.attr_conditioning and cfg.multitask:
+            self.w8 = nn.Linear(cfg.num_attributes, tags, bias=False)
+        if cfg.regional_image_enabled:
+            # The regional term lives in the attention space; this maps it to the tag logits.
+            self.regional_out = nn.Linear(cfg.attention_size, tags, bias=False)
+            if cfg.regional_gate:
+                self.w9 = nn.Linear(cfg.num_attributes, cfg.attention_size, bias=True)
+                self.w10 = nn.Linear(cfg.image_dim, cfg.attention_size, bias=False)
+
+    def forward(self, h: Tensor, h_prime: Tensor, attrs: Tensor, v: Tensor | None,
+                alpha_v: Tensor | None, image_values: Tensor | None) -> TaggerOutput:
+        cfg = self.cfg
+        logits = self.w6(h) + self.w7(h_prime)
+        if hasattr(self, "w8"):
+            logits = logits + self.w8(attrs)[:, None, :]
+        gate = None
+        if cfg.regional_image_enabled:
+            values = image_values
+            if cfg.regional_gate:
+                gate = torch.sigmoid(self.w9(attrs)[:, None, :] + self.w10(v))     # Eq. 10
+                values = gate * values
+            logits = logits + self.regional_out(alpha_v @ values)                  # Eq. 9, last
+        return TaggerOutput(logits, gate)
+
+
+def value_to_attribute_probs(tag_probs: Tensor, tag_mask: Tensor) -> Tensor:
+    """Eq. 12: y^{v->a}_l = (max_i p_i(B_l) + max_i p_i(I_l)) / 2 over tagged positions."""
+    masked = tag_probs.masked_fill(~tag_mask.unsqueeze(-1), 0.0)
+    best = masked.max(dim=1).values                        # (B, num_tags)
+    return 0.5 * (best[:, 1::2] + best[:, 2::2])            # B_l at 1+2l, I_l at 2+2l
+
+
+def kl_term(attr_probs: Tensor, value_attr_probs: Tensor) -> Tensor:
+    """Eq. 13: sum_l y^a_l log(y^a_l / y^{v->a}_l), averaged over the batch."""
+    p = attr_probs.clamp_min(EPS)
+    q = value_attr_probs.clamp_min(EPS)
+    return (p * (p.log() - q.log())).sum(-1).mean()
+
+
+@dataclass
+class MJAVEOutput:
+    attr_logits: Tensor          # (B, L)
+    tag_logits: Tensor           # (B, T, num_tags)
+    global_gate: Tensor | None
+    regional_gate: Tensor | None
+    image_attention: Tensor | None
+    loss: Tensor | None = None
+    loss_attr: Tensor | None = None
+    loss_value: Tensor | None = None
+    loss_kl: Tensor | None = None
+
+    @property
+    def attr_probs(self) -> Tensor:
+        return torch.sigmoid(self.attr_logits)
+
+
+class MJAVE(nn.Module):
+    """The whole model: Eq. 1-14 over encoder outputs (see module docstring for the inputs)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.cross = GlobalGatedCrossModalAttention(cfg)
+        # w/o MTL: the tagger gets attention layers of its own, so the tasks share nothing.
+        self.value_cross = None if cfg.multitask else GlobalGatedCrossModalAttention(cfg)
+        self.attribute_head = AttributeHead(cfg)
+        self.tagger = RegionalGatedValueTagger(cfg)
+
+    def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
+                v_global: Tensor | None = None, v: Tensor | None = None,
+                attr_labels: Tensor | None = None, tag_labels: Tensor | None = None) -> MJAVEOutput:
+        cfg = self.cfg
+        mask = mask.bool()
+        tag_mask = tag_mask.bool() & mask
+        if cfg.use_image:
+            if v is None or v_global is None:
+                raise ValueError("this model uses the image: pass v_global and v "
+                                 "(zeros for a product without an image)")
+            v_global = self.dropout(v_global)
+            v = self.dropout(v)
+        else:
+            v_global = v = None
+        h = self.dropout(h)
+
+        cross = self.cross(h, mask, v_global, v)
+        h_prime = self.dropout(cross.h_prime)
+        attr_logits = self.attribute_head(h, h_prime, mask)                         # Eq. 7
+        attr_probs = torch.sigmoid(attr_logits)
+
+        if cfg.gold_attr_conditioning:
+            if attr_labels is None:
+                raise ValueError("gold_attr_conditioning needs attr_labels at every forward")
+            condition = attr_labels.to(h.dtype)
+        elif cfg.multitask:
+            condition = attr_probs
+        else:  # w/o MTL: the tagger gets no attribute information at all
+            condition = torch.zeros_like(attr_probs)
+
+        tag_cross = cross if self.value_cross is None else self.value_cross(h, mask, v_global, v)
+        tag_h_prime = h_prime if self.value_cross is None else self.dropout(tag_cross.h_prime)
+        tagged = self.tagger(h, tag_h_prime, condition, v, tag_cross.image_attention,
+                             tag_cross.image_values)
+
+        out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
+                          cross.image_attention)
+        if attr_labels is not None and tag_labels is not None:
+            self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask)
+        return out
+
+    def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
+                    tag_labels: Tensor, tag_mask: Tensor) -> None:
+        cfg = self.cfg
+        loss_attr = F.binary_cross_entropy_with_logits(out.attr_logits.float(),
+                                                       attr_labels.float())          # Eq. 8
+        labels = tag_labels.masked_fill(~tag_mask, -100)
+        loss_value = F.cross_entropy(out.tag_logits.float().flatten(0, 1), labels.flatten(),
+                                     ignore_index=-100)                               # Eq. 11
+        if not torch.isfinite(loss_value):  # a batch without any tagged position
+            loss_value = out.tag_logits.sum() * 0.0
+        loss = loss_attr + loss_value
+        loss_kl = None
+        if cfg.kl_enabled:
+            tag_probs = out.tag_logits.float().softmax(-1)
+            loss_kl = kl_term(attr_probs.float(), value_to_attribute_probs(tag_probs, tag_mask))
+            loss = loss + cfg.kl_lambda * loss_kl                                     # Eq. 14
+        out.loss, out.loss_attr, out.loss_value, out.loss_kl = loss, loss_attr, loss_value, loss_kl
