@@ -210,11 +210,6 @@ def test_convert_shared_wdcpave_to_conll(shared_dir: Path, tmp_path: Path, capsy
     assert len(read_records(out)[0]) == 159
 
 
-def test_demo_stub(capsys):
-    assert main(["demo"]) == 2
-    assert capsys.readouterr().out == "mjave demo: the model is not built yet\n"
-
-
 def test_parser_accepts_new_subcommands(capsys):
     parser = build_parser()
     p = parser.commands.add_parser("hello")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from mjave.config import ConfigError
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import FORMATS, iter_records, read_records, write_records
 from mjave.data.stats import dataset_stats, format_stats
@@ -88,11 +89,6 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    print("mjave demo: the model is not built yet")
-    return 2
-
-
 def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """`mjave data validate|stats|convert`; returns the data subparsers for more commands."""
     data = commands.add_parser("data", help="check, describe and convert datasets")
@@ -122,8 +118,137 @@ def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubPars
     return sub
 
 
-def add_demo_command(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("demo", help="end-to-end demo (not built yet)")
+def _progress():
+    """The progress-bar factory the library takes (tqdm on a terminal, quiet otherwise)."""
+    from tqdm.auto import tqdm
+
+    def make(iterable=None, **kwargs):
+        return tqdm(iterable, dynamic_ncols=True, disable=None, **kwargs)
+    return make
+
+
+def _setup_logging() -> None:
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def _run_config(args: argparse.Namespace):
+    from mjave.config import apply_overrides, load
+    from mjave.training.config import RunConfig
+    cfg = load(RunConfig, args.config) if args.config else RunConfig()
+    return apply_overrides(cfg, args.set or [])
+
+
+def _add_run_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run config YAML/JSON (mjave.training.config.RunConfig)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.epochs=5 (repeatable)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from mjave.training.trainer import train
+    cfg = _run_config(args)
+    if not cfg.data.train:
+        raise DataError("no training data: set data.train in the config or --set data.train=FILE")
+    result = train(cfg, progress=_progress())
+    best = result.best_valid
+    print(f"model: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run}"
+          f"{', resumed after epoch %d' % result.resumed_from if result.resumed_from else ''}, "
+          f"{result.seconds:.0f} s)")
+    if best:
+        print(f"valid: attribute F1 {best['attribute']['f1']:.2f}  value F1 "
+              f"{best['value']['f1']:.2f}  pair F1 {best['pair']['f1']:.2f}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from mjave.data.formats import read_records
+    from mjave.encoders.features import extract_features
+    cfg = _run_config(args)
+    store = cfg.features_dir or str(Path(cfg.output_dir) / "features")
+    total = None
+    for path in [p for p in (cfg.data.train, cfg.data.valid, cfg.data.test) if p]:
+        records, issues = read_records(path, format=cfg.data.format, strict=not cfg.data.lenient)
+        if issues.summary():
+            print(f"{path}: {issues.summary()}")
+        stats = extract_features(records, store, cfg.encoder, image_root=cfg.data.image_root,
+                                 batch_size=args.batch_size, progress=_progress(),
+                                 image=cfg.encoder.image_encoder != "none")
+        print(f"{path}: {stats}")
+        total = stats
+    if total is None:
+        raise DataError("no data files in the config (data.train / data.valid / data.test)")
+    print(f"feature store: {store}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _setup_logging()
+    import json
+    from mjave.evaluation.report import format_report
+    from mjave.training.evaluate import evaluate_model
+    report = evaluate_model(args.model, args.data, image_root=args.image_root,
+                            features_dir=args.features, device=args.device, format=args.format,
+                            strict=not args.lenient, progress=_progress())
+    print(format_report(report, title=f"{args.model} on {args.data}"))
+    if report.get("issues"):
+        print(report["issues"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from mjave.experiments.demo import DemoConfig, run_demo
+    cfg = DemoConfig(output_dir=args.output_dir, n_products=args.n_products, seed=args.seed,
+                     epochs=args.epochs)
+    result = run_demo(cfg, progress=_progress())
+    print()
+    print("Test split of the synthetic catalog (F1 %):")
+    print(result.table)
+    aw = result.awareness
+    gain = result.reports["M-JAVE"]["value"]["f1"] - result.reports["JAVE"]["value"]["f1"]
+    print(f"M-JAVE minus JAVE, value F1: {gain:+.2f}")
+    print(f"image awareness of M-JAVE (true minus shuffled image): value "
+          f"{aw['value']['awareness']:+.2f}, attribute {aw['attribute']['awareness']:+.2f}")
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
+    print(f"outputs: {result.output_dir}/summary.json, predictions.jsonl, gates.png")
+    return 0
+
+
+def add_model_commands(commands: argparse._SubParsersAction) -> None:
+    """`mjave train|features|evaluate|demo`."""
+    p = commands.add_parser("train", help="train a model from a run config")
+    _add_run_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("features", help="encode texts and images once into the feature store")
+    _add_run_config_args(p)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_features)
+
+    p = commands.add_parser("evaluate", help="score a model folder on a data file")
+    p.add_argument("model", help="model folder written by `mjave train`")
+    p.add_argument("data", help="data file (JSONL, JAVE TSV or CoNLL)")
+    p.add_argument("--image-root", help="folder the records' image paths are relative to")
+    p.add_argument("--features", help="feature store folder to reuse (default: a temporary one)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--format", choices=["jsonl", "jave", "conll"])
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--lenient", action="store_true", help="skip bad rows (reported)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("demo", help="synthetic catalog: JAVE vs M-JAVE end to end")
+    p.add_argument("--output-dir", default="demo_output")
+    p.add_argument("--n-products", type=int, default=600)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
 
@@ -135,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.commands = commands  # type: ignore[attr-defined]
     parser.data_commands = add_data_commands(commands)  # type: ignore[attr-defined]
-    add_demo_command(commands)
+    add_model_commands(commands)
     return parser
 
 
@@ -143,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except DataError as e:
+    except (DataError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `mjave data stats x | head`: the reader left, which is no error
