@@ -229,8 +229,10 @@ class MJAVE(nn.Module):
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
                     tag_labels: Tensor, tag_mask: Tensor) -> None:
         cfg = self.cfg
-        loss_attr = F.binary_cross_entropy_with_logits(out.attr_logits.float(),
-                                                       attr_labels.float())          # Eq. 8
+        # Eq. 8, summed over the L labels like the KL term it is balanced against (Eq. 13);
+        # a mean over labels would let lambda * KL outweigh it L-fold and drag y^a below 0.5.
+        loss_attr = F.binary_cross_entropy_with_logits(
+            out.attr_logits.float(), attr_labels.float(), reduction="none").sum(-1).mean()
         labels = tag_labels.masked_fill(~tag_mask, -100)
         loss_value = F.cross_entropy(out.tag_logits.float().flatten(0, 1), labels.flatten(),
                                      ignore_index=-100)                               # Eq. 11

@@ -1,0 +1,481 @@
+"""Encode records once into the feature store: incremental, resumable, and checked for mixing.
+
+Text features are keyed by record id (one sentence), image features by `record.product_id`, so
+the sentences of one product share one image encoding. Only keys not in the store are encoded;
+the store is flushed after every batch, so a killed run loses at most one batch and a rerun
+continues where it stopped. The store's meta.json remembers the encoder settings, and reopening
+it with other settings is an error instead of a silent mix of two encoders' features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Sequence, get_args
+
+import numpy as np
+import torch
+
+from mjave.data.errors import DataError
+from mjave.data.records import Record
+from mjave.data.tagging import CharTokenizer, TextAligner, Tokenizer, batch_pad
+from mjave.encoders.image import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageEncoder,
+    build_image_encoder,
+    file_fingerprint,
+    load_image,
+    packaged_efficientnet_weights,
+    resnet_weights_required,
+)
+from mjave.encoders.store import FeatureStore
+from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
+
+log = logging.getLogger(__name__)
+
+TextKind = Literal["hf", "bilstm"]
+ImageEncoderName = Literal["efficientnet-lite0", "efficientnet-lite2", "resnet101", "resnet50",
+                           "none"]
+MissingImage = Literal["error", "zeros"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+"""Tried, in order, as `<image_root>/<product_id><ext>` for records that name no image."""
+
+
+@dataclass
+class EncoderConfig:
+    """Which encoders turn text and images into features (section 2.2) and how.
+
+    text_encoder: "minilm" (the pip MiniLM-L6, 384-d) or a local Hugging Face model folder.
+    text_kind: "hf" (pretrained, frozen features are cached) or "bilstm" (trained in the model).
+    fine_tune: train the HF encoder with the model (then its features are not cached).
+    char_level: one token per character (the JAVE scheme for Chinese) from the folder's vocab.txt.
+    image_encoder: "efficientnet-lite0" (pip weights, 1280-d), "efficientnet-lite2",
+        "resnet101" / "resnet50" (the paper's 2048-d features; weights must be given), "none".
+    image_weights: local .pth / .safetensors file; None = the packaged weights where they exist.
+    image_size: square input side; 224 gives the paper's 7 x 7 = 49 regions.
+    max_length: tokens per text including [CLS] and [SEP] (the paper's 46 + 2).
+    missing_image: "error" stops on a missing/unreadable image; "zeros" stores zero features
+        (counted, and retried on the next run).
+    """
+
+    text_encoder: str = "minilm"
+    text_kind: TextKind = "hf"
+    fine_tune: bool = False
+    char_level: bool = False
+    image_encoder: ImageEncoderName = "efficientnet-lite0"
+    image_weights: str | None = None
+    image_size: int = 224
+    max_length: int = 48
+    missing_image: MissingImage = "error"
+
+    def __post_init__(self) -> None:
+        for name, tp in (("text_kind", TextKind), ("image_encoder", ImageEncoderName),
+                         ("missing_image", MissingImage)):
+            if getattr(self, name) not in get_args(tp):
+                raise ValueError(f"encoder.{name} must be one of {list(get_args(tp))}, "
+                                 f"not {getattr(self, name)!r}")
+        if self.image_size < 32:
+            raise ValueError(f"encoder.image_size must be at least 32, not {self.image_size}")
+        if self.max_length < 3:
+            raise ValueError(f"encoder.max_length must be at least 3, not {self.max_length}")
+
+    @property
+    def caches_text(self) -> bool:
+        """Only a frozen pretrained encoder gives features that can be computed once."""
+        return self.text_kind == "hf" and not self.fine_tune
+
+    @property
+    def uses_images(self) -> bool:
+        return self.image_encoder != "none"
+
+
+@dataclass
+class FeatureStats:
+    """What one `extract_features` call did."""
+
+    new_texts: int = 0
+    new_images: int = 0           # images encoded (zero-filled ones not included)
+    skipped_texts: int = 0        # ids already in the store
+    skipped_images: int = 0       # product ids already in the store
+    missing_images: int = 0       # zero-filled under missing_image="zeros"
+    text_seconds: float = 0.0     # encoding wall time, model loading excluded
+    image_seconds: float = 0.0    # decoding + preprocessing + encoding, model loading excluded
+    load_seconds: float = 0.0     # loading encoder weights
+
+    @property
+    def images_per_second(self) -> float:
+        return self.new_images / self.image_seconds if self.image_seconds > 0 else 0.0
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.new_texts / self.text_seconds if self.text_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_second": self.images_per_second,
+                "texts_per_second": self.texts_per_second}
+
+    def summary(self) -> str:
+        return (f"text: {self.new_texts} encoded, {self.skipped_texts} already stored; "
+                f"images: {self.new_images} encoded ({self.images_per_second:.1f}/s), "
+                f"{self.skipped_images} already stored, {self.missing_images} missing "
+                "(zero features)")
+
+
+# --------------------------------------------------------------------------------------------
+# Identities recorded in the store's meta.json
+# --------------------------------------------------------------------------------------------
+
+
+def _hash_files(folder: Path, names: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for name in names:
+        p = folder / name
+        if p.is_file():
+            h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(folder: Path) -> str:
+    """config.json plus the names and sizes of the weight files: cheap, and a different model
+    (or the same one re-saved with other weights) gives a different value."""
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for p in sorted(folder.iterdir()):
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file():
+            h.update(f"{p.name}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(folder: Path, char_level: bool) -> str:
+    """Which tokenizer files, and whether characters are the tokens."""
+    kind = "char" if char_level else "hf"
+    names = (["vocab.txt"] if char_level else
+             ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+              "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model"])
+    return f"{kind}:{_hash_files(folder, names)}"
+
+
+def tokenizer_kind(tokenizer: Tokenizer) -> str:
+    """'char' for the one-token-per-character tokenizer, else 'hf'."""
+    return "char" if isinstance(tokenizer, CharTokenizer) else "hf"
+
+
+def _text_meta(config: EncoderConfig, tokenizer: Tokenizer, hidden_size: int,
+               folder: Path) -> dict[str, Any]:
+    char = tokenizer_kind(tokenizer) == "char"
+    return {
+        "encoder": model_fingerprint(folder),
+        "tokenizer": f"{type(tokenizer).__name__}/{tokenizer_fingerprint(folder, char)}",
+        "max_length": config.max_length,
+        "dim": hidden_size,
+        "info": {"text_encoder": config.text_encoder, "path": str(folder)},
+    }
+
+
+def _hidden_size_from_config(folder: Path) -> int:
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg["dim"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder}/config.json: cannot read the hidden size ({e})") from None
+
+
+_IMAGE_DIMS = {"efficientnet-lite0": 1280, "efficientnet-lite2": 1280,
+               "resnet101": 2048, "resnet50": 2048}
+
+
+def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str, Any]:
+    """What the image features depend on, computed without building the network when possible
+    (a rerun with nothing new to encode then loads no weights at all)."""
+    if encoder is not None:
+        d = encoder.describe()
+        weights_path = encoder.weights_path
+    else:
+        name = config.image_encoder
+        weights_path = config.image_weights
+        if weights_path is None and name.startswith("efficientnet"):
+            weights_path = str(packaged_efficientnet_weights(name[len("efficientnet-"):]))
+        if weights_path is None:
+            raise resnet_weights_required(name)
+        side = math.ceil(config.image_size / 32)
+        lite = name.startswith("efficientnet")
+        d = {"name": name, "weights": file_fingerprint(weights_path),
+             "image_size": config.image_size, "feature_dim": _IMAGE_DIMS[name],
+             "num_regions": side * side,
+             "mean": list(EFFICIENTNET_LITE_MEAN if lite else IMAGENET_MEAN),
+             "std": list(EFFICIENTNET_LITE_STD if lite else IMAGENET_STD)}
+    return {"encoder": d["name"], "weights": d["weights"], "image_size": d["image_size"],
+            "mean": d["mean"], "std": d["std"], "dim": d["feature_dim"],
+            "rows": 1 + d["num_regions"], "info": {"weights_path": weights_path}}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_image_path(record: Record, image_root: str | os.PathLike[str] | None
+                       ) -> tuple[Path | None, list[Path]]:
+    """The image file of a record and the candidate paths looked at (for error messages).
+
+    `record.image` is taken relative to `image_root` unless absolute. A record naming no image
+    falls back to `<image_root>/<product_id>.jpg` (or .jpeg/.png/.webp), the MEPAVE convention
+    of naming images by product id.
+    """
+    root = Path(image_root) if image_root is not None else None
+    if record.image:
+        p = Path(record.image).expanduser()
+        if not p.is_absolute() and root is not None:
+            p = root / p
+        return p, [p]
+    if root is None:
+        return None, []
+    tried = [root / f"{record.product_id}{ext}" for ext in IMAGE_EXTENSIONS]
+    return next((p for p in tried if p.is_file()), None), tried
+
+
+def _make_bar(progress: bool | Callable[..., Any] | None, total: int, desc: str, unit: str
+              ) -> Any:
+    if progress is None or progress is False or total == 0:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit)
+    return progress(total=total, desc=desc, unit=unit)
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+
+
+def extract_features(records: Sequence[Record], store_dir: str | os.PathLike[str],
+                     config: EncoderConfig, image_root: str | os.PathLike[str] | None = None,
+                     batch_size: int = 32, progress: bool | Callable[..., Any] | None = None,
+                     *, text: bool | None = None, image: bool | None = None,
+                     device: str | torch.device | None = None,
+                     text_encoder: HFTextEncoder | None = None,
+                     tokenizer: Tokenizer | None = None,
+                     image_encoder: ImageEncoder | None = None) -> FeatureStats:
+    """Encode into `store_dir` the texts and images of `records` that it does not hold yet.
+
+    `text` / `image`: None = as the config says (text when the HF encoder is frozen, images
+    unless image_encoder is "none"); True where the config cannot cache them is an error.
+    `progress`: True for a tqdm bar, or a factory called as `progress(total=, desc=, unit=)`
+    returning a tqdm-like object. `text_encoder`, `tokenizer`, `image_encoder` reuse already
+    loaded models (they must match `config`). Models are only loaded when something is missing.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    do_text = config.caches_text if text is None else text
+    do_image = config.uses_images if image is None else image
+    if do_text and not config.caches_text:
+        raise ValueError(f"text features are cached only for a frozen Hugging Face encoder; "
+                         f"this config has text_kind={config.text_kind!r}, "
+                         f"fine_tune={config.fine_tune} (its text encoder runs inside the model)")
+    if do_image and not config.uses_images:
+        raise ValueError("image features were asked for but encoder.image_encoder is 'none'")
+    stats = FeatureStats()
+    if not (do_text or do_image):
+        return stats
+    dev = _default_device(device)
+
+    meta: dict[str, dict[str, Any]] = {}
+    folder: Path | None = None
+    if do_text:
+        folder = resolve_text_encoder_path(config.text_encoder)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(folder, char_level=config.char_level)
+        hidden = (text_encoder.hidden_size if text_encoder is not None
+                  else _hidden_size_from_config(folder))
+        meta["text"] = _text_meta(config, tokenizer, hidden, folder)
+    if do_image:
+        meta["image"] = _image_meta(config, image_encoder)
+
+    store = FeatureStore(store_dir, meta=meta, flush_every=max(batch_size, 1) * 2)
+    try:
+        if do_text:
+            assert tokenizer is not None and folder is not None
+            _extract_text(records, store, config, tokenizer, folder, text_encoder, batch_size,
+                          progress, dev, stats)
+        if do_image:
+            _extract_images(records, store, config, image_root, image_encoder, batch_size,
+                            progress, dev, stats)
+    finally:
+        store.close()
+    log.info("features in %s: %s", store_dir, stats.summary())
+    return stats
+
+
+def _extract_text(records: Sequence[Record], store: FeatureStore, config: EncoderConfig,
+                  tokenizer: Tokenizer, folder: Path, encoder: HFTextEncoder | None,
+                  batch_size: int, progress: Any, device: torch.device,
+                  stats: FeatureStats) -> None:
+    first: dict[str, Record] = {}
+    conflicting = 0
+    for r in records:
+        if r.id in first:
+            conflicting += first[r.id].text != r.text
+        else:
+            first[r.id] = r
+    if conflicting:
+        log.warning("%d records reuse an id with a different text; the first text's features "
+                    "are stored for that id", conflicting)
+    pending = store.missing("text", first)
+    stats.skipped_texts = len(first) - len(pending)
+    if not pending:
+        return
+    if encoder is None:
+        t0 = time.perf_counter()
+        encoder = HFTextEncoder.from_pretrained(folder, fine_tune=False).to(device)
+        stats.load_seconds += time.perf_counter() - t0
+    device = next(encoder.parameters()).device
+    start = time.perf_counter()
+    aligner = TextAligner(tokenizer, max_length=config.max_length)
+    encodeds = {k: aligner.encode_text(first[k].text) for k in pending}
+    # Similar lengths together: less padding per batch. (Outputs at real tokens do not depend on
+    # the padding, up to float rounding far below float16 resolution.)
+    order = sorted(pending, key=lambda k: len(encodeds[k]))
+    bar = _make_bar(progress, len(order), "text features", "text")
+    try:
+        for keys in _chunks(order, batch_size):
+            batch = batch_pad([encodeds[k] for k in keys], tokenizer.pad_id)
+            ids = torch.from_numpy(batch["input_ids"])
+            if int(ids.max()) >= encoder.vocab_size:
+                raise ValueError(f"tokenizer ids reach {int(ids.max())} but the text encoder in "
+                                 f"{folder} has only {encoder.vocab_size} embeddings: the "
+                                 "tokenizer does not belong to this model")
+            h = encoder(ids.to(device), torch.from_numpy(batch["attention_mask"]).to(device))
+            h = h.float().cpu().numpy()
+            store.put("text", {k: h[i, :int(n)] for i, (k, n)
+                               in enumerate(zip(keys, batch["lengths"]))})
+            store.flush()
+            stats.new_texts += len(keys)
+            if bar is not None:
+                bar.update(len(keys))
+    finally:
+        if bar is not None:
+            bar.close()
+        stats.text_seconds = time.perf_counter() - start
+
+
+def _extract_images(records: Sequence[Record], store: FeatureStore, config: EncoderConfig,
+                    image_root: str | os.PathLike[str] | None, encoder: ImageEncoder | None,
+                    batch_size: int, progress: Any, device: torch.device,
+                    stats: FeatureStats) -> None:
+    # One image per product: the first record of the product whose image file exists decides
+    # (else the first record, for the error message or the zero fill-in).
+    by_product: dict[str, tuple[Record, Path | None, list[Path]]] = {}
+    found: set[str] = set()
+    for r in records:
+        pid = r.product_id
+        if pid in found:
+            continue
+        path, tried = resolve_image_path(r, image_root)
+        exists = path is not None and path.is_file()
+        if pid not in by_product or exists:
+            by_product[pid] = (r, path, tried)
+        if exists:
+            found.add(pid)
+    # Zero-filled products are retried: their image may have been added since.
+    pending = store.missing("image", by_product, include_placeholders=True)
+    stats.skipped_images = len(by_product) - len(pending)
+    if not pending:
+        return
+    policy = config.missing_image
+
+    def missing_error(pid: str) -> DataError:
+        record, path, tried = by_product[pid]
+        if path is not None:
+            return DataError(f"record {record.id!r} (product {pid!r}): image file not found "
+                             "(use missing_image='zeros' to fill zero features instead)",
+                             path=str(path), field="image", reason="missing image")
+        where = (f"; looked for {', '.join(map(str, tried))}" if tried
+                 else "; give image_root or an image path in the record")
+        return DataError(f"record {record.id!r} (product {pid!r}) has no image{where}",
+                         field="image", reason="missing image")
+
+    if policy == "error":  # fail before hours of encoding, not at the first absent file
+        absent = [pid for pid in pending if pid not in found]
+        if absent:
+            if len(absent) > 1:
+                log.error("%d products have no image file, e.g. %s", len(absent), absent[:5])
+            raise missing_error(absent[0])
+    start = time.perf_counter()
+    load_time = 0.0
+
+    def load(pid: str) -> Any:
+        record, path, _ = by_product[pid]
+        if pid not in found or path is None:
+            return None  # policy "zeros" (under "error" the check above has raised)
+        try:
+            return load_image(path, policy)
+        except DataError as e:  # unreadable file
+            raise DataError(f"record {record.id!r} (product {pid!r}): {e.message}",
+                            path=e.path, field="image", reason=e.reason) from None
+
+    bar = _make_bar(progress, len(pending), "image features", "img")
+    chunks = _chunks(pending, batch_size)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Decode the next batch while the network runs on this one (PIL releases the GIL).
+            future = pool.map(load, chunks[0]) if chunks else None
+            for i, keys in enumerate(chunks):
+                images = list(future) if future is not None else []
+                future = pool.map(load, chunks[i + 1]) if i + 1 < len(chunks) else None
+                present = [(k, im) for k, im in zip(keys, images) if im is not None]
+                absent = [k for k, im in zip(keys, images) if im is None]
+                if present:
+                    if encoder is None:
+                        t0 = time.perf_counter()
+                        encoder = build_image_encoder(config.image_encoder, config.image_weights,
+                                                      config.image_size).to(device)
+                        load_time = time.perf_counter() - t0
+                        stats.load_seconds += load_time
+                    g, r = encoder.encode_images([im for _, im in present])
+                    feats = torch.cat([g.unsqueeze(1), r], dim=1).float().cpu().numpy()
+                    store.put("image", {k: feats[j] for j, (k, _) in enumerate(present)})
+                    stats.new_images += len(present)
+                if absent:
+                    stats.missing_images += len(absent)
+                    fresh = [k for k in absent if not store.has("image", k)]
+                    if fresh:
+                        settings = store.namespace_meta("image") or {}
+                        zeros = np.zeros((settings["rows"], settings["dim"]), dtype=np.float16)
+                        store.put("image", {k: zeros for k in fresh}, placeholder=True)
+                store.flush()
+                if bar is not None:
+                    bar.update(len(keys))
+    finally:
+        if bar is not None:
+            bar.close()
+        stats.image_seconds = time.perf_counter() - start - load_time
+    if stats.missing_images:
+        log.warning("%d products have no readable image; their image features are zeros "
+                    "(retried on the next run)", stats.missing_images)
+
+
+__all__ = ["EncoderConfig", "FeatureStats", "extract_features", "model_fingerprint",
+           "resolve_image_path", "tokenizer_fingerprint"]

@@ -1,0 +1,1 @@
+"""Inference: the one decoder from model outputs to scored character spans."""

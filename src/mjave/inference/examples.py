@@ -1,0 +1,40 @@
+"""Records -> model examples: aligned tokens, labels and cached encoder features.
+
+Training, evaluation and prediction all featurise through here, so the tokens a model was
+trained on and the tokens it is scored on are produced by the same aligner and store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mjave.data.errors import RowIssues
+from mjave.data.records import Record
+from mjave.data.schema import AttributeSchema
+from mjave.data.tagging import TextAligner
+from mjave.encoders.features import EncoderConfig, extract_features
+from mjave.encoders.store import FeatureStore
+from mjave.model.batches import Example, attribute_targets
+
+
+def build_examples(records: Sequence[Record], aligner: TextAligner, schema: AttributeSchema,
+                   encoder: EncoderConfig, store_dir: str | Path, image_root: str | None,
+                   text_features: bool, image_features: bool, issues: RowIssues | None = None,
+                   progress: Callable | None = None, batch_size: int = 32) -> list[Example]:
+    """Align every record and attach its features, encoding into the store what is missing.
+
+    `text_features=False` when a text encoder runs inside the model (fine-tuning, BiLSTM);
+    `image_features=False` for text-only models, which then never open an image.
+    """
+    if text_features or image_features:
+        extract_features(records, store_dir, encoder, image_root=image_root,
+                         batch_size=batch_size, progress=progress,
+                         text=text_features, image=image_features)
+    store = FeatureStore(store_dir) if (text_features or image_features) else None
+    encodeds = aligner.encode_many(records, issues)
+    texts = store.get("text", [r.id for r in records]) if text_features else [None] * len(records)
+    images = (store.get("image", [r.product_id for r in records]) if image_features
+              else [None] * len(records))
+    return [Example(r, e, attribute_targets(r, schema), t, i)
+            for r, e, t, i in zip(records, encodeds, texts, images)]

@@ -1,0 +1,1 @@
+"""Training: run configs, batches, checkpoints (safetensors + JSON) and the resumable trainer."""

@@ -1,0 +1,52 @@
+"""One file describes a run: data, encoders, model and training, composed in `RunConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mjave.encoders.features import EncoderConfig
+from mjave.model.config import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the records are. Paths are files in any format mjave reads (format by extension)."""
+
+    train: str = ""
+    valid: str | None = None
+    test: str | None = None
+    format: str | None = None
+    image_root: str | None = None  # image paths in records are relative to this folder
+    lenient: bool = False          # skip bad rows (counted and reported) instead of stopping
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation defaults from the paper's Table 2 (lr 1e-4, batch 128, 50 epochs)."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-4
+    encoder_lr: float = 2e-5          # for a fine-tuned text encoder
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0
+    patience: int = 10                # epochs without a better validation value F1
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    bf16: bool = True                 # autocast on CUDA only; CPU runs stay float32
+    threshold: float = 0.5            # attribute probability threshold
+    eval_batch_size: int = 256
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written into every model folder as config.json."""
+
+    output_dir: str = "runs/model"
+    features_dir: str | None = None   # frozen-feature store; default <output_dir>/features
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,91 @@
+"""Score a trained model folder on a data file, optionally with shuffled (incongruent) images."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mjave.data.errors import RowIssues
+from mjave.data.formats import read_records
+from mjave.data.records import Record
+from mjave.evaluation.metrics import evaluate_records
+from mjave.inference.examples import build_examples
+from mjave.inference.loading import LoadedModel
+from mjave.inference.predict import as_records, predict_examples
+from mjave.model.batches import Example
+
+
+def featurize(model: LoadedModel, records: Sequence[Record], image_root: str | None,
+              features_dir: str | None, issues: RowIssues | None = None,
+              progress: Callable | None = None) -> list[Example]:
+    """Examples for `records` under `model`'s encoders (cached in `features_dir` if given)."""
+    def run(store_dir: str) -> list[Example]:
+        return build_examples(records, model.aligner, model.schema, model.config.encoder, store_dir,
+                              image_root, text_features=model.uses_text_features,
+                              image_features=model.uses_image, issues=issues, progress=progress)
+    if features_dir:
+        return run(features_dir)
+    with tempfile.TemporaryDirectory(prefix="mjave-features-") as tmp:
+        return run(tmp)
+
+
+def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
+          threshold: float | None = None) -> dict:
+    threshold = model.config.train.threshold if threshold is None else threshold
+    decoded, probs = predict_examples(model.net, examples, model.schema,
+                                      model.config.train.eval_batch_size, model.device, threshold,
+                                      model.aligner.pad_id)
+    return evaluate_records(records, as_records(examples, decoded), probs, model.schema.attributes,
+                            threshold)
+
+
+def shuffle_images(examples: Sequence[Example], seed: int) -> list[Example]:
+    """Give every example the image of another product (Elliott 2018's incongruent setting).
+
+    Products are permuted as a whole (sentences of one product keep sharing an image) with a
+    derangement, so no product keeps its own image.
+    """
+    products = sorted({e.record.product_id for e in examples})
+    if len(products) < 2:
+        raise ValueError("image shuffling needs at least two products")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(len(products))
+        if not np.any(perm == np.arange(len(products))):
+            break
+    source = {p: products[j] for p, j in zip(products, perm)}
+    image_of = {e.record.product_id: e.image_features for e in examples}
+    return [replace(e, image_features=image_of[source[e.record.product_id]]) for e in examples]
+
+
+def image_awareness(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
+                    permutations: int = 3, seed: int = 0) -> dict:
+    """Paper section 4.3: F1 with the congruent image minus F1 with an incongruent one,
+    as mean and standard deviation over `permutations` shuffles, for attributes and values."""
+    if not model.uses_image:
+        raise ValueError("image awareness needs a model that uses the image")
+    congruent = score(model, records, examples)
+    rows = [score(model, records, shuffle_images(examples, seed + i)) for i in range(permutations)]
+    out = {}
+    for task in ("attribute", "value"):
+        inc = np.array([r[task]["f1"] for r in rows])
+        out[task] = {"congruent": congruent[task]["f1"], "incongruent_mean": float(inc.mean()),
+                     "incongruent_std": float(inc.std()),
+                     "awareness": float(congruent[task]["f1"] - inc.mean())}
+    return out
+
+
+def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None = None,
+                   features_dir: str | None = None, device: str = "auto", format: str | None = None,
+                   strict: bool = True, progress: Callable | None = None) -> dict:
+    """`mjave evaluate`: the metrics report of a model folder on a data file."""
+    model = LoadedModel.load(model_dir, device=device)
+    records, issues = read_records(data_path, format=format, strict=strict)
+    examples = featurize(model, records, image_root, features_dir, issues, progress)
+    report = score(model, records, examples)
+    report["issues"] = issues.summary()
+    return report

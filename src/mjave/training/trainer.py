@@ -1,0 +1,192 @@
+"""The trainer: seeded, resumable after a kill, early stopping on validation value F1.
+
+Reproducibility: batches are shuffled by a generator seeded with (seed, epoch), and the global
+RNG (dropout) is saved in every checkpoint, so an interrupted run that resumes produces the same
+weights as one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mjave.config import to_dict
+from mjave.data.errors import RowIssues
+from mjave.data.formats import read_records
+from mjave.data.records import Record
+from mjave.data.schema import AttributeSchema
+from mjave.evaluation.metrics import evaluate_records
+from mjave.inference.examples import build_examples
+from mjave.inference.loading import (build_network, make_aligner, make_tokenizer, resolve_device,
+                                     text_in_loop)
+from mjave.inference.predict import as_records, predict_examples
+from mjave.model.batches import Example, batches, collate
+from mjave.model.network import TextImageModel
+from mjave.training.checkpoint import load_checkpoint, save_checkpoint, save_model
+from mjave.training.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., object]  # a tqdm-like factory: progress(iterable, total=, desc=)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Split:
+    records: list[Record]
+    examples: list[Example]
+    issues: RowIssues
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_epoch: int
+    best_valid: dict | None
+    history: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    resumed_from: int | None = None
+    seconds: float = 0.0
+
+
+def load_split(path: str, config: RunConfig) -> tuple[list[Record], RowIssues]:
+    records, issues = read_records(path, format=config.data.format, strict=not config.data.lenient)
+    if issues.skipped:
+        log.warning("%s: %s", path, issues.summary())
+    return records, issues
+
+
+def _optimizer(net: TextImageModel, config: RunConfig) -> torch.optim.Optimizer:
+    tc = config.train
+    groups = [{"params": [p for p in net.head.parameters() if p.requires_grad], "lr": tc.lr}]
+    if net.text_encoder is not None:
+        params = [p for p in net.text_encoder.parameters() if p.requires_grad]
+        lr = tc.lr if config.encoder.text_kind == "bilstm" else tc.encoder_lr
+        groups.append({"params": params, "lr": lr})
+    cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, config: RunConfig,
+                   device: torch.device, pad_id: int) -> dict:
+    """The full metrics report (attribute, value, pair F1 and breakdowns) on one split."""
+    decoded, probs = predict_examples(net, split.examples, schema, config.train.eval_batch_size,
+                                      device, config.train.threshold, pad_id)
+    return evaluate_records(split.records, as_records(split.examples, decoded), probs,
+                            schema.attributes, config.train.threshold)
+
+
+def train(config: RunConfig, progress: Progress | None = None,
+          stop_after_epochs: int | None = None) -> TrainResult:
+    """Train the model `config` describes into `config.output_dir` (resuming if a checkpoint is
+    there). `stop_after_epochs` ends this call early, as a kill would (used by tests)."""
+    start = time.time()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+
+    train_records, train_issues = load_split(config.data.train, config)
+    schema = AttributeSchema.from_records(train_records)
+    if schema.num_attributes == 0:
+        raise ValueError(f"{config.data.train}: no labelled spans, nothing to learn")
+    tokenizer = make_tokenizer(config.encoder)
+    aligner = make_aligner(config.encoder, schema, tokenizer)
+    net, model_cfg = build_network(config, schema, tokenizer)
+    config = replace(config, model=model_cfg)
+    net.to(device)
+
+    store_dir = config.features_dir or str(out / "features")
+    featurize = dict(aligner=aligner, schema=schema, encoder=config.encoder, store_dir=store_dir,
+                     image_root=config.data.image_root,
+                     text_features=not text_in_loop(config.encoder),
+                     image_features=model_cfg.use_image, progress=progress)
+    train_split = Split(train_records, build_examples(train_records, issues=train_issues,
+                                                      **featurize), train_issues)
+    valid_split = None
+    if config.data.valid:
+        recs, iss = load_split(config.data.valid, config)
+        valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
+    for name, split in (("train", train_split), ("valid", valid_split)):
+        if split is not None and split.issues.summary():
+            log.info("%s: %s", name, split.issues.summary())
+
+    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2, ensure_ascii=False))
+    optimizer = _optimizer(net, config)
+    # Feature extraction may or may not have run (and drawn random numbers, e.g. while building
+    # an encoder) depending on what the store already held: reseed so dropout does not care.
+    torch.manual_seed(config.train.seed + 1)
+    state = load_checkpoint(out, net, optimizer) or {
+        "epoch": 0, "best_epoch": 0, "best_f1": -1.0, "best_valid": None, "history": [],
+        "bad_epochs": 0}
+    resumed_from = state["epoch"] or None
+    if resumed_from:
+        log.info("resuming %s after epoch %d", out, state["epoch"])
+
+    tc = config.train
+    pad_id = aligner.pad_id
+    epochs_this_call = 0
+    while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
+        epoch = state["epoch"] + 1
+        net.train()
+        g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
+        chunks = batches(train_split.examples, tc.batch_size, generator=g)
+        it = progress(chunks, total=len(chunks), desc=f"epoch {epoch}/{tc.epochs}") \
+            if progress else chunks
+        losses = []
+        for chunk in it:
+            batch = collate(chunk, pad_id=pad_id, device=device)
+            with _autocast(device, tc.bf16):
+                output = net(batch)
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
+            optimizer.step()
+            losses.append(output.loss.item())
+        row = {"epoch": epoch, "loss": float(np.mean(losses))}
+        improved = True
+        if valid_split is not None:
+            report = evaluate_split(net, valid_split, schema, config, device, pad_id)
+            row.update(valid_attribute_f1=report["attribute"]["f1"],
+                       valid_value_f1=report["value"]["f1"], valid_pair_f1=report["pair"]["f1"])
+            improved = report["value"]["f1"] > state["best_f1"]
+            if improved:
+                state.update(best_f1=report["value"]["f1"], best_valid=report)
+        if improved:
+            state.update(best_epoch=epoch, bad_epochs=0)
+            save_model(out, net, config, schema, metrics={"epoch": epoch,
+                                                          "valid": state["best_valid"]})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        state["history"].append(row)
+        (out / "history.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in state["history"]), encoding="utf-8")
+        log.info("epoch %d: %s", epoch, row)
+        save_checkpoint(out, net, optimizer, state)
+        epochs_this_call += 1
+        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+            break
+
+    return TrainResult(out, state["best_epoch"], state["best_valid"], state["history"],
+                       state["epoch"], resumed_from, time.time() - start)

