@@ -1,0 +1,1 @@
+"""Experiments: the demo, gate visualisation (more arrive with the experiments issue)."""
