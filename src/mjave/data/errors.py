@@ -51,6 +51,7 @@ class RowIssues:
     dropped_overlaps: int = 0
     truncated_texts: int = 0
     truncated_spans: int = 0
+    unknown_attribute_spans: int = 0
 
     def skip(self, error: DataError) -> None:
         self.skipped.append(error)
@@ -61,6 +62,7 @@ class RowIssues:
         self.dropped_overlaps += other.dropped_overlaps
         self.truncated_texts += other.truncated_texts
         self.truncated_spans += other.truncated_spans
+        self.unknown_attribute_spans += other.unknown_attribute_spans
 
     def reasons(self) -> Counter:
         return Counter(e.reason for e in self.skipped)
@@ -77,4 +79,7 @@ class RowIssues:
         if self.truncated_texts:
             parts.append(f"truncated {self.truncated_texts} texts to the max length, "
                          f"cutting {self.truncated_spans} spans")
+        if self.unknown_attribute_spans:
+            parts.append(f"{self.unknown_attribute_spans} gold spans have attributes the model "
+                         "does not know (not learnable; scored as misses)")
         return "; ".join(parts)

@@ -6,6 +6,7 @@ trained on and the tokens it is scored on are produced by the same aligner and s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +17,21 @@ from mjave.data.tagging import TextAligner
 from mjave.encoders.features import EncoderConfig, extract_features
 from mjave.encoders.store import FeatureStore
 from mjave.model.batches import Example, attribute_targets
+
+
+def _known_spans_only(records: Sequence[Record], schema: AttributeSchema,
+                      issues: RowIssues | None) -> list[Record]:
+    """Label views of `records` without spans of attributes outside the schema (e.g. an attribute
+    only the validation file has): counted, and still scored as misses against the originals."""
+    out = []
+    for r in records:
+        known = [s for s in r.spans if s.attr in schema]
+        if len(known) != len(r.spans):
+            if issues is not None:
+                issues.unknown_attribute_spans += len(r.spans) - len(known)
+            r = replace(r, spans=known)
+        out.append(r)
+    return out
 
 
 def build_examples(records: Sequence[Record], aligner: TextAligner, schema: AttributeSchema,
@@ -32,7 +48,7 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
                          batch_size=batch_size, progress=progress,
                          text=text_features, image=image_features)
     store = FeatureStore(store_dir) if (text_features or image_features) else None
-    encodeds = aligner.encode_many(records, issues)
+    encodeds = aligner.encode_many(_known_spans_only(records, schema, issues), issues)
     texts = store.get("text", [r.id for r in records]) if text_features else [None] * len(records)
     images = (store.get("image", [r.product_id for r in records]) if image_features
               else [None] * len(records))
