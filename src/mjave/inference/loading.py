@@ -13,7 +13,7 @@ from mjave.data.tagging import TextAligner, Tokenizer
 from mjave.encoders.features import EncoderConfig
 from mjave.encoders import text as text_encoders
 from mjave.model.config import ModelConfig
-from mjave.model.mjave import MJAVE
+from mjave.model.registry import build_model
 from mjave.model.network import TextImageModel
 from mjave.training.checkpoint import load_model_files
 from mjave.training.config import RunConfig
@@ -74,7 +74,7 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
         config.model, num_attributes=schema.num_attributes, use_image=use_image,
         text_dim=text_feature_dim(enc, text_module),
         image_dim=image_feature_dim(enc.image_encoder) if use_image else config.model.image_dim)
-    return TextImageModel(MJAVE(model_cfg), text_module), model_cfg
+    return TextImageModel(build_model(model_cfg), text_module), model_cfg
 
 
 def resolve_device(name: str = "auto") -> torch.device:

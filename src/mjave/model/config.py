@@ -28,6 +28,7 @@ class ModelConfig:
     scores of Eq. 1 and 3 as weights (it leaves out the softmax of Eq. 2 and 4).
     """
 
+    architecture: str = "mjave"   # a name in mjave.model.registry (baselines register there)
     text_dim: int = 768
     image_dim: int = 2048
     num_attributes: int = 1

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mjave.model.config import ModelConfig
+from mjave.model.registry import register
 
 NEG_INF = -1e9
 EPS = 1e-8
@@ -172,6 +173,7 @@ class MJAVEOutput:
         return torch.sigmoid(self.attr_logits)
 
 
+@register("mjave")
 class MJAVE(nn.Module):
     """The whole model: Eq. 1-14 over encoder outputs (see module docstring for the inputs)."""
 

@@ -12,7 +12,7 @@ class TextImageModel(nn.Module):
     """M-JAVE over either cached token states (`batch['h']`) or a text encoder run in the loop
     (fine-tuned BERT, or the paper's BiLSTM). Image features always come from the batch."""
 
-    def __init__(self, head: MJAVE, text_encoder: nn.Module | None = None):
+    def __init__(self, head: nn.Module, text_encoder: nn.Module | None = None):
         super().__init__()
         self.head = head
         self.text_encoder = text_encoder

@@ -1,0 +1,50 @@
+"""Architectures by name, so baselines train, save and predict through the same trainer.
+
+Every architecture is an `nn.Module` built from a `ModelConfig` whose forward takes the arguments
+of `MJAVE.forward` (h, mask, tag_mask, v_global, v, attr_labels, tag_labels) and returns an
+`MJAVEOutput` (attribute logits, tag logits, losses when labels are given; gates may be None).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from mjave.model.config import ModelConfig
+
+_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def register(name: str) -> Callable:
+    """Class decorator: `@register("joint-bert") class JointBERT(nn.Module): ...`."""
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    _load_builtin()
+    try:
+        factory = _REGISTRY[cfg.architecture]
+    except KeyError:
+        raise ValueError(f"unknown model.architecture {cfg.architecture!r}; known: "
+                         f"{', '.join(sorted(_REGISTRY))}") from None
+    return factory(cfg)
+
+
+def architectures() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    from mjave.model import mjave  # noqa: F401  (registers "mjave")
+    try:
+        import mjave.model.baselines  # noqa: F401  (registers the baselines, when present)
+    except ModuleNotFoundError as e:
+        if e.name != "mjave.model.baselines":
+            raise
