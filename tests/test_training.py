@@ -196,3 +196,38 @@ def test_chinese_char_level_training_on_the_jave_sample(tmp_path, shared_dir):
     # valid has an attribute train lacks: not learnable, counted, and scored as a miss
     assert "attributes the model does not know" in report["issues"]
     assert report["value"]["fn"] >= 1
+
+
+def test_cli_features_train_evaluate(tmp_path, tiny_data, tiny_bert, capsys):
+    from mjave.cli import main
+    cfg = make_config(tmp_path / "cli-model", tiny_data, tiny_bert, epochs=2)
+    cfg.features_dir = str(tmp_path / "cli-features")
+    config_path = tmp_path / "run.yaml"
+    save(cfg, config_path)
+    assert main(["features", "--config", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train.jsonl: text: 24 encoded, 0 already stored; images: 24 encoded" in out
+    assert "valid.jsonl: text: 8 encoded, 0 already stored; images: 8 encoded" in out
+    assert (tmp_path / "cli-features" / "meta.json").exists()
+    assert main(["train", "--config", str(config_path), "--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "best epoch 1 of 1" in out and "valid: attribute F1" in out
+    report_path = tmp_path / "report.json"
+    assert main(["evaluate", str(tmp_path / "cli-model"), str(tiny_data / "valid.jsonl"),
+                 "--image-root", str(tiny_data), "--json", str(report_path),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "Color" in out and "Fit" in out  # the per-attribute table
+    report = json.loads(report_path.read_text())
+    assert set(report["per_attribute"]) == {"Color", "Fit"}
+    assert report["n_instances"] == 8
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
+    from mjave.cli import main
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: many\n")
+    assert main(["train", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "train.epochs" in err and "Traceback" not in err
+    assert main(["train", "--config", str(bad), "--set", "nope.x=1"]) == 1

@@ -177,7 +177,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         stats = extract_features(records, store, cfg.encoder, image_root=cfg.data.image_root,
                                  batch_size=args.batch_size, progress=_progress(),
                                  image=cfg.encoder.image_encoder != "none")
-        print(f"{path}: {stats}")
+        print(f"{path}: {stats.summary()}")
         total = stats
     if total is None:
         raise DataError("no data files in the config (data.train / data.valid / data.test)")
