@@ -162,6 +162,19 @@ class ImageEncoder(nn.Module):
     std: tuple[float, float, float] = IMAGENET_STD
     resample: int = Image.Resampling.BILINEAR
 
+
+    def _init_weights(self, weights_path: str | os.PathLike[str] | None,
+                      optional_prefixes: tuple[str, ...]) -> None:
+        """Load `self.net`'s weights (the classifier head is optional), or warn loudly that they
+        are random; then freeze. Shared by every backbone."""
+        if weights_path is not None:
+            _load_weights(self.net, weights_path, optional_prefixes=optional_prefixes)
+            self.weights_path = str(weights_path)
+            log.info("loaded %s weights from %s", self.name, weights_path)
+        else:
+            log.warning("%s has RANDOM weights (allow_random=True): features are meaningless",
+                        self.name)
+        self._freeze()
     def __init__(self, image_size: int = 224):
         super().__init__()
         self.image_size = image_size
@@ -267,14 +280,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self.net = EfficientNet.from_name(self.name, image_size=image_size)
         if weights_path is None and not allow_random:
             weights_path = packaged_efficientnet_weights(variant)
-        if weights_path is not None:
-            _load_weights(self.net, weights_path, optional_prefixes=("_fc.",))
-            self.weights_path = str(weights_path)
-            log.info("loaded %s weights from %s", self.name, weights_path)
-        else:
-            log.warning("%s has RANDOM weights (allow_random=True): features are meaningless",
-                        self.name)
-        self._freeze()
+        self._init_weights(weights_path, optional_prefixes=("_fc.",))
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(pixels)
@@ -384,14 +390,7 @@ class ResNetEncoder(ImageEncoder):
         if weights_path is None and not allow_random:
             raise resnet_weights_required(self.name)
         self.net = ResNet(RESNET_LAYERS[depth])
-        if weights_path is not None:
-            _load_weights(self.net, weights_path, optional_prefixes=("fc.",))
-            self.weights_path = str(weights_path)
-            log.info("loaded %s weights from %s", self.name, weights_path)
-        else:
-            log.warning("%s has RANDOM weights (allow_random=True): features are meaningless",
-                        self.name)
-        self._freeze()
+        self._init_weights(weights_path, optional_prefixes=("fc.",))
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net.conv5(pixels)
