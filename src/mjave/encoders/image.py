@@ -162,7 +162,6 @@ class ImageEncoder(nn.Module):
     std: tuple[float, float, float] = IMAGENET_STD
     resample: int = Image.Resampling.BILINEAR
 
-
     def _init_weights(self, weights_path: str | os.PathLike[str] | None,
                       optional_prefixes: tuple[str, ...]) -> None:
         """Load `self.net`'s weights (the classifier head is optional), or warn loudly that they
