@@ -98,12 +98,14 @@ def test_model_folder_contents_and_reload(tmp_path, tiny_data, tiny_bert):
     assert report["attribute"]["f1"] == pytest.approx(metrics["valid"]["attribute"]["f1"])
 
 
-def test_training_is_reproducible_and_resume_is_exact(tmp_path, tiny_data, tiny_bert):
-    full = train(make_config(tmp_path / "full", tiny_data, tiny_bert, epochs=4))
-    first = train(make_config(tmp_path / "split", tiny_data, tiny_bert, epochs=4),
-                  stop_after_epochs=2)
+@pytest.mark.parametrize("scheduler", ["constant", "linear"])
+def test_training_is_reproducible_and_resume_is_exact(tmp_path, tiny_data, tiny_bert, scheduler):
+    def cfg(name):
+        return make_config(tmp_path / name, tiny_data, tiny_bert, epochs=4, scheduler=scheduler)
+    full = train(cfg("full"))
+    first = train(cfg("split"), stop_after_epochs=2)
     assert first.epochs_run == 2
-    second = train(make_config(tmp_path / "split", tiny_data, tiny_bert, epochs=4))
+    second = train(cfg("split"))
     assert second.resumed_from == 2 and second.epochs_run == 4
     a = load_file(str(full.output_dir / "checkpoint" / "model.safetensors"))
     b = load_file(str(second.output_dir / "checkpoint" / "model.safetensors"))
@@ -111,7 +113,7 @@ def test_training_is_reproducible_and_resume_is_exact(tmp_path, tiny_data, tiny_
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [r["loss"] for r in full.history] == [r["loss"] for r in second.history]
-    again = train(make_config(tmp_path / "again", tiny_data, tiny_bert, epochs=4))
+    again = train(cfg("again"))
     c = load_file(str(again.output_dir / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
 
@@ -231,3 +233,19 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.epochs" in err and "Traceback" not in err
     assert main(["train", "--config", str(bad), "--set", "nope.x=1"]) == 1
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    from mjave.training.trainer import _scheduler
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    cfg = RunConfig(train=TrainConfig(epochs=2, scheduler="linear", warmup_ratio=0.25))
+    sched = _scheduler(opt, cfg, steps_per_epoch=4)  # 8 steps, 2 of warm-up
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    constant = _scheduler(torch.optim.Adam([p], lr=1.0), RunConfig(), steps_per_epoch=4)
+    assert constant.get_last_lr() == [1.0]

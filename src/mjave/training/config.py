@@ -32,6 +32,8 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
     clip_norm: float = 5.0
+    scheduler: Literal["constant", "linear"] = "constant"  # linear: warm up, then decay to 0
+    warmup_ratio: float = 0.1         # share of all steps spent warming up (linear only)
     patience: int = 10                # epochs without a better validation value F1
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,6 +82,23 @@ def _optimizer(net: TextImageModel, config: RunConfig) -> torch.optim.Optimizer:
     return cls(groups, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, config: RunConfig,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Constant (the paper), or linear warm-up then linear decay to zero, which fine-tuning a
+    pretrained encoder usually needs. A function of the step alone, so resuming is exact."""
+    tc = config.train
+    total = max(1, tc.epochs * steps_per_epoch)
+    warmup = int(tc.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if tc.scheduler == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -139,6 +157,13 @@ def train(config: RunConfig, progress: Progress | None = None,
     state = load_checkpoint(out, net, optimizer) or {
         "epoch": 0, "best_epoch": 0, "best_f1": -1.0, "best_valid": None, "history": [],
         "bad_epochs": 0}
+    steps_per_epoch = -(-len(train_split.examples) // config.train.batch_size)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    if state["epoch"]:
+        with warnings.catch_warnings():  # stepping the schedule alone is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(state["epoch"] * steps_per_epoch):  # fast-forward to the resumed step
+                scheduler.step()
     resumed_from = state["epoch"] or None
     if resumed_from:
         log.info("resuming %s after epoch %d", out, state["epoch"])
@@ -162,6 +187,7 @@ def train(config: RunConfig, progress: Progress | None = None,
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
             optimizer.step()
+            scheduler.step()
             losses.append(output.loss.item())
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
         improved = True
