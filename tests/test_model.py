@@ -196,3 +196,24 @@ def test_config_roundtrip_and_ablation_names():
     assert from_dict(ModelConfig, to_dict(cfg)) == cfg
     for overrides in ABLATIONS.values():
         assert dataclasses.replace(ModelConfig(), **overrides)
+
+
+def test_decoding_restricted_to_allowed_attributes():
+    import numpy as np
+    from mjave.data.records import Span
+    from mjave.data.schema import AttributeSchema
+    from mjave.data.tagging import Encoded
+    from mjave.inference.decode import decode_example
+    schema = AttributeSchema(("Brand", "Color"))  # tags: O, B-Brand, I-Brand, B-Color, I-Color
+    enc = Encoded(input_ids=[1, 5, 6, 2], offsets=[(0, 0), (0, 3), (4, 8), (0, 0)],
+                  word_ids=[None, 0, 1, None], labels=[-100, 0, 0, -100])
+    probs = np.array([[1, 0, 0, 0, 0], [0.1, 0.6, 0, 0.3, 0], [0.8, 0, 0.1, 0.1, 0],
+                      [1, 0, 0, 0, 0]], dtype=float)
+    attr = np.array([0.9, 0.7])
+    free = decode_example(enc, "red shoe", probs, attr, schema)
+    assert free.spans == [Span(0, 3, "Brand", "red")]
+    assert [a for a, _ in free.attributes] == ["Brand", "Color"]
+    only_color = decode_example(enc, "red shoe", probs, attr, schema, allowed=("Color",))
+    assert only_color.spans == [Span(0, 3, "Color", "red")]
+    assert [a for a, _ in only_color.attributes] == ["Color"]
+    assert only_color.attr_probs.tolist() == [0.0, 0.7]

@@ -134,3 +134,17 @@ def test_non_string_attributes_in_file_raise_located_data_error(tmp_path):
     with pytest.raises(DataError, match="non-empty strings") as err:
         AttributeSchema.load(path)
     assert str(path) in str(err.value)
+
+
+def test_schema_keeps_attributes_per_category_and_round_trips(tmp_path):
+    from mjave.data.records import Record, Span
+    recs = [Record("a", "red tea", [Span(0, 3, "Color", "red")], category="Tea"),
+            Record("b", "nike shoe", [Span(0, 4, "Brand", "nike")], category="Shoes"),
+            Record("c", "blue shoe", [Span(0, 4, "Color", "blue")], category="Shoes")]
+    schema = AttributeSchema.from_records(recs)
+    assert schema.allowed_attributes("Shoes") == ("Brand", "Color")
+    assert schema.allowed_attributes("Tea") == ("Color",)
+    assert schema.allowed_attributes("Unknown") is None and schema.allowed_attributes(None) is None
+    schema.save(tmp_path / "s.json")
+    again = AttributeSchema.load(tmp_path / "s.json")
+    assert again == schema and again.categories == schema.categories

@@ -22,6 +22,7 @@ class AttributeSchema:
     """
 
     attributes: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -33,9 +34,24 @@ class AttributeSchema:
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> "AttributeSchema":
-        """All attributes seen in the spans of `records`, sorted by name (deterministic ids)."""
-        names = {s.attr for r in records for s in r.spans}
-        return cls(tuple(sorted(names)))
+        """All attributes seen in the spans of `records`, sorted by name (deterministic ids),
+        and for each category the attributes seen with it (for category-restricted decoding)."""
+        names: set[str] = set()
+        by_category: dict[str, set[str]] = {}
+        for r in records:
+            attrs = {s.attr for s in r.spans}
+            names |= attrs
+            if r.category is not None:
+                by_category.setdefault(r.category, set()).update(attrs)
+        return cls(tuple(sorted(names)),
+                   {c: tuple(sorted(a)) for c, a in sorted(by_category.items())})
+
+    def allowed_attributes(self, category: str | None) -> tuple[str, ...] | None:
+        """Attributes seen with `category` in training; None (no restriction) for a category
+        the training data did not have."""
+        if category is None:
+            return None
+        return self.categories.get(category)
 
     @property
     def num_attributes(self) -> int:
@@ -84,7 +100,8 @@ class AttributeSchema:
         raise DataError(f"not a BIO tag: {tag!r}", field="tag", reason="bad tag")
 
     def to_json(self) -> dict:
-        return {"format": "mjave.schema/1", "attributes": list(self.attributes), "tags": self.tags}
+        return {"format": "mjave.schema/1", "attributes": list(self.attributes), "tags": self.tags,
+                "categories": {c: list(a) for c, a in self.categories.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "AttributeSchema":
@@ -100,7 +117,12 @@ class AttributeSchema:
             dup = next(a for a in attrs if attrs.count(a) > 1)
             raise DataError(f"attribute {dup!r} appears twice", field="attributes",
                             reason="bad schema")
-        schema = cls(tuple(attrs))
+        categories = data.get("categories") or {}
+        if not isinstance(categories, dict) or any(
+                not isinstance(v, list) or any(a not in attrs for a in v) for v in categories.values()):
+            raise DataError("schema 'categories' must map each category to a list of its "
+                            "attributes", field="categories", reason="bad schema")
+        schema = cls(tuple(attrs), {c: tuple(v) for c, v in categories.items()})
         if "tags" in data and data["tags"] != schema.tags:
             raise DataError("schema 'tags' do not match its 'attributes'", field="tags",
                             reason="bad schema")

@@ -69,7 +69,9 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
     """The network for `config`, with the sizes the encoders and schema dictate filled in."""
     enc = config.encoder
     text_module = make_text_encoder(enc, tokenizer) if text_in_loop(enc) else None
-    use_image = config.model.use_image and enc.image_encoder != "none"
+    from mjave.model.registry import architecture_uses_image
+    use_image = (config.model.use_image and enc.image_encoder != "none"
+                 and architecture_uses_image(config.model.architecture))
     model_cfg = dataclasses.replace(
         config.model, num_attributes=schema.num_attributes, use_image=use_image,
         text_dim=text_feature_dim(enc, text_module),

@@ -17,9 +17,11 @@ from mjave.model.network import TextImageModel
 @torch.no_grad()
 def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: AttributeSchema,
                      batch_size: int = 256, device: torch.device | str = "cpu",
-                     threshold: float = 0.5, pad_id: int = 0
-                     ) -> tuple[list[Decoded], np.ndarray]:
-    """Decoded spans and attributes per example, plus the (N, L) attribute probabilities."""
+                     threshold: float = 0.5, pad_id: int = 0,
+                     restrict_to_category: bool = False) -> tuple[list[Decoded], np.ndarray]:
+    """Decoded spans and attributes per example, plus the (N, L) attribute probabilities.
+
+    `restrict_to_category`: decode only attributes the schema saw with each record's category."""
     net.eval()
     decoded: list[Decoded] = []
     probs: list[np.ndarray] = []
@@ -29,9 +31,12 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
         tag_probs = out.tag_logits.float().softmax(-1).cpu().numpy()
         attr_probs = out.attr_probs.float().cpu().numpy()
         for e, tp, ap in zip(chunk, tag_probs, attr_probs):
-            decoded.append(decode_example(e.encoded, e.record.text, tp, ap, schema, threshold))
-        probs.append(attr_probs)
-    return decoded, (np.concatenate(probs) if probs else np.zeros((0, schema.num_attributes)))
+            allowed = (schema.allowed_attributes(e.record.category) if restrict_to_category
+                       else None)
+            decoded.append(decode_example(e.encoded, e.record.text, tp, ap, schema, threshold,
+                                          allowed))
+            probs.append(decoded[-1].attr_probs)
+    return decoded, (np.stack(probs) if probs else np.zeros((0, schema.num_attributes)))
 
 
 def as_records(examples: Sequence[Example], decoded: Sequence[Decoded]) -> list[Record]:

@@ -44,6 +44,7 @@ class ModelConfig:
     multitask: bool = True
     gold_attr_conditioning: bool = False
     kl_lambda: float = 0.5
+    restrict_to_category: bool = False  # decode only attributes seen with the text's category
 
     @property
     def num_tags(self) -> int:

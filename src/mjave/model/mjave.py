@@ -20,10 +20,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mjave.model.config import ModelConfig
+from mjave.model.losses import attribute_loss, tag_loss
 from mjave.model.registry import register
 
 NEG_INF = -1e9
@@ -231,15 +231,8 @@ class MJAVE(nn.Module):
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
                     tag_labels: Tensor, tag_mask: Tensor) -> None:
         cfg = self.cfg
-        # Eq. 8, summed over the L labels like the KL term it is balanced against (Eq. 13);
-        # a mean over labels would let lambda * KL outweigh it L-fold and drag y^a below 0.5.
-        loss_attr = F.binary_cross_entropy_with_logits(
-            out.attr_logits.float(), attr_labels.float(), reduction="none").sum(-1).mean()
-        labels = tag_labels.masked_fill(~tag_mask, -100)
-        loss_value = F.cross_entropy(out.tag_logits.float().flatten(0, 1), labels.flatten(),
-                                     ignore_index=-100)                               # Eq. 11
-        if not torch.isfinite(loss_value):  # a batch without any tagged position
-            loss_value = out.tag_logits.sum() * 0.0
+        loss_attr = attribute_loss(out.attr_logits, attr_labels)                     # Eq. 8
+        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask)                   # Eq. 11
         loss = loss_attr + loss_value
         loss_kl = None
         if cfg.kl_enabled:

@@ -36,6 +36,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return factory(cfg)
 
 
+def architecture_uses_image(name: str) -> bool:
+    """False for text-only architectures (class attribute `uses_image = False`), so no image
+    features are extracted or passed for them whatever `model.use_image` says."""
+    _load_builtin()
+    return bool(getattr(_REGISTRY.get(name), "uses_image", True))
+
+
 def architectures() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)

@@ -38,7 +38,7 @@ def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Exam
     threshold = model.config.train.threshold if threshold is None else threshold
     decoded, probs = predict_examples(model.net, examples, model.schema,
                                       model.config.train.eval_batch_size, model.device, threshold,
-                                      model.aligner.pad_id)
+                                      model.aligner.pad_id, model.config.model.restrict_to_category)
     return evaluate_records(records, as_records(examples, decoded), probs, model.schema.attributes,
                             threshold)
 

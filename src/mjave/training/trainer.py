@@ -109,7 +109,8 @@ def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, c
                    device: torch.device, pad_id: int) -> dict:
     """The full metrics report (attribute, value, pair F1 and breakdowns) on one split."""
     decoded, probs = predict_examples(net, split.examples, schema, config.train.eval_batch_size,
-                                      device, config.train.threshold, pad_id)
+                                      device, config.train.threshold, pad_id,
+                                      config.model.restrict_to_category)
     return evaluate_records(split.records, as_records(split.examples, decoded), probs,
                             schema.attributes, config.train.threshold)
 
