@@ -261,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = commands  # type: ignore[attr-defined]
     parser.data_commands = add_data_commands(commands)  # type: ignore[attr-defined]
     add_model_commands(commands)
+    from mjave.inference.batch import add_predict_command
+    from mjave.serving.cli import add_serve_command
+    add_predict_command(commands)
+    add_serve_command(commands)
     return parser
 
 

@@ -1,0 +1,822 @@
+"""Batch prediction over files: streaming, resumable, and a bad row never stops the sweep.
+
+`predict_file` reads JSONL, JAVE TSV, CSV or Parquet batch by batch and writes JSONL, CSV or
+Parquet batch by batch, so memory stays bounded by the batch size (plus the set of ids seen,
+which duplicate detection and `resume` need). A row that cannot be predicted (no id, no text,
+a text that is not a string, an unreadable image) becomes an output row `{"id", "error"}` and is
+counted by reason in the returned `PredictSummary`. Only what makes the whole run meaningless is
+fatal: a missing model, an unreadable input file, an input without id/text columns.
+
+`resume=True` skips ids the output already holds (error rows included: delete them from the
+output to retry them) and appends the rest. JSONL and CSV outputs are appended in place (an
+incomplete last row, left by a kill, is cut off first); a Parquet file cannot be appended to and
+is only complete once closed, so each run writes a whole file: the first `OUT.parquet`, each
+resumed run a new part `OUT.part-00001.parquet` beside it (read them together with
+`pyarrow.dataset.dataset([...])` or `pandas.read_parquet` on the list). See docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from mjave.data.errors import DataError, RowIssues
+
+INPUT_FORMATS = ("jsonl", "jave", "csv", "parquet")
+INPUT_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "jave",
+                    ".sample": "jave", ".txt": "jave", ".csv": "csv", ".parquet": "parquet",
+                    ".pq": "parquet"}
+OUTPUT_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
+                     ".pq": "parquet"}
+CSV_COLUMNS = ("id", "cid", "category", "text", "image", "attributes", "values", "warning",
+               "error", "extra")
+"""Output CSV columns; `attributes`, `values` and `extra` (other input fields) hold JSON."""
+
+_RESERVED = {"id", "text", "image", "attributes", "values", "warning", "error"}
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictSummary:
+    """What one `predict_file` run did. `rows` = ok + failed + skipped."""
+
+    input: str
+    output: str
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0          # ids already in the output (resume)
+    warned: int = 0           # ok rows predicted with a warning (e.g. zero image features)
+    reasons: Counter = field(default_factory=Counter)    # failure reason -> rows
+    warnings: Counter = field(default_factory=Counter)   # warning text -> rows
+    files: list[str] = field(default_factory=list)       # files written by this run
+    truncated_rows: int = 0   # incomplete rows of a killed run cut from the output (resume)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output, "rows": self.rows, "ok": self.ok,
+                "failed": self.failed, "skipped": self.skipped, "warned": self.warned,
+                "reasons": dict(self.reasons), "warnings": dict(self.warnings),
+                "files": list(self.files), "truncated_rows": self.truncated_rows,
+                "seconds": self.seconds}
+
+    def summary(self) -> str:
+        """A few human-readable lines (what the CLI prints)."""
+        head = (f"{self.rows} rows from {self.input}: {self.ok} predicted, {self.failed} failed"
+                f", {self.skipped} skipped (already in the output) in {self.seconds:.1f} s")
+        lines = [head, f"output: {', '.join(self.files) or self.output}"]
+        if self.reasons:
+            lines.append("failures: " + ", ".join(f"{n} x {r}"
+                                                  for r, n in self.reasons.most_common()))
+        if self.warnings:
+            lines.append("warnings: " + ", ".join(f"{n} x {w}"
+                                                  for w, n in self.warnings.most_common()))
+        if self.truncated_rows:
+            lines.append(f"cut {self.truncated_rows} incomplete row(s) left in the output by an "
+                         "interrupted run (predicted again)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InputRow:
+    """One input row as read, before any check. `number` is its 1-based line (row for Parquet)."""
+
+    number: int
+    id: Any = None
+    text: Any = None
+    image: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: DataError | None = None
+
+
+def detect_input_format(path: PathLike, input_format: str | None = None) -> str:
+    if input_format is not None:
+        fmt = "jave" if input_format == "tsv" else input_format
+        if fmt not in INPUT_FORMATS:
+            raise DataError(f"unknown input format {input_format!r}; expected one of "
+                            f"{', '.join(INPUT_FORMATS)}", path=str(path), reason="unknown format")
+        return fmt
+    ext = Path(path).suffix.lower()
+    if ext not in INPUT_EXTENSIONS:
+        raise DataError(f"cannot tell the input format from {ext or '(no extension)'!r}; name it "
+                        f"({', '.join(INPUT_FORMATS)})", path=str(path), reason="unknown format")
+    return INPUT_EXTENSIONS[ext]
+
+
+def detect_output_format(path: PathLike) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in OUTPUT_EXTENSIONS:
+        raise DataError(f"the output format comes from its extension: use one of "
+                        f"{', '.join(sorted(OUTPUT_EXTENSIONS))}, not {ext or '(none)'!r}",
+                        path=str(path), reason="unknown format")
+    return OUTPUT_EXTENSIONS[ext]
+
+
+def _split_fields(obj: dict[str, Any], number: int) -> InputRow:
+    extra = {k: v for k, v in obj.items() if k not in _RESERVED}
+    return InputRow(number, obj.get("id"), obj.get("text"), obj.get("image"), extra)
+
+
+def _read_jsonl(path: Path) -> Iterator[InputRow]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                yield InputRow(n, error=DataError(f"not valid UTF-8 at byte {e.start}",
+                                                  reason="bad encoding"))
+                continue
+            except json.JSONDecodeError as e:
+                yield InputRow(n, error=DataError(f"invalid JSON: {e.msg} at column {e.colno}",
+                                                  reason="invalid JSON"))
+                continue
+            if not isinstance(obj, dict):
+                yield InputRow(n, error=DataError(f"expected a JSON object, found "
+                                                  f"{type(obj).__name__}", reason="not an object"))
+                continue
+            yield _split_fields(obj, n)
+
+
+def _read_jave(path: Path) -> Iterator[InputRow]:
+    """Through `mjave.data.formats` (the one TSV parser); its skipped rows become error rows."""
+    from mjave.data.formats import iter_records
+    issues = RowIssues()
+    reported = 0
+
+    def new_errors() -> Iterator[InputRow]:
+        nonlocal reported
+        for e in issues.skipped[reported:]:
+            yield InputRow(e.line or 0, error=DataError(e.message, field=e.field,
+                                                         reason=e.reason))
+        reported = len(issues.skipped)
+
+    for record in iter_records(path, "jave", strict=False, issues=issues):
+        yield from new_errors()
+        extra = {"cid": record.cid} if record.cid is not None else {}
+        yield InputRow(issues.rows_read, record.id, record.text, record.image, extra)
+    yield from new_errors()
+
+
+def _surrogate_lines(f: Any) -> Iterator[str]:
+    """Lines decoded so that a bad byte survives as a surrogate (found per row, not fatal)."""
+    for raw in f:
+        yield raw.decode("utf-8", "surrogateescape")
+
+
+def _has_surrogates(values: Sequence[Any]) -> bool:
+    return any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values)
+
+
+def _read_csv(path: Path) -> Iterator[InputRow]:
+    """Checks the header now (a missing id/text column is fatal), then streams the rows."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long texts are windowed
+    f = open(path, "rb")
+    try:
+        reader = csv.reader(_surrogate_lines(f))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError("the CSV file is empty; it needs a header with id and text",
+                            path=str(path), reason="no header") from None
+        except csv.Error as e:
+            raise DataError(f"cannot read the CSV header: {e}", path=str(path),
+                            reason="no header") from None
+        if header and header[0].startswith("\ufeff"):
+            header[0] = header[0][1:]
+        missing = [c for c in ("id", "text") if c not in header]
+        if missing:
+            raise DataError(f"the CSV header {header} lacks the column(s) {missing} (a header "
+                            "row naming id, text and optionally image is required)",
+                            path=str(path), reason="no header")
+    except BaseException:
+        f.close()
+        raise
+    return _csv_rows(f, reader, header)
+
+
+def _csv_rows(f: Any, reader: Any, header: list[str]) -> Iterator[InputRow]:
+    with f:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield InputRow(reader.line_num, error=DataError(f"malformed CSV: {e}",
+                                                                reason="malformed CSV"))
+                continue
+            if not values:
+                continue
+            line = reader.line_num
+            if _has_surrogates(values):
+                yield InputRow(line, error=DataError("not valid UTF-8", reason="bad encoding"))
+                continue
+            if len(values) != len(header):
+                yield InputRow(line, error=DataError(f"{len(values)} fields for {len(header)} "
+                                                     "header columns",
+                                                     reason="wrong number of columns"))
+                continue
+            obj = dict(zip(header, values))
+            if obj.get("image") == "":
+                obj["image"] = None
+            yield _split_fields(obj, line)
+
+
+def _read_parquet(path: Path, batch_size: int) -> Iterator[InputRow]:
+    """Checks the columns now, then streams record batches."""
+    pq = _pyarrow_parquet()
+    try:
+        pf = pq.ParquetFile(str(path))
+    except Exception as e:  # ArrowInvalid, OSError: not a Parquet file
+        raise DataError(f"cannot read the Parquet file: {e}", path=str(path),
+                        reason="unreadable file") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in ("id", "text") if c not in names]
+    if missing:
+        raise DataError(f"the Parquet columns {names} lack {missing}", path=str(path),
+                        reason="no header")
+    return _parquet_rows_of(pf, batch_size)
+
+
+def _parquet_rows_of(pf: Any, batch_size: int) -> Iterator[InputRow]:
+    n = 0
+    for batch in pf.iter_batches(batch_size=max(1, batch_size)):
+        for obj in batch.to_pylist():
+            n += 1
+            yield _split_fields(obj, n)
+
+
+def read_input(path: PathLike, input_format: str | None = None, batch_size: int = 32
+               ) -> Iterator[InputRow]:
+    """Stream the rows of an input file (fatal DataError if the file itself is unreadable)."""
+    path = Path(path)
+    fmt = detect_input_format(path, input_format)
+    if not path.is_file():
+        raise DataError("cannot read the input file: no such file", path=str(path),
+                        reason="unreadable file")
+    try:
+        open(path, "rb").close()
+    except OSError as e:
+        raise DataError(f"cannot read the input file: {e.strerror}", path=str(path),
+                        reason="unreadable file") from None
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "jave":
+        return _read_jave(path)
+    if fmt == "csv":
+        return _read_csv(path)
+    return _read_parquet(path, batch_size)
+
+
+def _pyarrow_parquet() -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("Parquet needs pyarrow: pip install 'mjave[parquet]'") from None
+    return pq
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else _json(value)
+
+
+class _JsonlWriter:
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self.files = [str(path)]
+        self._f = open(path, "a" if append else "w", encoding="utf-8", newline="\n")
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._f.write("".join(_json(r) + "\n" for r in rows))
+        self._f.flush()  # a kill loses at most the batch being written (resume cuts it off)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _csv_values(row: dict[str, Any]) -> list[str]:
+    extra = {k: v for k, v in row.items() if k not in CSV_COLUMNS}
+    out = []
+    for col in CSV_COLUMNS:
+        if col == "extra":
+            v: Any = _json(extra) if extra else ""
+        elif col in ("attributes", "values"):
+            v = _json(row[col]) if col in row else ""
+        else:
+            v = row.get(col)
+            v = "" if v is None else v if isinstance(v, str) else _json(v)
+        out.append(v)
+    return out
+
+
+class _CsvWriter:
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self.files = [str(path)]
+        header = not append or path.stat().st_size == 0
+        self._f = open(path, "a" if append else "w", encoding="utf-8", newline="")
+        self._w = csv.writer(self._f, lineterminator="\n")
+        if header:
+            self._w.writerow(CSV_COLUMNS)
+            self._f.flush()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._w.writerows(_csv_values(r) for r in rows)
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def parquet_schema() -> Any:
+    import pyarrow as pa
+    return pa.schema([
+        ("id", pa.string()), ("cid", pa.string()), ("category", pa.string()),
+        ("text", pa.string()), ("image", pa.string()),
+        ("attributes", pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))),
+        ("values", pa.list_(pa.struct([("attribute", pa.string()), ("value", pa.string()),
+                                       ("begin", pa.int64()), ("end", pa.int64()),
+                                       ("score", pa.float64())]))),
+        ("warning", pa.string()), ("error", pa.string()), ("extra", pa.string()),
+    ])
+
+
+class _ParquetWriter:
+    """One file, written under a temporary name and renamed when complete (Parquet is only
+    readable once its footer is written). Rows are buffered into row groups of
+    `row_group_rows`, so memory stays bounded."""
+
+    def __init__(self, path: Path, row_group_rows: int = 1024):
+        pq = _pyarrow_parquet()
+        self.path = path
+        self.files = [str(path)]
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._schema = parquet_schema()
+        self._writer = pq.ParquetWriter(str(self._tmp), self._schema)
+        self._rows: list[dict[str, Any]] = []
+        self._group = row_group_rows
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        for r in rows:
+            extra = {k: v for k, v in r.items() if k not in CSV_COLUMNS}
+            self._rows.append({
+                "id": _text_or_none(r.get("id")), "cid": _text_or_none(r.get("cid")),
+                "category": _text_or_none(r.get("category")),
+                "text": _text_or_none(r.get("text")), "image": _text_or_none(r.get("image")),
+                "attributes": r.get("attributes"), "values": r.get("values"),
+                "warning": r.get("warning"), "error": r.get("error"),
+                "extra": _json(extra) if extra else None})
+        if len(self._rows) >= self._group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            import pyarrow as pa
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+            self._rows = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+
+# --------------------------------------------------------------------------------------------
+# Resume: which ids the output already holds
+# --------------------------------------------------------------------------------------------
+
+
+def _id_key(value: Any) -> str | None:
+    """The comparable form of an id (JSON ints and CSV strings of one id are equal)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return str(value)
+    return None
+
+
+def _jsonl_done(path: Path) -> tuple[set[str], int]:
+    """Ids in a JSONL output; an incomplete last line (a killed run) is cut off."""
+    done: set[str] = set()
+    good_end = 0
+    cut = 0
+    with open(path, "rb") as f:
+        pos = 0
+        for n, raw in enumerate(f, 1):
+            pos += len(raw)
+            complete = raw.endswith(b"\n")
+            try:
+                obj = json.loads(raw.decode("utf-8")) if raw.strip() else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj = complete = False  # type: ignore[assignment]
+            if not complete:
+                if f.read(1):
+                    raise DataError(f"line {n} of the output is not a complete JSON row; "
+                                    "cannot resume into it", path=str(path),
+                                    reason="bad output")
+                cut = 1
+                break
+            if isinstance(obj, dict):
+                key = _id_key(obj.get("id"))
+                if key is not None:
+                    done.add(key)
+            good_end = pos
+    if cut:
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return done, cut
+
+
+def _csv_done(path: Path) -> tuple[set[str], int]:
+    """Ids in a CSV output written by `predict_file`; an incomplete last row is cut off."""
+    done: set[str] = set()
+    consumed = 0
+    last_line = b""
+
+    def lines(f: Any) -> Iterator[str]:
+        nonlocal consumed, last_line
+        for raw in f:
+            consumed += len(raw)
+            last_line = raw
+            yield raw.decode("utf-8", "surrogateescape")
+
+    good_end = 0
+    cut = 0
+    with open(path, "rb") as f:
+        reader = csv.reader(lines(f), strict=True)
+        header = True
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                cut = 1
+                break
+            if not last_line.endswith(b"\n"):
+                cut = 1
+                break
+            if header:
+                if tuple(values) != CSV_COLUMNS:
+                    raise DataError(f"the output's header {values} is not the one predict_file "
+                                    f"writes ({', '.join(CSV_COLUMNS)}); cannot resume into it",
+                                    path=str(path), reason="bad output")
+                header = False
+            elif values and len(values) == len(CSV_COLUMNS):
+                if values[0]:
+                    done.add(values[0])
+            elif values:
+                cut = 1
+                break
+            good_end = consumed
+    if cut:
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return done, cut
+
+
+def parquet_parts(path: Path) -> list[Path]:
+    """`OUT.parquet` and its resume parts `OUT.part-NNNNN.parquet` that exist, in order."""
+    parts = sorted(path.parent.glob(f"{path.stem}.part-[0-9][0-9][0-9][0-9][0-9]{path.suffix}"))
+    return ([path] if path.exists() else []) + parts
+
+
+def _parquet_done(path: Path) -> set[str]:
+    pq = _pyarrow_parquet()
+    done: set[str] = set()
+    for p in parquet_parts(path):
+        try:
+            pf = pq.ParquetFile(str(p))
+            for batch in pf.iter_batches(columns=["id"]):
+                done.update(v for v in batch.column(0).to_pylist() if v is not None)
+        except Exception as e:
+            raise DataError(f"cannot read the existing output to resume: {e}", path=str(p),
+                            reason="bad output") from None
+    return done
+
+
+def _next_part(path: Path) -> Path:
+    existing = parquet_parts(path)
+    if not existing:
+        return path
+    numbers = [int(p.stem.rsplit("-", 1)[1]) for p in existing if p != path]
+    return path.with_name(f"{path.stem}.part-{max(numbers, default=0) + 1:05d}{path.suffix}")
+
+
+def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
+                 ) -> tuple[Any, set[str]]:
+    """The writer for this run and the ids the output already holds (resume only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    if fmt == "parquet":
+        for stale in path.parent.glob(f"{path.stem}*{path.suffix}.tmp"):
+            stale.unlink()  # left by a killed run; it never became readable
+        if resume:
+            done = _parquet_done(path)
+            return _ParquetWriter(_next_part(path)), done
+        for old in parquet_parts(path):
+            old.unlink()  # a fresh run replaces the output and its resume parts
+        return _ParquetWriter(path), done
+    exists = path.exists() and path.stat().st_size > 0
+    if resume and exists:
+        done, summary.truncated_rows = (_jsonl_done(path) if fmt == "jsonl"
+                                        else _csv_done(path))
+    append = resume and exists
+    return (_JsonlWriter(path, append) if fmt == "jsonl" else _CsvWriter(path, append)), done
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _make_bar(progress: Any, total: int | None, desc: str) -> Any:
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit="row")
+    return progress(total=total, desc=desc, unit="row")
+
+
+def _parquet_rows(path: Path) -> int | None:
+    try:
+        return int(_pyarrow_parquet().ParquetFile(str(path)).metadata.num_rows)
+    except Exception:
+        return None
+
+
+@dataclass
+class _Pending:
+    row: InputRow
+    out: dict[str, Any]
+    image: Any = None
+    error: DataError | None = None
+
+
+def _base_row(row: InputRow, include_text: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": row.id}
+    for k in ("cid", "category"):
+        if k in row.extra:
+            out[k] = row.extra[k]
+    if include_text and isinstance(row.text, str):
+        out["text"] = row.text
+    if row.image is not None:
+        out["image"] = row.image
+    return out
+
+
+def _with_extra(out: dict[str, Any], row: InputRow) -> dict[str, Any]:
+    for k, v in row.extra.items():
+        out.setdefault(k, v)
+    return out
+
+
+class _Sweep:
+    """State of one `predict_file` run: checks rows, batches them, writes in input order."""
+
+    def __init__(self, extractor: Any, writer: Any, done: set[str], summary: PredictSummary,
+                 batch_size: int, image_root: PathLike | None, include_text: bool, bar: Any):
+        self.extractor = extractor
+        self.writer = writer
+        self.done = done
+        self.seen: dict[str, int] = {}
+        self.summary = summary
+        self.batch_size = batch_size
+        self.image_root = image_root
+        self.include_text = include_text
+        self.bar = bar
+        self.buffer: list[_Pending] = []
+        self.to_predict = 0
+        from mjave.inference.extractor import check_text  # imported here: the CLI stays light
+        self._check_text = check_text
+
+    def add(self, row: InputRow) -> None:
+        self.summary.rows += 1
+        out = _base_row(row, self.include_text)
+        if row.error is not None:
+            self._fail(row, out, row.error)
+            return
+        key = _id_key(row.id)
+        if key is None or key == "":
+            what = "missing" if row.id in (None, "") else f"not a string or integer: {row.id!r}"
+            self._fail(row, out, DataError(f"the id is {what}", field="id",
+                                           reason="missing id" if row.id in (None, "")
+                                           else "bad id"))
+            return
+        if key in self.done:
+            self.summary.skipped += 1
+            self._tick(1)
+            return
+        if key in self.seen:
+            self._fail(row, out, DataError(f"duplicate id {key!r} (first at row "
+                                           f"{self.seen[key]})", field="id",
+                                           reason="duplicate id"))
+            return
+        self.seen[key] = row.number
+        try:
+            self._check_text(row.text)
+            image = self._image(row, key)
+        except DataError as e:
+            self._fail(row, out, e)
+            return
+        self.buffer.append(_Pending(row, out, image))
+        self.to_predict += 1
+        if self.to_predict >= self.batch_size:
+            self.flush()
+
+    def _image(self, row: InputRow, key: str) -> Any:
+        """The image path to read (None: no image), as training resolved it."""
+        if not self.extractor.uses_image:
+            return None
+        if row.image is not None and not isinstance(row.image, str):
+            raise DataError(f"the image must be a path string, found {type(row.image).__name__}",
+                            field="image", reason="bad image field")
+        from mjave.data.records import Record
+        from mjave.encoders.features import resolve_image_path
+        cid = row.extra.get("cid")
+        record = Record(id=key, text="", cid=None if cid is None else str(cid),
+                        image=row.image or None)
+        path, tried = resolve_image_path(record, self.image_root)
+        if path is None and self.extractor.missing_image == "error":
+            where = (f"looked for {', '.join(map(str, tried))}" if tried
+                     else "give an image field or an image root")
+            raise DataError(f"no image ({where})", field="image", reason="missing image")
+        return path
+
+    def _fail(self, row: InputRow, out: dict[str, Any], error: DataError) -> None:
+        msg = str(error)
+        out["error"] = f"row {row.number}: {msg}" if row.number else msg
+        self.buffer.append(_Pending(row, _with_extra(out, row), error=error))
+        self.summary.failed += 1
+        self.summary.reasons[error.reason] += 1
+        if len(self.buffer) >= 4 * self.batch_size:
+            self.flush()
+
+    def _tick(self, n: int) -> None:
+        if self.bar is not None and n:
+            self.bar.update(n)
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        todo = [p for p in self.buffer if p.error is None]
+        if todo:
+            results = self.extractor.predict_batch(
+                [{"text": p.row.text, "image": p.image, "category": p.row.extra.get("category")}
+                 for p in todo], errors="return")
+            for p, res in zip(todo, results):
+                if "error" in res:
+                    p.out["error"] = f"row {p.row.number}: {res['error']}"
+                    self.summary.failed += 1
+                    self.summary.reasons[res.get("reason", "error")] += 1
+                else:
+                    p.out["attributes"] = res["attributes"]
+                    p.out["values"] = res["values"]
+                    if res.get("warning"):
+                        p.out["warning"] = res["warning"]
+                        self.summary.warned += 1
+                        self.summary.warnings[re.split(r"[:(]", res["warning"])[0].strip()] += 1
+                    self.summary.ok += 1
+                _with_extra(p.out, p.row)
+        self.writer.write([p.out for p in self.buffer])
+        self._tick(len(self.buffer))
+        self.buffer = []
+        self.to_predict = 0
+
+
+def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path: PathLike,
+                 batch_size: int = 32, device: str = "auto", resume: bool = False,
+                 image_root: PathLike | None = None, progress: Any = None,
+                 input_format: str | None = None, include_text: bool = True
+                 ) -> PredictSummary:
+    """Predict every row of `input_path` into `output_path` (format by extension).
+
+    `model_dir_or_extractor`: a model folder or a loaded `Extractor` (then `device` is unused).
+    `progress`: True for a tqdm bar, or a factory `progress(total=, desc=, unit=)` returning a
+    tqdm-like object. `image_root`: folder image paths are relative to, and where
+    `<cid or id>.jpg|.jpeg|.png|.webp` is looked for when a row names no image (as in training).
+    Raises DataError / FileNotFoundError / ImportError only for fatal problems; bad rows are
+    error rows, counted in the summary.
+    """
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    input_path, output_path = Path(input_path), Path(output_path)
+    out_fmt = detect_output_format(output_path)
+    if input_path.resolve() == output_path.resolve():
+        raise DataError("the output would overwrite the input", path=str(output_path),
+                        reason="same file")
+    rows = read_input(input_path, input_format, batch_size)
+    if isinstance(model_dir_or_extractor, (str, os.PathLike)):
+        from mjave.inference.extractor import Extractor
+        extractor = Extractor.load(model_dir_or_extractor, device=device, batch_size=batch_size)
+    else:
+        extractor = model_dir_or_extractor
+    summary = PredictSummary(str(input_path), str(output_path))
+    total = (_parquet_rows(input_path)
+             if detect_input_format(input_path, input_format) == "parquet" else None)
+    writer, done = _open_output(output_path, out_fmt, resume, summary)
+    summary.files = list(writer.files)
+    bar = _make_bar(progress, total, f"predict {input_path.name}")
+    sweep = _Sweep(extractor, writer, done, summary, batch_size, image_root, include_text, bar)
+    try:
+        for row in rows:
+            sweep.add(row)
+        sweep.flush()
+    finally:
+        # Also on an exception (Ctrl-C): what was written stays readable, so resume continues.
+        if bar is not None:
+            bar.close()
+        writer.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _tqdm_factory() -> Callable[..., Any]:
+    from tqdm.auto import tqdm
+
+    def make(**kwargs: Any) -> Any:
+        return tqdm(dynamic_ncols=True, disable=None, **kwargs)
+    return make
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`mjave predict`: exit 0 when the sweep finished (error rows included), 1 when it could
+    not run (missing model, unreadable input, unwritable output)."""
+    from mjave.config import ConfigError
+    try:
+        summary = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
+                               device=args.device, resume=args.resume,
+                               image_root=args.image_root, progress=_tqdm_factory(),
+                               input_format=args.format, include_text=not args.no_text)
+    except (DataError, ConfigError, OSError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary.summary())
+    return 0
+
+
+def add_predict_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `mjave predict MODEL INPUT -o OUTPUT ...` on the top-level subparsers."""
+    p = commands.add_parser(
+        "predict", help="predict attributes and values for every row of a file",
+        description="Stream INPUT (JSONL, JAVE TSV, CSV with an id,text[,image] header, or "
+        "Parquet) through a trained model into OUTPUT (.jsonl, .csv or .parquet). Rows that "
+        "cannot be predicted become error rows; the summary counts them by reason.")
+    p.add_argument("model", help="model folder written by `mjave train`")
+    p.add_argument("input", help="input file")
+    p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true",
+                   help="skip ids already in the output and append the rest")
+    p.add_argument("--image-root", help="folder image paths are relative to (and where "
+                   "<cid>.jpg etc. are looked for)")
+    p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
+                   help="input format (default: from the extension)")
+    p.add_argument("--no-text", action="store_true", help="leave the text out of the output")
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+__all__ = ["CSV_COLUMNS", "InputRow", "PredictSummary", "add_predict_command", "cmd_predict",
+           "detect_input_format", "detect_output_format", "parquet_parts", "parquet_schema",
+           "predict_file", "read_input"]

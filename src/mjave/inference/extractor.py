@@ -1,0 +1,482 @@
+"""`Extractor`: a trained model folder as a Python object that predicts on raw texts and images.
+
+It holds everything in memory (model, tokenizer, the frozen text encoder when the model reads
+cached token states, the image encoder when it uses the image), so no feature store is written.
+Features are rounded to float16 exactly as the store rounds them, so a prediction here equals
+what `mjave evaluate` computes for the same text and image. Spans come from the one decoder,
+`mjave.inference.decode.decode_example`; texts longer than the model's `max_length` are
+windowed (`mjave.inference.windows`), never truncated.
+
+Thread-safe: `predict_batch` holds a lock, so a server may call it from several workers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mjave import __version__
+from mjave.data.errors import DataError
+from mjave.data.records import Record
+from mjave.data.schema import AttributeSchema
+from mjave.data.tagging import Encoded, TextAligner, batch_pad
+from mjave.inference.decode import Decoded
+from mjave.inference.loading import LoadedModel
+from mjave.inference.predict import predict_examples
+from mjave.inference.windows import (Window, merge_attribute_probs, merge_spans, plan_windows,
+                                     window_encoding)
+from mjave.model.batches import Example
+from mjave.training.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | None
+Item = Mapping[str, Any] | tuple | list | str
+Errors = Literal["raise", "return"]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def check_text(text: Any) -> str:
+    """The text of one item, or a DataError whose `reason` names what is wrong."""
+    if text is None:
+        raise DataError("the text is missing", field="text", reason="missing text")
+    if not isinstance(text, str):
+        raise DataError(f"the text must be a string, found {type(text).__name__}", field="text",
+                        reason="text not a string")
+    if not text.strip():
+        raise DataError("the text is empty", field="text", reason="empty text")
+    return text
+
+
+def open_image(image: ImageInput) -> Image.Image:
+    """A path, encoded bytes or a PIL image as a decoded RGB image (DataError if unreadable)."""
+    if isinstance(image, Image.Image):
+        try:
+            return image.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image ({type(e).__name__}: {e})", field="image",
+                            reason="bad image") from None
+    if isinstance(image, (bytes, bytearray)):
+        try:
+            with Image.open(io.BytesIO(bytes(image))) as img:
+                img.load()
+                return img.convert("RGB")
+        except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot read image bytes ({type(e).__name__}: {e})", field="image",
+                            reason="bad image") from None
+    if isinstance(image, (str, os.PathLike)):
+        from mjave.encoders.image import load_image
+        img = load_image(image, "error")
+        assert img is not None
+        return img
+    raise DataError(f"the image must be a path, bytes or a PIL image, found "
+                    f"{type(image).__name__}", field="image", reason="bad image type")
+
+
+def check_category(category: Any) -> str | None:
+    if category is not None and not isinstance(category, str):
+        raise DataError(f"the category must be a string, found {type(category).__name__}",
+                        field="category", reason="bad category")
+    return category
+
+
+def parse_item(item: Item) -> tuple[Any, ImageInput, Any]:
+    """(text, image, category) of `{"text", "image"?, "category"?}`, `(text, image)`,
+    `(text, image, category)`, `(text,)` or a bare text."""
+    if isinstance(item, str):
+        return item, None, None
+    if isinstance(item, Mapping):
+        return item.get("text"), item.get("image"), item.get("category")
+    if isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
+        padded = [*item, None, None]
+        return padded[0], padded[1], padded[2]
+    raise DataError(f"an item must be a dict with 'text' (and 'image', 'category'), a "
+                    f"(text, image) tuple or a string, found {type(item).__name__}",
+                    reason="bad item")
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: AttributeSchema,
+                threshold: float, warning: str | None = None) -> dict[str, Any]:
+    """The public result: predicted attributes (score order) and values (text order)."""
+    attrs = [{"name": schema.attributes[j], "score": float(p)}
+             for j, p in enumerate(attr_probs) if p >= threshold]
+    attrs.sort(key=lambda a: (-a["score"], a["name"]))
+    values = [{"attribute": s.attr, "value": text[s.begin:s.end], "begin": s.begin,
+               "end": s.end, "score": float(sc)}
+              for s, sc in sorted(zip(decoded.spans, decoded.span_scores),
+                                  key=lambda t: (t[0].begin, t[0].end))]
+    out: dict[str, Any] = {"attributes": attrs, "values": values}
+    if warning:
+        out["warning"] = warning
+    return out
+
+
+def error_dict(error: DataError) -> dict[str, Any]:
+    """What `predict_batch(errors="return")` gives for an item that cannot be predicted."""
+    return {"error": str(error), "reason": error.reason}
+
+
+@dataclass
+class _Prepared:
+    """One item on its way through the model."""
+
+    index: int
+    text: str
+    category: str | None
+    windows: list[Window]
+    encodings: list[Encoded]
+    image: Image.Image | None = None
+    warning: str | None = None
+    example_rows: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Extractor
+# --------------------------------------------------------------------------------------------
+
+
+class Extractor:
+    """Predict attributes and values of products from their text (and image).
+
+    >>> ex = Extractor.load("runs/model")                      # doctest: +SKIP
+    >>> ex.predict("red shirt, slim fit", image="shirt.jpg")  # doctest: +SKIP
+    {'attributes': [{'name': 'Color', 'score': 0.98}, ...],
+     'values': [{'attribute': 'Color', 'value': 'red', 'begin': 0, 'end': 3, 'score': 0.97}, ...]}
+    """
+
+    def __init__(self, model: LoadedModel, text_encoder: torch.nn.Module | None = None,
+                 image_encoder: Any | None = None, *, batch_size: int = 32,
+                 threshold: float | None = None, stride: int | None = None,
+                 trained_versions: dict[str, str] | None = None):
+        if model.uses_text_features and text_encoder is None:
+            raise ValueError("this model reads cached text features: pass the frozen text encoder")
+        if model.uses_image and image_encoder is None:
+            raise ValueError("this model uses the image: pass the image encoder")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        self.model = model
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.batch_size = batch_size
+        self.threshold = model.config.train.threshold if threshold is None else float(threshold)
+        self.max_length = model.config.encoder.max_length
+        budget = self.max_length - 2
+        self.stride = max(1, budget // 2) if stride is None else stride
+        if not 1 <= self.stride <= budget:
+            raise ValueError(f"stride must be between 1 and {budget} pieces, got {self.stride}")
+        self.trained_versions = dict(trained_versions or {})
+        # Whole texts: windows are cut from this encoding, so nothing is truncated.
+        self._aligner = TextAligner(model.aligner.tokenizer, model.schema, max_length=None)
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, device: str = "auto", *, batch_size: int = 32,
+             threshold: float | None = None, stride: int | None = None) -> "Extractor":
+        """Load a model folder written by `mjave train`, with the encoders it needs."""
+        model = LoadedModel.load(model_dir, device=device)
+        enc = model.config.encoder
+        text_encoder = None
+        if model.uses_text_features:
+            from mjave.encoders.text import HFTextEncoder, resolve_text_encoder_path
+            text_encoder = HFTextEncoder.from_pretrained(
+                resolve_text_encoder_path(enc.text_encoder), fine_tune=False).to(model.device)
+        image_encoder = None
+        if model.uses_image:
+            from mjave.encoders.image import build_image_encoder
+            image_encoder = build_image_encoder(enc.image_encoder, enc.image_weights,
+                                                enc.image_size).to(model.device)
+        versions_file = Path(model_dir) / "versions.json"
+        trained = {}
+        if versions_file.is_file():
+            try:
+                trained = json.loads(versions_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("%s is not readable JSON; the training versions are unknown",
+                            versions_file)
+        return cls(model, text_encoder, image_encoder, batch_size=batch_size,
+                   threshold=threshold, stride=stride, trained_versions=trained)
+
+    # ---- properties --------------------------------------------------------------------------
+
+    @property
+    def config(self) -> RunConfig:
+        return self.model.config
+
+    @property
+    def schema(self) -> AttributeSchema:
+        return self.model.schema
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.model.schema.attributes)
+
+    @property
+    def uses_image(self) -> bool:
+        return self.model.uses_image
+
+    @property
+    def missing_image(self) -> str:
+        return self.model.config.encoder.missing_image
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def restrict_to_category(self) -> bool:
+        """Whether an item's category limits the attributes decoded (model config)."""
+        return bool(getattr(self.model.config.model, "restrict_to_category", False))
+
+    @property
+    def version(self) -> dict[str, str | None]:
+        """`trained_with`: the mjave version that trained the model (versions.json); `current`."""
+        return {"trained_with": self.trained_versions.get("mjave"), "current": __version__}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """A JSON-serialisable description of the model (what a /v1/model endpoint returns).
+
+        Encoder names are the configured names; a local folder is reported by its base name only,
+        so no server path leaks.
+        """
+        enc = self.model.config.encoder
+
+        def name(value: str | None) -> str | None:
+            return None if value is None else Path(value).name or value
+
+        from mjave.training.checkpoint import versions as current_versions
+        return {
+            "model": self.model.folder.name,
+            "architecture": self.model.config.model.architecture,
+            "attributes": self.attributes,
+            "tags": self.schema.tags,
+            "encoders": {
+                "text": name(enc.text_encoder), "text_kind": enc.text_kind,
+                "fine_tuned": enc.fine_tune, "char_level": enc.char_level,
+                "image": enc.image_encoder if self.uses_image else None,
+                "image_size": enc.image_size if self.uses_image else None,
+            },
+            "uses_image": self.uses_image,
+            "missing_image": self.missing_image,
+            "restrict_to_category": self.restrict_to_category,
+            "categories": sorted(getattr(self.schema, "categories", {}) or {}),
+            "max_length": self.max_length,
+            "window_stride": self.stride,
+            "threshold": self.threshold,
+            "versions": {"trained_with": dict(self.trained_versions),
+                         "current": current_versions()},
+        }
+
+    def __repr__(self) -> str:
+        return (f"Extractor({str(self.model.folder)!r}, attributes={len(self.attributes)}, "
+                f"uses_image={self.uses_image}, device={str(self.device)!r})")
+
+    # ---- prediction --------------------------------------------------------------------------
+
+    def predict(self, text: str, image: ImageInput = None, category: str | None = None
+                ) -> dict[str, Any]:
+        """Attributes and values of one text (and its product image, for image models).
+
+        `category` matters only for a model trained with `model.restrict_to_category`: then
+        only attributes seen with that category in training are decoded (an unknown category
+        restricts nothing). Raises DataError (a ValueError) for an empty or non-string text, an
+        unreadable image, or a missing image when the model's `missing_image` policy is "error".
+        """
+        return self._run([(text, image, category)], "raise", prefix=False)[0]
+
+    def predict_batch(self, items: Iterable[Item], errors: Errors = "raise"
+                      ) -> list[dict[str, Any]]:
+        """Results in the order of `items`: dicts `{"text", "image"?, "category"?}`, `(text,
+        image)` or `(text, image, category)` tuples, or bare texts.
+
+        Texts and images are encoded `batch_size` at a time. `errors="raise"` stops at the
+        first bad item (DataError naming its index); `errors="return"` gives that item
+        `{"error": message, "reason": short category}` and predicts the others.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        return self._run(list(items), errors, prefix=True)
+
+    def _run(self, items: Sequence[Item], errors: Errors, prefix: bool) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with self._lock, torch.no_grad():
+            for s in range(0, len(items), self.batch_size):
+                out.extend(self._predict_chunk(items[s:s + self.batch_size], s, errors, prefix))
+        return out
+
+    def _prepare(self, index: int, item: Item) -> _Prepared:
+        text, image, category = parse_item(item)
+        text = check_text(text)
+        category = check_category(category) if self.restrict_to_category else None
+        full = self._aligner.encode_text(text)
+        windows = plan_windows(full, self.max_length, self.stride)
+        prepared = _Prepared(index, text, category, windows,
+                             [window_encoding(full, w) for w in windows])
+        prepared.image = image  # type: ignore[assignment]  (opened later, in parallel)
+        return prepared
+
+    def _open_image(self, prepared: _Prepared) -> None:
+        """Replace the raw image input by a decoded image, or apply the missing-image policy."""
+        raw = prepared.image
+        prepared.image = None
+        if not self.uses_image:
+            return  # text-only models never open an image
+        zeros = self.missing_image == "zeros"
+        if raw is None:
+            if not zeros:
+                raise DataError("this model uses the product image and its missing_image policy "
+                                "is 'error': pass an image (a path, bytes or a PIL image)",
+                                field="image", reason="missing image")
+            prepared.warning = ("no image: predicted with zero image features "
+                                "(missing_image='zeros')")
+            return
+        try:
+            prepared.image = open_image(raw)
+        except DataError as e:
+            if not zeros or e.reason == "bad image type":
+                raise
+            prepared.warning = (f"image unreadable ({e.message}): predicted with zero image "
+                                "features (missing_image='zeros')")
+
+    def _predict_chunk(self, items: Sequence[Item], offset: int, errors: Errors,
+                       prefix: bool) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(items)
+
+        def fail(i: int, e: DataError) -> None:
+            if errors == "raise":
+                if not prefix:
+                    raise e
+                raise DataError(f"item {offset + i}: {e}", reason=e.reason) from None
+            results[i] = error_dict(e)
+
+        prepared: list[_Prepared] = []
+        for i, item in enumerate(items):
+            try:
+                prepared.append(self._prepare(i, item))
+            except DataError as e:
+                fail(i, e)
+        if self.uses_image and prepared:
+            outcomes = self._map(self._try_open_image, prepared)
+            good = []
+            for p, err in zip(prepared, outcomes):
+                if err is None:
+                    good.append(p)
+                else:
+                    fail(p.index, err)
+            prepared = good
+        else:
+            for p in prepared:
+                p.image = None
+        if prepared:
+            for p, res in zip(prepared, self._predict_prepared(prepared)):
+                results[p.index] = res
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _try_open_image(self, prepared: _Prepared) -> DataError | None:
+        try:
+            self._open_image(prepared)
+        except DataError as e:
+            return e
+        return None
+
+    def _map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
+        """`fn` over `items`, decoding images in threads (PIL releases the GIL)."""
+        if len(items) < 2:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                                            thread_name_prefix="mjave-image")
+        return list(self._pool.map(fn, items))
+
+    def _predict_prepared(self, prepared: Sequence[_Prepared]) -> list[dict[str, Any]]:
+        encodings = [e for p in prepared for e in p.encodings]
+        text_feats = (self._text_features(encodings) if self.model.uses_text_features
+                      else [None] * len(encodings))
+        image_feats: list[np.ndarray | None] = [None] * len(prepared)
+        if self.uses_image:
+            image_feats = self._image_features([p.image for p in prepared])
+        examples = []
+        L = self.schema.num_attributes
+        for k, p in enumerate(prepared):
+            record = Record(id=str(p.index), text=p.text, category=p.category)
+            for enc in p.encodings:
+                p.example_rows.append(len(examples))
+                examples.append(Example(record, enc, np.zeros(L, dtype=np.float32),
+                                        text_feats[len(examples)], image_feats[k]))
+        decoded, probs = predict_examples(self.model.net, examples, self.schema,
+                                          batch_size=self.model.config.train.eval_batch_size,
+                                          device=self.device, threshold=self.threshold,
+                                          pad_id=self.model.aligner.pad_id,
+                                          restrict_to_category=self.restrict_to_category)
+        out = []
+        for p in prepared:
+            rows = p.example_rows
+            if len(rows) == 1:
+                spans, scores = decoded[rows[0]].spans, decoded[rows[0]].span_scores
+                attr_probs = probs[rows[0]]
+            else:
+                spans, scores = merge_spans(p.windows, [decoded[r].spans for r in rows],
+                                            [decoded[r].span_scores for r in rows])
+                attr_probs = merge_attribute_probs([probs[r] for r in rows])
+            merged = Decoded(list(spans), list(scores), [])
+            out.append(result_dict(p.text, merged, attr_probs, self.schema, self.threshold,
+                                   p.warning))
+        return out
+
+    def _text_features(self, encodings: Sequence[Encoded]) -> list[np.ndarray]:
+        """Frozen token states per encoding, float16 like the feature store keeps them."""
+        assert self.text_encoder is not None
+        out: list[np.ndarray | None] = [None] * len(encodings)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+        dev = next(self.text_encoder.parameters()).device
+        pad_id = self.model.aligner.pad_id
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            batch = batch_pad([encodings[i] for i in idx], pad_id)
+            h = self.text_encoder(torch.from_numpy(batch["input_ids"]).to(dev),
+                                  torch.from_numpy(batch["attention_mask"]).to(dev))
+            h = h.float().cpu().numpy().astype(np.float16)
+            for row, (i, n) in enumerate(zip(idx, batch["lengths"])):
+                out[i] = h[row, :int(n)]
+        return out  # type: ignore[return-value]
+
+    def _image_features(self, images: Sequence[Image.Image | None]) -> list[np.ndarray]:
+        """(1 + K, D) per image, row 0 global; zeros where the policy allowed no image."""
+        enc = self.image_encoder
+        assert enc is not None
+        present = [i for i, im in enumerate(images) if im is not None]
+        zeros = np.zeros((1 + enc.num_regions, enc.feature_dim), dtype=np.float16)
+        out: list[np.ndarray] = [zeros] * len(images)
+        for s in range(0, len(present), self.batch_size):
+            idx = present[s:s + self.batch_size]
+            g, r = enc.encode_images([images[i] for i in idx])
+            feats = torch.cat([g.unsqueeze(1), r], dim=1).float().cpu().numpy().astype(np.float16)
+            for row, i in enumerate(idx):
+                out[i] = feats[row]
+        return out
+
+
+__all__ = ["Extractor", "check_category", "check_text", "open_image", "parse_item",
+           "result_dict"]

@@ -1,0 +1,168 @@
+"""Long texts as overlapping windows of tokenizer pieces, and the merge of their predictions.
+
+A model is trained on at most `max_length` tokens ([CLS] and [SEP] included), so a longer text is
+never cut: it is split into windows of at most `max_length - 2` content pieces that overlap by
+`budget - stride` pieces, each window is predicted on its own, and the results are merged:
+
+* window ends fall on word boundaries where possible (a word longer than a window is the only
+  thing ever cut inside), so every word is seen whole by at least one window;
+* offsets stay relative to the FULL text: a window is a slice of the full text's `Encoded`, so
+  the one decoder (`mjave.inference.decode.decode_example`) yields full-text spans directly;
+* spans: identical spans from several windows become one (the max score); of two overlapping
+  spans the one farther from a cut window edge wins (more context on both sides), then the
+  higher score; the text's own start and end are not cuts;
+* attribute scores: the max over windows (an attribute is mentioned if any window mentions it).
+
+These are pure functions over `Encoded` and offsets (no torch, no model), so evaluation can
+window the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from mjave.data.records import Span
+from mjave.data.tagging import Encoded, first_piece_mask
+
+
+@dataclass(frozen=True)
+class Window:
+    """Content pieces `[start, end)` of a full encoding (0 = the first piece after [CLS]).
+
+    `char_start` / `char_end` are the characters the window covers in the full text;
+    `cut_left` / `cut_right` say whether that side is a cut (False at the text's own edges).
+    """
+
+    start: int
+    end: int
+    char_start: int
+    char_end: int
+    cut_left: bool
+    cut_right: bool
+
+    def margin(self, span: Span) -> float:
+        """Characters between the span and the nearest cut edge (inf when no side is cut)."""
+        left = span.begin - self.char_start if self.cut_left else math.inf
+        right = self.char_end - span.end if self.cut_right else math.inf
+        return min(left, right)
+
+
+def _content(encoded: Encoded) -> tuple[list[tuple[int, int]], list[int | None]]:
+    """Offsets and word ids of the content pieces (without [CLS] and [SEP])."""
+    if encoded.truncated:
+        raise ValueError("windowing needs the whole text: encode it with a TextAligner whose "
+                         "max_length is None")
+    return list(encoded.offsets[1:-1]), list(encoded.word_ids[1:-1])
+
+
+def _word_starts(word_ids: Sequence[int | None]) -> list[bool]:
+    """True where a piece starts a word (a cut there splits no word)."""
+    return first_piece_mask(word_ids)
+
+
+def _char_extent(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    real = [(a, b) for a, b in offsets[start:end] if a < b]
+    if not real:
+        return (0, 0)
+    return (min(a for a, _ in real), max(b for _, b in real))
+
+
+def plan_windows(encoded: Encoded, max_length: int, stride: int | None = None) -> list[Window]:
+    """Windows covering every content piece of `encoded` (an untruncated encoding).
+
+    Each holds at most `max_length - 2` pieces; consecutive windows start about `stride` pieces
+    apart (default: half a window), both moved back to a word start where one is in reach.
+    A text that fits gives one window covering all of it.
+    """
+    budget = max_length - 2
+    if budget < 1:
+        raise ValueError(f"max_length must leave room for [CLS], one piece and [SEP], "
+                         f"got {max_length}")
+    stride = max(1, budget // 2) if stride is None else stride
+    if not 1 <= stride <= budget:
+        raise ValueError(f"stride must be between 1 and {budget} pieces, got {stride}")
+    offsets, word_ids = _content(encoded)
+    n = len(offsets)
+    starts = _word_starts(word_ids)
+
+    def snap_back(pos: int, lowest: int) -> int:
+        """The nearest word start in (lowest, pos], else `pos` (a hard cut inside a word)."""
+        p = pos
+        while p > lowest and not starts[p]:
+            p -= 1
+        return p if p > lowest else pos
+
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(start + budget, n)
+        if end < n:
+            end = snap_back(end, start)
+        spans.append((start, end))
+        if end >= n:
+            break
+        nxt = snap_back(min(start + stride, end), start)
+        start = nxt if nxt > start else start + 1
+    windows = []
+    for s, e in spans:
+        a, b = _char_extent(offsets, s, e)
+        windows.append(Window(s, e, a, b, cut_left=s > 0, cut_right=e < n))
+    return windows
+
+
+def window_encoding(encoded: Encoded, window: Window) -> Encoded:
+    """The model input of one window: [CLS] + its pieces + [SEP], offsets into the full text."""
+    content_ids = encoded.input_ids[1:-1]
+    offsets, word_ids = _content(encoded)
+    s, e = window.start, window.end
+    return Encoded(
+        input_ids=[encoded.input_ids[0], *content_ids[s:e], encoded.input_ids[-1]],
+        offsets=[(0, 0), *offsets[s:e], (0, 0)],
+        word_ids=[None, *word_ids[s:e], None],
+        labels=[-100] * (e - s + 2),
+        truncated=False,
+        has_labels=False,
+        id=encoded.id,
+        num_pieces=e - s,
+    )
+
+
+def merge_spans(windows: Sequence[Window], spans: Sequence[Sequence[Span]],
+                scores: Sequence[Sequence[float]]) -> tuple[list[Span], list[float]]:
+    """One non-overlapping span list from per-window spans (see the module docstring).
+
+    Returns spans sorted by position and their scores.
+    """
+    if not (len(windows) == len(spans) == len(scores)):
+        raise ValueError("one span list and one score list per window")
+    best: dict[tuple[str, int, int], tuple[float, float, Span]] = {}
+    for w, ss, sc in zip(windows, spans, scores):
+        for span, score in zip(ss, sc):
+            key = span.key()
+            margin = w.margin(span)
+            old = best.get(key)
+            if old is None:
+                best[key] = (margin, float(score), span)
+            else:
+                best[key] = (max(old[0], margin), max(old[1], float(score)), span)
+    ranked = sorted(best.values(), key=lambda t: (-t[0], -t[1], t[2].begin, t[2].end, t[2].attr))
+    kept: list[tuple[Span, float]] = []
+    for _, score, span in ranked:
+        if all(span.end <= k.begin or k.end <= span.begin for k, _ in kept):
+            kept.append((span, score))
+    kept.sort(key=lambda t: (t[0].begin, t[0].end, t[0].attr))
+    return [s for s, _ in kept], [sc for _, sc in kept]
+
+
+def merge_attribute_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
+    """Attribute probabilities of the whole text: the max over its windows."""
+    if not len(probs):
+        raise ValueError("no windows to merge")
+    return np.max(np.stack([np.asarray(p) for p in probs]), axis=0)
+
+
+__all__ = ["Window", "merge_attribute_probs", "merge_spans", "plan_windows", "window_encoding"]

@@ -1,0 +1,7 @@
+"""`python -m mjave.serving MODEL [options]`: `mjave serve` without the main CLI."""
+
+import sys
+
+from mjave.serving.cli import main
+
+sys.exit(main())

@@ -1,0 +1,522 @@
+"""The HTTP service: `create_app(extractor, config)` returns a FastAPI app around a loaded model.
+
+Endpoints: `POST /v1/extract` (one item or `{"items": [...]}`), `GET /healthz` (the process is
+alive), `GET /readyz` (the model is loaded and the micro-batcher runs), `GET /v1/model` (schema,
+version, info) and FastAPI's `/openapi.json`.
+
+Client input never causes a 500: a body, item count, text or image over its limit is 413 (the
+message names the limit), a body that does not fit the schema 422, bad base64, an undecodable
+image or an `image_path` the server may not read 400. `image_path` is read only when the server
+was given an image root, and only for regular files whose real path (symlinks resolved) lies
+inside it. Nothing is unpickled; images are decoded by Pillow from an allow-list of formats.
+"""
+
+import base64
+import binascii
+import inspect
+import io
+import logging
+import os
+import re
+import stat
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Optional, Protocol, Sequence, Union
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      create_model, field_validator, model_validator)
+from starlette.concurrency import run_in_threadpool
+
+from mjave import __version__
+from mjave.data.errors import DataError
+from mjave.serving.batcher import (BatcherNotRunning, BatcherOverloaded, ItemFailed,
+                                   MicroBatcher)
+from mjave.serving.config import ServeConfig
+
+__all__ = ["ServeConfig", "create_app", "ExtractorLike"]
+
+log = logging.getLogger(__name__)
+
+# Common web formats only: every decoder Pillow is allowed to run is attack surface.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+class ExtractorLike(Protocol):
+    """What the service needs of `mjave.inference.extractor.Extractor` (and of test fakes)."""
+
+    @property
+    def version(self) -> Union[str, dict[str, Any]]: ...
+
+    @property
+    def schema(self) -> Any: ...
+
+    @property
+    def info(self) -> dict[str, Any]: ...
+
+    def predict_batch(self, items: list[dict[str, Any]]) -> Sequence[dict[str, Any]]: ...
+
+
+# ---- request and response models (they make the OpenAPI document) ----
+
+class ExtractItem(BaseModel):
+    """One product: its text and optionally its image (inline base64 or a path under the root)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "sku-1", "text": "red shirt with blue shoes, slim fit"}]})
+
+    id: Optional[Union[Annotated[str, Field(max_length=256)], int]] = Field(
+        None, description="echoed back in the result")
+    text: str = Field(description="the product text (title): not empty, at most max_text_chars "
+                      "characters")
+    image_base64: Optional[str] = Field(
+        None, description="the image file (JPEG, PNG, WEBP, GIF or BMP), base64-encoded; a "
+        "`data:image/...;base64,` prefix is accepted")
+    image_path: Optional[Annotated[str, Field(max_length=4096)]] = Field(
+        None, description="an image file relative to the server's --image-root (refused when "
+        "the server has none)")
+
+    @field_validator("text")
+    @classmethod
+    def _real_text(cls, v: str) -> str:
+        """Empty texts have nothing to tag, and lone surrogates ("\\ud800") are valid JSON but
+        no text (the tokenizer would fail): both are refused before they reach the model."""
+        if not v.strip():
+            raise ValueError("text is empty")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text is not valid Unicode (it contains a lone surrogate)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_image(self) -> "ExtractItem":
+        if self.image_base64 is not None and self.image_path is not None:
+            raise ValueError("give image_base64 or image_path, not both")
+        return self
+
+
+class ExtractBatch(BaseModel):
+    """Several items in one request (at most max_request_items); results keep their order."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"items": [{"id": 1, "text": "red shirt, slim fit"}, {"id": 2, "text": "blue shoes"}]}]})
+
+    items: list[ExtractItem]
+
+
+def _request_kind(v: Any) -> str:
+    """Pick the branch by the `items` key, so errors describe one shape, not both."""
+    if isinstance(v, ExtractBatch) or (isinstance(v, dict) and "items" in v):
+        return "batch"
+    return "single"
+
+
+def request_type(max_items: int) -> Any:
+    """The body type of /v1/extract: an item or a batch of at most `max_items`. The bound is in
+    the schema so that pydantic stops at the length check: validating 2 million tiny items
+    before counting them would take half a minute."""
+    batch = create_model("ExtractBatch", __base__=ExtractBatch,
+                         items=(list[ExtractItem], Field(max_length=max_items)))
+    return Annotated[Union[Annotated[ExtractItem, Tag("single")], Annotated[batch, Tag("batch")]],
+                     Discriminator(_request_kind)]
+
+
+class AttributeOut(BaseModel):
+    name: str
+    score: float = Field(description="predicted probability of the attribute")
+
+
+class ValueOut(BaseModel):
+    attribute: str
+    value: str = Field(description="text[begin:end]")
+    begin: int = Field(description="character offset in the text (inclusive)")
+    end: int = Field(description="character offset in the text (exclusive)")
+    score: float = Field(description="mean probability of the tags of the span")
+
+
+class ExtractResult(BaseModel):
+    id: Optional[Union[str, int]] = None
+    attributes: list[AttributeOut] = Field(description="predicted attributes, by score")
+    values: list[ValueOut] = Field(description="extracted values, in text order")
+    warning: Optional[str] = Field(None, description="e.g. predicted without the image")
+
+
+class ExtractBatchResult(BaseModel):
+    items: list[ExtractResult]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[Union[str, int]]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: str = Field(description="all problems in one line")
+    errors: list[FieldError]
+
+
+class ModelOut(BaseModel):
+    version: Union[str, dict[str, Any]]
+    attributes: list[str]
+    tags: list[str]
+    info: dict[str, Any]
+    limits: dict[str, Any]
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    batcher: dict[str, Any]
+
+
+_ERRORS = {400: {"model": ErrorOut, "description": "bad base64, undecodable image, or an "
+                 "image_path the server may not read"},
+           413: {"model": ErrorOut, "description": "body, item count, text or image over a limit"},
+           422: {"model": ValidationErrorOut, "description": "the body does not fit the schema"},
+           500: {"model": ErrorOut, "description": "server fault (logged)"},
+           503: {"model": ErrorOut, "description": "not ready, shutting down or overloaded"}}
+
+
+# ---- input checks ----
+
+class ClientError(Exception):
+    """A 4xx decided while preparing items; turned into an HTTPException with a location."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def decode_base64(data: str, max_bytes: int) -> bytes:
+    """Strict base64 (whitespace and a data-URL prefix allowed), refused before decoding when
+    the encoded length alone shows the image is over the limit."""
+    if data.startswith("data:"):
+        header, sep, data = data.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ClientError(400, "image_base64: a data URL must look like "
+                                   "'data:image/png;base64,...'")
+    data = re.sub(r"\s+", "", data)
+    if len(data) // 4 * 3 > max_bytes + 2:
+        raise ClientError(413, f"image_base64: the image is larger than the limit of "
+                               f"{max_bytes} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(400, "image_base64 is not valid base64") from None
+    if len(raw) > max_bytes:
+        raise ClientError(413, f"image_base64: the image has {len(raw)} bytes; the limit is "
+                               f"{max_bytes}")
+    return raw
+
+
+def decode_image(raw: bytes, config: ServeConfig, field: str) -> Any:
+    """An RGB PIL image, fully decoded here so the model thread never meets a broken file."""
+    from PIL import Image
+    try:
+        img = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+        w, h = img.size
+        if w * h > config.max_image_pixels:
+            raise ClientError(413, f"{field}: the image has {w}x{h} pixels; the limit is "
+                                   f"{config.max_image_pixels} pixels")
+        img.load()
+        return img.convert("RGB")
+    except ClientError:
+        raise
+    except Image.DecompressionBombError:
+        raise ClientError(413, f"{field}: the image has more pixels than the limit of "
+                               f"{config.max_image_pixels}") from None
+    except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise ClientError(400, f"{field} could not be decoded as an image (accepted formats: "
+                               f"{', '.join(IMAGE_FORMATS)})") from None
+
+
+def read_image_path(path: str, root: Optional[Path], max_bytes: int) -> bytes:
+    """The bytes of `path` under `root`, or a 400/413. Refuses: no root, '..' components, a real
+    path (after symlinks) outside the root, anything but a regular file."""
+    if root is None:
+        raise ClientError(400, "image_path is not accepted: the server was started without an "
+                               "image root (--image-root); send image_base64 instead")
+    if not path or "\x00" in path:
+        raise ClientError(400, "image_path is empty or contains a NUL character")
+    if ".." in Path(path).parts or ".." in path.replace("\\", "/").split("/"):
+        raise ClientError(400, "image_path must not contain '..'")
+    try:
+        # Non-strict first, so that the answer never reveals whether a file OUTSIDE exists.
+        target = (root / path).resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loops, names too long
+        raise ClientError(400, "image_path could not be resolved") from None
+    if not target.is_relative_to(root):
+        raise ClientError(400, "image_path must point inside the image root (symlinks "
+                               "included)")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags)
+    except FileNotFoundError:
+        raise ClientError(400, "image_path: no such file under the image root") from None
+    except OSError:
+        raise ClientError(400, "image_path cannot be read") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ClientError(400, "image_path is not a regular file")
+        if st.st_size > max_bytes:
+            raise ClientError(413, f"image_path: the image has {st.st_size} bytes; the limit is "
+                                   f"{max_bytes}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(max_bytes + 1)
+    except OSError:
+        raise ClientError(400, "image_path cannot be read") from None
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise ClientError(413, f"image_path: the image is larger than the limit of {max_bytes} "
+                               "bytes")
+    return raw
+
+
+def prepare_items(items: Sequence[ExtractItem], config: ServeConfig, root: Optional[Path],
+                  prefix: Sequence[str]) -> list[dict[str, Any]]:
+    """The extractor's items ({"text", "image"}); raises an HTTPException naming the item."""
+    out = []
+    for item, where in zip(items, prefix):
+        try:
+            if len(item.text) > config.max_text_chars:
+                raise ClientError(413, f"text has {len(item.text)} characters; the limit is "
+                                       f"{config.max_text_chars}")
+            image = None
+            if item.image_base64 is not None:
+                raw = decode_base64(item.image_base64, config.max_image_bytes)
+                image = decode_image(raw, config, "image_base64")
+            elif item.image_path is not None:
+                raw = read_image_path(item.image_path, root, config.max_image_bytes)
+                image = decode_image(raw, config, "image_path")
+        except ClientError as e:
+            raise HTTPException(e.status, where + e.message) from None
+        out.append({"text": item.text, "image": image})
+    return out
+
+
+# ---- the app ----
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_body_bytes`, by Content-Length up front or by counting chunked
+    bodies as they arrive (the body is buffered once and replayed to the app)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(status_code=413, content={
+            "detail": f"request body is larger than the limit of {self.max_body_bytes} bytes"})
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await JSONResponse(status_code=400, content={
+                        "detail": "invalid Content-Length header"})(scope, receive, send)
+                    return
+                if declared > self.max_body_bytes:
+                    await too_large(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _loc(loc: Sequence[Union[str, int]]) -> list[Union[str, int]]:
+    """Drop FastAPI's 'body' and the union tags from a pydantic error location."""
+    out = list(loc)
+    if out and out[0] == "body":
+        out = out[1:]
+    return [p for p in out if p not in ("single", "batch")]
+
+
+def _loc_text(loc: Sequence[Union[str, int]]) -> str:
+    text = ""
+    for p in loc:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text or "body"
+
+
+def _schema_lists(schema: Any) -> tuple[list[str], list[str]]:
+    attributes = [str(a) for a in getattr(schema, "attributes", ())]
+    tags = [str(t) for t in getattr(schema, "tags", ())]
+    return attributes, tags
+
+
+def _predict_fn(extractor: ExtractorLike) -> Any:
+    """`predict_batch`, asking for per-item errors when the extractor offers them
+    (`errors="return"`): one bad item then costs no retry of its whole batch."""
+    try:
+        accepts_errors = "errors" in inspect.signature(extractor.predict_batch).parameters
+    except (TypeError, ValueError):
+        accepts_errors = False
+    if not accepts_errors:
+        return extractor.predict_batch
+
+    def predict(items: list[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        return extractor.predict_batch(items, errors="return")  # type: ignore[call-arg]
+    return predict
+
+
+def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -> FastAPI:
+    """The FastAPI app serving `extractor` (already loaded). The micro-batcher starts and stops
+    with the app's lifespan, so /readyz is 503 before startup and after shutdown."""
+    config = config or ServeConfig()
+    root: Optional[Path] = None
+    if config.image_root is not None:
+        root = Path(config.image_root).resolve(strict=True)
+        if not root.is_dir():
+            raise NotADirectoryError(f"image root is not a folder: {config.image_root}")
+    batcher = MicroBatcher(_predict_fn(extractor), max_batch_size=config.max_batch_size,
+                           max_wait_ms=config.max_wait_ms,
+                           max_queue_items=config.max_queue_items)
+    attributes, tags = _schema_lists(extractor.schema)
+    limits = {k: v for k, v in asdict(config).items() if k != "image_root"}
+    limits["image_path"] = root is not None
+    version = extractor.version
+    model_body = ModelOut(version=version if isinstance(version, dict) else str(version),
+                          attributes=attributes, tags=tags, info=dict(extractor.info or {}),
+                          limits=limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        log.info("ready: batches of up to %d items, %.1f ms wait", config.max_batch_size,
+                 config.max_wait_ms)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="M-JAVE attribute extraction", version=__version__, lifespan=lifespan,
+                  description="Multimodal attribute prediction and value extraction. Limits: "
+                  f"{limits}.")
+    app.state.batcher = batcher
+    app.state.config = config
+    app.state.extractor = extractor
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            if e.get("type") == "too_long" and _loc(e.get("loc", ())) == ["items"]:
+                ctx = e.get("ctx") if isinstance(e.get("ctx"), dict) else {}
+                n = ctx.get("actual_length")
+                return JSONResponse(status_code=413, content={"detail": (
+                    f"{n if n is not None else 'too many'} items in one request; the limit "
+                    f"is {config.max_request_items}")})
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            loc = _loc(e.get("loc", ()))
+            if e.get("type") == "json_invalid":  # loc is ("body", character offset)
+                ctx = e.get("ctx") if isinstance(e.get("ctx"), dict) else {}
+                msg = f"JSON decode error at character {loc[0] if loc else '?'}: " \
+                      f"{ctx.get('error', 'invalid JSON')}"
+                loc = []
+            errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", "invalid"))})
+        shown = "; ".join(f"{_loc_text(e['loc'])}: {e['msg']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return JSONResponse(status_code=422, content={
+            "detail": f"invalid request: {shown}{more}", "errors": errors})
+
+    @app.get("/healthz", response_model=HealthOut, tags=["health"])
+    async def healthz() -> dict:
+        """The process is alive and answering (no model needed)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=ReadyOut, tags=["health"],
+             responses={503: {"model": ErrorOut, "description": "not ready"}})
+    async def readyz() -> Any:
+        """The model is loaded and the micro-batcher is running: send traffic."""
+        if not batcher.running:
+            return JSONResponse(status_code=503, content={"detail": "not ready: the batcher is "
+                                                          "not running"})
+        return {"status": "ready", "batcher": batcher.stats.as_dict()}
+
+    @app.get("/v1/model", response_model=ModelOut, tags=["model"])
+    async def model() -> ModelOut:
+        """The model's attribute schema, version and description, and the server's limits."""
+        return model_body
+
+    @app.post("/v1/extract", response_model=Union[ExtractResult, ExtractBatchResult],
+              response_model_exclude_none=True, responses=_ERRORS, tags=["extract"])
+    async def extract(body: request_type(config.max_request_items)) -> Any:  # type: ignore
+        """Attributes and values of one item, or of `{"items": [...]}` (results in order)."""
+        batch = isinstance(body, ExtractBatch)
+        items = body.items if batch else [body]
+        if len(items) > config.max_request_items:
+            raise HTTPException(413, f"{len(items)} items in one request; the limit is "
+                                     f"{config.max_request_items}")
+        prefix = [f"items[{i}]: " if batch else "" for i in range(len(items))]
+        if any(i.image_base64 is not None or i.image_path is not None for i in items):
+            prepared = await run_in_threadpool(prepare_items, items, config, root, prefix)
+        else:
+            prepared = prepare_items(items, config, root, prefix)
+        try:
+            results = await batcher.submit(prepared)
+        except (BatcherNotRunning, BatcherOverloaded) as e:
+            raise HTTPException(503, f"service unavailable: {e}",
+                                headers={"Retry-After": "1"}) from None
+        except ItemFailed as e:
+            i = next((k for k, p in enumerate(prepared) if p is e.item), None)
+            cause = e.__cause__
+            if isinstance(cause, DataError):  # the model's own verdict on the input
+                raise HTTPException(400, f"{prefix[i] if i is not None else ''}{cause}") \
+                    from None
+            log.error("prediction failed: %s", e, exc_info=cause)
+            raise HTTPException(500, "internal error while predicting; the server log has the "
+                                     "details") from None
+        for where, r in zip(prefix, results):
+            if isinstance(r, dict) and "error" in r:  # errors="return": the model refused it
+                raise HTTPException(400, f"{where}{r['error']}")
+        try:
+            out = [ExtractResult(id=item.id, attributes=r["attributes"], values=r["values"],
+                                 warning=r.get("warning"))
+                   for item, r in zip(items, results)]
+        except (KeyError, TypeError, AttributeError, ValidationError):
+            log.exception("the extractor returned a malformed result")
+            raise HTTPException(500, "internal error: malformed prediction") from None
+        return ExtractBatchResult(items=out) if batch else out[0]
+
+    return app
