@@ -185,8 +185,7 @@ def test_trains_saves_reloads_with_identical_f1(tmp_path, tiny_data, tiny_bert, 
     assert config["model"]["architecture"] == name and config["model"]["use_image"] is False
     losses = [r["loss"] for r in result.history]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
-    report = evaluate_model(folder, str(tiny_data / "valid.jsonl"),
-                            features_dir=str(tmp_path / "features"), device="cpu")
+    report = evaluate_model(folder, str(tiny_data / "valid.jsonl"), device="cpu")
     metrics = json.loads((folder / "metrics.json").read_text())
     for task in ("value", "attribute", "pair"):
         assert report[task]["f1"] == pytest.approx(metrics["valid"][task]["f1"]), task

@@ -91,8 +91,7 @@ def test_model_folder_contents_and_reload(tmp_path, tiny_data, tiny_bert):
     config = json.loads((folder / "config.json").read_text())
     assert config["encoder"]["text_encoder"] == str(tiny_bert)
     assert config["model"]["num_attributes"] == 2 and config["model"]["text_dim"] == 32
-    report = evaluate_model(folder, str(tiny_data / "valid.jsonl"), image_root=str(tiny_data),
-                            features_dir=str(tmp_path / "features"), device="cpu")
+    report = evaluate_model(folder, str(tiny_data / "valid.jsonl"), image_root=str(tiny_data), device="cpu")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert report["value"]["f1"] == pytest.approx(metrics["valid"]["value"]["f1"])
     assert report["attribute"]["f1"] == pytest.approx(metrics["valid"]["attribute"]["f1"])

@@ -191,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mjave.evaluation.report import format_report
     from mjave.training.evaluate import evaluate_model
     report = evaluate_model(args.model, args.data, image_root=args.image_root,
-                            features_dir=args.features, device=args.device, format=args.format,
+                            device=args.device, format=args.format,
                             strict=not args.lenient, progress=_progress())
     print(format_report(report, title=f"{args.model} on {args.data}"))
     if report.get("issues"):
@@ -237,7 +237,6 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("data", help="data file (JSONL, JAVE TSV or CoNLL)")
     p.add_argument("--image-root", help="folder the records' image paths are relative to")
-    p.add_argument("--features", help="feature store folder to reuse (default: a temporary one)")
     p.add_argument("--device", default="auto")
     p.add_argument("--format", choices=["jsonl", "jave", "conll"])
     p.add_argument("--json", help="also write the report as JSON here")

@@ -11,7 +11,7 @@ import numpy as np
 
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
-from mjave.data.records import Record
+from mjave.data.records import Record, Span
 from mjave.evaluation.metrics import evaluate_records
 from mjave.inference.examples import build_examples
 from mjave.inference.loading import LoadedModel
@@ -80,12 +80,33 @@ def image_awareness(model: LoadedModel, records: Sequence[Record], examples: Seq
 
 
 def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None = None,
-                   features_dir: str | None = None, device: str = "auto", format: str | None = None,
-                   strict: bool = True, progress: Callable | None = None) -> dict:
-    """`mjave evaluate`: the metrics report of a model folder on a data file."""
-    model = LoadedModel.load(model_dir, device=device)
+                   device: str = "auto", format: str | None = None, strict: bool = True,
+                   progress: Callable | None = None, batch_size: int = 64) -> dict:
+    """`mjave evaluate`: the metrics report of a model folder on a data file.
+
+    Predicts through `Extractor`, the path `mjave predict` and `mjave serve` take, so texts longer
+    than the max length are windowed rather than truncated and the scores are those users get.
+    """
+    from mjave.encoders.features import resolve_image_path
+    from mjave.inference.extractor import Extractor
+
+    extractor = Extractor.load(model_dir, device=device, batch_size=batch_size)
     records, issues = read_records(data_path, format=format, strict=strict)
-    examples = featurize(model, records, image_root, features_dir, issues, progress)
-    report = score(model, records, examples)
+    index = {a: j for j, a in enumerate(extractor.attributes)}
+    issues.unknown_attribute_spans += sum(s.attr not in index for r in records for s in r.spans)
+    preds: list[Record] = []
+    probs = np.zeros((len(records), len(index)), dtype=np.float32)
+    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    for chunk in (progress(chunks, total=len(chunks), desc="evaluate") if progress else chunks):
+        items = [{"text": r.text, "category": r.category,
+                  "image": resolve_image_path(r, image_root)[0] if extractor.uses_image else None}
+                 for r in chunk]
+        for r, result in zip(chunk, extractor.predict_batch(items)):
+            for a in result["attributes"]:
+                probs[len(preds), index[a["name"]]] = a["score"]
+            preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
+                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"])
+                                       for v in result["values"]]))
+    report = evaluate_records(records, preds, probs, extractor.attributes, extractor.threshold)
     report["issues"] = issues.summary()
     return report
