@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mjave.serving.cli import add_serve_command
     add_predict_command(commands)
     add_serve_command(commands)
+    from mjave.experiments.cli import add_experiment_command
+    add_experiment_command(commands)
     return parser
 
 
