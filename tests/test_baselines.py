@@ -170,6 +170,20 @@ def test_scalingup_combines_passes_as_log_odds_and_sums_per_attribute_losses():
     assert out.loss_attr is None
 
 
+def test_token_classification_reads_attributes_off_the_tags_and_trains_tags_only():
+    m = make("token-classification").eval()
+    b = batch()
+    out = m(**b)
+    probs = out.tag_logits.softmax(-1)
+    for l in range(L):
+        p = (probs[..., 1 + 2 * l] + probs[..., 2 + 2 * l]).masked_fill(~b["tag_mask"], 0)
+        expected = torch.logit(p.max(-1).values.clamp(1e-6, 1 - 1e-6))
+        assert torch.allclose(out.attr_logits[:, l], expected, atol=1e-4)
+    tag_mask = b["tag_mask"] & b["mask"]
+    assert torch.allclose(out.loss, tag_loss(out.tag_logits, b["tag_labels"], tag_mask))
+    assert out.loss_attr is None
+
+
 # ------------------------------------------------------------------ through the trainer and CLI
 
 def baseline_config(out, data, bert, name, epochs=4):

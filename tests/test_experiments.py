@@ -245,6 +245,18 @@ def test_table_via_cli_with_wsm_and_baselines(base, out_root, tmp_path, capsys):
         run_experiment("table", changed)
 
 
+def test_guard_accepts_a_stored_config_that_predates_a_defaulted_field(base, tmp_path):
+    from mjave.experiments.common import _guard
+    folder = tmp_path / "model"
+    _guard(folder, base)
+    stored = json.loads((folder / "experiment-run.json").read_text())
+    del stored["train"]["threshold"]          # as if written before the field existed
+    (folder / "experiment-run.json").write_text(json.dumps(stored))
+    _guard(folder, base)                      # at its default: no difference
+    with pytest.raises(ExperimentError, match="differs in train"):
+        _guard(folder, replace(base, train=replace(base.train, threshold=0.3)))
+
+
 def test_ablation_has_every_row_and_both_upper_bounds(base, out_root):
     from mjave.experiments.ablation import AblationConfig
     from mjave.model.config import ABLATIONS

@@ -89,8 +89,63 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_label(args: argparse.Namespace) -> int:
+    from mjave.data.labeling import LabelPolicy, label_files
+    policy = LabelPolicy(occurrences=args.occurrences, conflicts=args.conflicts,
+                         unknown_products=args.unknown_products, case_breaks=args.case_breaks)
+    run = label_files(args.products, args.catalog, args.output, args.synonyms, policy,
+                      args.calibration_fraction, args.seed, products_format=args.format,
+                      strict=not args.lenient, progress=_progress())
+    for issues in run.issues.values():
+        _report_skipped(issues)
+    print(run.summary.summary())
+    print(f"wrote {run.summary.records} records to {run.output}, summary {run.summary_path}")
+    if run.written.summary():
+        print(f"note: {run.written.summary()}")
+    return 0
+
+
+def add_label_command(sub: argparse._SubParsersAction) -> None:
+    """`mjave data label`: spans from a catalog table (mjave.data.labeling, docs/completion.md)."""
+    from mjave.data.labeling import CONFLICTS, OCCURRENCES, UNKNOWN_PRODUCTS
+    from mjave.data.products import PRODUCT_FORMATS
+
+    def fraction(s: str) -> float:
+        v = float(s)
+        if not 0.0 <= v < 1.0:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1), not {s}")
+        return v
+    p = sub.add_parser("label", help="label product texts from a catalog attribute table")
+    p.add_argument("products", help="products: JSONL, JAVE TSV, CoNLL, CSV or Parquet "
+                   "(id, text[, cid, category, image])")
+    p.add_argument("--catalog", required=True, metavar="TABLE",
+                   help="CSV/TSV/JSONL with product_id, attribute, value")
+    p.add_argument("-o", "--output", required=True, help="labelled records (.jsonl or .conll); "
+                   "the summary goes beside it as .summary.json")
+    p.add_argument("--synonyms", metavar="FILE",
+                   help="CSV/TSV/JSONL with attribute, canonical_value, surface_form")
+    p.add_argument("--format", choices=PRODUCT_FORMATS,
+                   help="products format; default: from the extension")
+    p.add_argument("--occurrences", choices=OCCURRENCES, default="all",
+                   help="label every occurrence of a value (default) or only the first")
+    p.add_argument("--conflicts", choices=CONFLICTS, default="drop",
+                   help="a surface two attributes claim: label neither (default), both, or the "
+                   "attribute of the earlier table row")
+    p.add_argument("--unknown-products", choices=UNKNOWN_PRODUCTS, default="report",
+                   help="table rows naming no known product: count and list them (default) or "
+                   "fail")
+    p.add_argument("--case-breaks", action="store_true",
+                   help="a change of case inside a word is a word boundary (scraped texts "
+                   "whose spaces were lost: 'Hard DriveIn')")
+    p.add_argument("--calibration-fraction", type=fraction, default=0.0, metavar="F",
+                   help="hold out this fraction of (product, attribute) pairs for calibration")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration hold-out")
+    _add_mode(p)
+    p.set_defaults(func=cmd_data_label)
+
+
 def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """`mjave data validate|stats|convert`; returns the data subparsers for more commands."""
+    """`mjave data validate|stats|convert|label`; returns the data subparsers for more commands."""
     data = commands.add_parser("data", help="check, describe and convert datasets")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     fmt_help = f"file format ({', '.join(FORMATS)}); default: from the extension"
@@ -115,6 +170,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubPars
     p.add_argument("--to", dest="to_format", choices=FORMATS, help=fmt_help)
     _add_mode(p)
     p.set_defaults(func=cmd_data_convert)
+    add_label_command(sub)
     return sub
 
 
@@ -264,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mjave.serving.cli import add_serve_command
     add_predict_command(commands)
     add_serve_command(commands)
+    from mjave.completion.cli import add_complete_command
+    add_complete_command(commands)
+    from mjave.review.cli import add_review_command
+    add_review_command(commands)
     from mjave.experiments.cli import add_experiment_command
     add_experiment_command(commands)
     return parser

@@ -42,6 +42,15 @@ class Record:
         """The key image features are stored under: the cid if any, else the record id."""
         return self.cid if self.cid is not None else self.id
 
+    def known_attributes(self) -> frozenset[str] | None:
+        """Attributes whose labels are complete for this record, or None when all of them are.
+
+        Distant labelling from a partial catalog table (`mjave data label`) stores the table's
+        attributes of the product in `extra["known_attributes"]`: a token outside every span is
+        then known to be "not a value" only for those attributes (partial-label training)."""
+        known = self.extra.get("known_attributes")
+        return None if known is None else frozenset(known)
+
     def attributes(self) -> list[str]:
         """Attributes mentioned in the text, sorted, each once (the attribute-prediction label set)."""
         return sorted({s.attr for s in self.spans})

@@ -16,6 +16,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from mjave.experiments.runner import make_config, run_experiment
 
     cfg = make_config(args.name, args.config, args.set, args.output)
+    cfg = _with_flags(cfg, args)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
@@ -24,8 +25,46 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     result = run_experiment(args.name, cfg, progress=_progress())
     print()
     print(result.markdown)
-    print("wrote: " + ", ".join(str(p) for p in result.files))
+    files = [str(p) for p in result.files]
+    if getattr(args, "json", None):
+        import json
+        from pathlib import Path
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.results, indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        files.append(str(path))
+    print("wrote: " + ", ".join(files))
     return 0
+
+
+#: Flags that set a top-level field of the experiment's config (only where it has that field).
+FIELD_FLAGS = {"data": "data", "hide": "hide", "seeds": "seeds",
+               "min_precision": "min_precision"}
+
+
+def _with_flags(cfg, args: argparse.Namespace):
+    """`cfg` with the field flags given on the command line (e.g. `--hide 0.5` for
+    `experiment completion`); an error for a flag the experiment's config has no field for."""
+    import dataclasses
+
+    from mjave.config import ConfigError
+    changes = {}
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for flag, name in FIELD_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if name not in names:
+            raise ConfigError(f"--{flag.replace('_', '-')} is not an option of experiment "
+                              f"{args.name!r} (its config has no {name!r})")
+        changes[name] = value
+    if not changes:
+        return cfg
+    from mjave.config import from_dict, to_dict
+    data = to_dict(cfg)
+    data.update(changes)
+    return from_dict(type(cfg), data)
 
 
 def add_experiment_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,6 +85,14 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--output", help="output folder (replaces output_dir of the config)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as YAML and exit without running")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    f = p.add_argument_group("experiment fields (experiments whose config has them)")
+    f.add_argument("--data", help="completion: the gold-annotated dataset")
+    f.add_argument("--hide", type=float, help="completion: share of each product's attributes "
+                   "hidden from the table (default 0.5)")
+    f.add_argument("--seeds", type=int, help="completion: number of seeds (default 3)")
+    f.add_argument("--min-precision", type=float,
+                   help="completion: precision the calibrated threshold aims at (default 0.9)")
     p.set_defaults(func=cmd_experiment)
     return p
 

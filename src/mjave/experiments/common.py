@@ -315,11 +315,17 @@ class TrainedModel:
 
 def _guard(folder: Path, cfg: RunConfig) -> None:
     """A model folder is resumed by the trainer; refuse one that was trained from another config
-    (a rerun with a changed config file must not silently reuse old weights)."""
+    (a rerun with a changed config file must not silently reuse old weights). The stored config
+    is read back through `RunConfig`, so a field added to mjave later, at its default, is no
+    difference."""
     path = folder / "experiment-run.json"
     want = json.loads(json.dumps(to_dict(cfg)))
     if path.exists():
         have = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            have = json.loads(json.dumps(to_dict(from_dict(RunConfig, have))))
+        except ConfigError:
+            pass  # not a config this mjave reads: compare as stored, which reports the fields
         if have != want:
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise ExperimentError(f"{folder} holds a model trained with another config "
@@ -446,11 +452,17 @@ def fmt_p(p: float | None) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+_NUMERIC = re.compile(r"^([-+<]\s?)?\d|^-$|^$|^100\.00 \(gold\)$|^not available$")
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table; numeric columns right-aligned."""
+    """A GitHub Markdown table; columns of numbers right-aligned, text columns left-aligned."""
     def cell(x: str) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
-    align = ["---"] + ["---:"] * (len(header) - 1)
+
+    def numeric(j: int) -> bool:
+        return j > 0 and all(_NUMERIC.match(str(r[j]).strip()) for r in rows if j < len(r))
+    align = ["---:" if numeric(j) else "---" for j in range(len(header))]
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from mjave.config import ConfigError, apply_overrides, load
-from mjave.experiments import (ablation, awareness, domain, gate_maps, low_resource, per_group,
-                               significance, table)
+from mjave.experiments import (ablation, awareness, completion, domain, gate_maps, low_resource,
+                               per_group, significance, table)
 from mjave.experiments.common import ExperimentBase, ExperimentResult, Progress
 
 
@@ -38,6 +38,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                             "F1 per category and per attribute (Figures 3, 4)"),
     "visualise": Experiment(gate_maps.VisualiseConfig, gate_maps.run,
                             "global and regional visual gates of chosen texts (Figure 5)"),
+    "completion": Experiment(completion.CompletionConfig, completion.run,
+                             "hide catalog pairs, label -> train -> complete, score the "
+                             "suggestions (partial vs naive vs full labels)"),
 }
 
 

@@ -53,8 +53,8 @@ class AttrUpperBoundMJAVE(MJAVE):
     presence = False
 
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
-                    tag_labels: Tensor, tag_mask: Tensor) -> None:
-        super()._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask)
+                    tag_labels: Tensor, tag_mask: Tensor, **partial) -> None:
+        super()._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask, **partial)
         cfg = self.cfg
         if not cfg.kl_enabled:
             return

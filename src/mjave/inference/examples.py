@@ -16,7 +16,7 @@ from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner
 from mjave.encoders.features import EncoderConfig, extract_features
 from mjave.encoders.store import FeatureStore
-from mjave.model.batches import Example, attribute_targets
+from mjave.model.batches import Example, attribute_targets, known_attribute_mask
 
 
 def _known_spans_only(records: Sequence[Record], schema: AttributeSchema,
@@ -42,6 +42,7 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
 
     `text_features=False` when a text encoder runs inside the model (fine-tuning, BiLSTM);
     `image_features=False` for text-only models, which then never open an image.
+    A record carrying `known_attributes` (partial labels) gets its `Example.attr_known` mask.
     """
     if text_features or image_features:
         extract_features(records, store_dir, encoder, image_root=image_root,
@@ -52,5 +53,5 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
     texts = store.get("text", [r.id for r in records]) if text_features else [None] * len(records)
     images = (store.get("image", [r.product_id for r in records]) if image_features
               else [None] * len(records))
-    return [Example(r, e, attribute_targets(r, schema), t, i)
+    return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema))
             for r, e, t, i in zip(records, encodeds, texts, images)]

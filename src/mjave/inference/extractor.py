@@ -8,6 +8,11 @@ what `mjave evaluate` computes for the same text and image. Spans come from the 
 windowed (`mjave.inference.windows`), never truncated.
 
 Thread-safe: `predict_batch` holds a lock, so a server may call it from several workers.
+
+`explain=True` (per item: `{"text", "image", "explain": True}`) adds the model's visual gates to
+a result (`explain_dict`): the tokenizer pieces with their character offsets, the global visual
+gate g^G per piece and the regional gate g^R / image attention over the image regions as a grid
+(the paper's Figure 5). They come from one more forward pass over that item's windows.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +42,7 @@ from mjave.inference.loading import LoadedModel
 from mjave.inference.predict import predict_examples
 from mjave.inference.windows import (Window, merge_attribute_probs, merge_spans, plan_windows,
                                      window_encoding)
-from mjave.model.batches import Example
+from mjave.model.batches import Example, collate
 from mjave.training.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -131,6 +137,73 @@ def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: Att
     return out
 
 
+def _grid(values: np.ndarray) -> list[list[float]]:
+    """K region values as rows of a square grid (7x7 for K = 49), else one row of K."""
+    k = len(values)
+    side = int(round(math.sqrt(k)))
+    cols = side if side * side == k else k
+    return [[float(x) for x in values[r:r + cols]] for r in range(0, k, cols)]
+
+
+def _tensor_or_none(out: Any, name: str) -> torch.Tensor | None:
+    value = getattr(out, name, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def explain_dict(text: str, windows: Sequence[Window], encodings: Sequence[Encoded], out: Any,
+                 has_image: bool, attr_probs: np.ndarray, schema: AttributeSchema
+                 ) -> dict[str, Any]:
+    """The visual gates of one text from the model output `out` over its windows (one row each).
+
+    - `tokens`: the tokenizer pieces of the text (no [CLS]/[SEP]) with `begin`/`end` character
+      offsets and `global_gate`, the mean over the attention size of the global visual gate g^G
+      (Eq. 6) at that piece, or None when the model has no global gate (text-only models,
+      ablations). A piece seen by several windows takes the window where it lies farthest from
+      a cut edge.
+    - `regional_gate`: g^R (Eq. 10) averaged over the attention size, one value per image region
+      as a grid (rows of columns, 7x7 for EfficientNet's 49 regions), averaged over the windows;
+      `image_attention`: the attention of the pieces over the regions (alpha^v, Eq. 3-4), averaged
+      over the pieces. Both None without an image or for models that do not read one.
+    - `attribute_probs`: the probability of every attribute of the schema (after any category
+      restriction), not only those over the threshold.
+    """
+    gg = _tensor_or_none(out, "global_gate")      # (W, T, A)
+    rg = _tensor_or_none(out, "regional_gate")    # (W, K, A)
+    ia = _tensor_or_none(out, "image_attention")  # (W, T, K)
+    gates = gg.float().mean(-1).cpu().numpy() if gg is not None else None
+    attention = ia.float().cpu().numpy() if ia is not None and has_image else None
+    chosen: dict[int, tuple[float, int, int]] = {}  # global piece -> (margin, window, position)
+    for w, (win, enc) in enumerate(zip(windows, encodings)):
+        for pos in range(1, len(enc) - 1):
+            g = win.start + pos - 1
+            margin = min(g - win.start if win.cut_left else math.inf,
+                         win.end - 1 - g if win.cut_right else math.inf)
+            if g not in chosen or margin > chosen[g][0]:
+                chosen[g] = (margin, w, pos)
+    tokens, rows = [], []
+    for g in sorted(chosen):
+        _, w, pos = chosen[g]
+        a, b = encodings[w].offsets[pos]
+        if b <= a:
+            continue
+        tokens.append({"text": text[a:b], "begin": int(a), "end": int(b),
+                       "global_gate": None if gates is None else float(gates[w, pos])})
+        rows.append((w, pos))
+    regional = None
+    if rg is not None and has_image:
+        regional = _grid(rg.float().mean(-1).mean(0).cpu().numpy())
+    image_attention = None
+    if attention is not None and rows:
+        image_attention = _grid(np.mean([attention[w, pos] for w, pos in rows], axis=0))
+    grid = None
+    for value in (regional, image_attention):
+        if value is not None:
+            grid = [len(value), len(value[0]) if value else 0]
+    return {"tokens": tokens, "regional_gate": regional, "image_attention": image_attention,
+            "grid": grid,
+            "attribute_probs": {schema.attributes[j]: float(p) for j, p in enumerate(attr_probs)}}
+
+
 def error_dict(error: DataError) -> dict[str, Any]:
     """What `predict_batch(errors="return")` gives for an item that cannot be predicted."""
     return {"error": str(error), "reason": error.reason}
@@ -148,6 +221,7 @@ class _Prepared:
     image: Image.Image | None = None
     warning: str | None = None
     example_rows: list[int] = field(default_factory=list)
+    explain: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +237,9 @@ class Extractor:
     {'attributes': [{'name': 'Color', 'score': 0.98}, ...],
      'values': [{'attribute': 'Color', 'value': 'red', 'begin': 0, 'end': 3, 'score': 0.97}, ...]}
     """
+
+    supports_explain = True
+    """Items may ask for `explain` (the service checks this before passing it on)."""
 
     def __init__(self, model: LoadedModel, text_encoder: torch.nn.Module | None = None,
                  image_encoder: Any | None = None, *, batch_size: int = 32,
@@ -294,16 +371,18 @@ class Extractor:
 
     # ---- prediction --------------------------------------------------------------------------
 
-    def predict(self, text: str, image: ImageInput = None, category: str | None = None
-                ) -> dict[str, Any]:
+    def predict(self, text: str, image: ImageInput = None, category: str | None = None, *,
+                explain: bool = False) -> dict[str, Any]:
         """Attributes and values of one text (and its product image, for image models).
 
         `category` matters only for a model trained with `model.restrict_to_category`: then
         only attributes seen with that category in training are decoded (an unknown category
         restricts nothing). Raises DataError (a ValueError) for an empty or non-string text, an
         unreadable image, or a missing image when the model's `missing_image` policy is "error".
+        `explain=True` adds an `explain` entry (`explain_dict`: pieces, offsets, visual gates).
         """
-        return self._run([(text, image, category)], "raise", prefix=False)[0]
+        item = {"text": text, "image": image, "category": category, "explain": explain}
+        return self._run([item], "raise", prefix=False)[0]
 
     def predict_batch(self, items: Iterable[Item], errors: Errors = "raise"
                       ) -> list[dict[str, Any]]:
@@ -312,7 +391,8 @@ class Extractor:
 
         Texts and images are encoded `batch_size` at a time. `errors="raise"` stops at the
         first bad item (DataError naming its index); `errors="return"` gives that item
-        `{"error": message, "reason": short category}` and predicts the others.
+        `{"error": message, "reason": short category}` and predicts the others. A dict item
+        with `"explain": True` gets an `explain` entry (see `explain_dict`).
         """
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
@@ -332,7 +412,8 @@ class Extractor:
         full = self._aligner.encode_text(text)
         windows = plan_windows(full, self.max_length, self.stride)
         prepared = _Prepared(index, text, category, windows,
-                             [window_encoding(full, w) for w in windows])
+                             [window_encoding(full, w) for w in windows],
+                             explain=isinstance(item, Mapping) and bool(item.get("explain")))
         prepared.image = image  # type: ignore[assignment]  (opened later, in parallel)
         return prepared
 
@@ -441,9 +522,21 @@ class Extractor:
                                             [decoded[r].span_scores for r in rows])
                 attr_probs = merge_attribute_probs([probs[r] for r in rows])
             merged = Decoded(list(spans), list(scores), [])
-            out.append(result_dict(p.text, merged, attr_probs, self.schema, self.threshold,
-                                   p.warning))
+            result = result_dict(p.text, merged, attr_probs, self.schema, self.threshold,
+                                 p.warning)
+            if p.explain:
+                result["explain"] = self._explain(p, [examples[r] for r in rows], attr_probs)
+            out.append(result)
         return out
+
+    def _explain(self, p: _Prepared, examples: Sequence[Example], attr_probs: np.ndarray
+                 ) -> dict[str, Any]:
+        """One more forward pass over the windows of `p`, for its gates (`explain_dict`)."""
+        batch = collate(examples, pad_id=self.model.aligner.pad_id, device=self.device)
+        self.model.net.eval()
+        out = self.model.net(batch, with_labels=False)
+        return explain_dict(p.text, p.windows, p.encodings, out, p.image is not None,
+                            attr_probs, self.schema)
 
     def _text_features(self, encodings: Sequence[Encoded]) -> list[np.ndarray]:
         """Frozen token states per encoding, float16 like the feature store keeps them."""
@@ -478,5 +571,5 @@ class Extractor:
         return out
 
 
-__all__ = ["Extractor", "check_category", "check_text", "open_image", "parse_item",
-           "result_dict"]
+__all__ = ["Extractor", "check_category", "check_text", "explain_dict", "open_image",
+           "parse_item", "result_dict"]

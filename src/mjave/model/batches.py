@@ -22,6 +22,9 @@ class Example:
     attr_labels: np.ndarray                # (L,) multi-hot of the attributes in the gold spans
     text_features: np.ndarray | None = None   # (T, text_dim), T == len(encoded)
     image_features: np.ndarray | None = None  # (1 + K, image_dim): global row, then regions
+    # (L,) bool: attributes whose labels are complete for this record (partial labels, from
+    # `Record.known_attributes()`); None for a fully labelled record (every attribute known).
+    attr_known: np.ndarray | None = None
 
 
 def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
@@ -32,9 +35,27 @@ def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
     return y
 
 
+def known_attribute_mask(record: Record, schema: AttributeSchema) -> np.ndarray | None:
+    """(L,) bool: True for the schema's attributes the record's labels are complete for; None when
+    the record is fully labelled (`Record.known_attributes()` is None). Known attributes outside
+    the schema are ignored (the model cannot predict them)."""
+    known = record.known_attributes()
+    if known is None:
+        return None
+    mask = np.zeros(schema.num_attributes, dtype=bool)
+    for attr in known:
+        if attr in schema:
+            mask[schema.attr_id(attr)] = True
+    return mask
+
+
 def collate(examples: Sequence[Example], pad_id: int = 0,
             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Pad to the longest text of the batch; masks say which positions are real and tagged."""
+    """Pad to the longest text of the batch; masks say which positions are real and tagged.
+
+    `attr_known` (B, L) bool is emitted only when some example of the batch is partially
+    labelled (its rows for fully labelled examples are all True), so ordinary batches are
+    unchanged and take the ordinary losses."""
     B = len(examples)
     T = max(len(e.encoded) for e in examples)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -50,6 +71,11 @@ def collate(examples: Sequence[Example], pad_id: int = 0,
     out = {"input_ids": input_ids, "mask": mask, "tag_mask": tag_mask,
            "tag_labels": labels,
            "attr_labels": torch.from_numpy(np.stack([e.attr_labels for e in examples]))}
+    if any(e.attr_known is not None for e in examples):
+        L = len(examples[0].attr_labels)
+        out["attr_known"] = torch.from_numpy(np.stack(
+            [np.ones(L, dtype=bool) if e.attr_known is None else e.attr_known.astype(bool)
+             for e in examples]))
     if examples[0].text_features is not None:
         d = examples[0].text_features.shape[-1]
         h = torch.zeros(B, T, d, dtype=torch.float32)

@@ -1,4 +1,11 @@
-"""The two task losses (Eq. 8 and 11) in one place, so M-JAVE and every baseline agree."""
+"""The two task losses (Eq. 8 and 11) in one place, so M-JAVE and every baseline agree.
+
+Both take an optional `attr_known` (B, L) bool mask for training from partial labels (records
+distantly labelled from an incomplete catalog table, `mjave data label`): True where the
+attribute's labels are complete for the record (every mention of it is a span), False where the
+table did not know the attribute, so a token outside every span may still be one of its values.
+Without the mask (or with it all True) both losses are exactly the ordinary ones.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +16,64 @@ from torch import Tensor
 IGNORE = -100
 
 
-def attribute_loss(attr_logits: Tensor, attr_labels: Tensor) -> Tensor:
+def attribute_loss(attr_logits: Tensor, attr_labels: Tensor, attr_known: Tensor | None = None,
+                   unknown_weight: float = 0.0) -> Tensor:
     """Eq. 8: BCE summed over the L attributes, then the batch mean.
 
     Summed like the KL term it is balanced against (Eq. 13); a mean over labels would let
-    lambda * KL outweigh it L-fold and drag every attribute probability below 0.5."""
-    return F.binary_cross_entropy_with_logits(
-        attr_logits.float(), attr_labels.float(), reduction="none").sum(-1).mean()
+    lambda * KL outweigh it L-fold and drag every attribute probability below 0.5.
+
+    Partial labels (`attr_known` given): the negative of an attribute not known for the record is
+    not evidence of absence, so its BCE term is weighted by `unknown_weight` (0, the default,
+    masks it out). A positive (the attribute has a labelled span) always counts with weight 1,
+    whatever the mask says. The sum is not renormalised by the number of attributes kept, so a
+    record's attribute loss keeps the scale the KL term is balanced against.
+    """
+    bce = F.binary_cross_entropy_with_logits(
+        attr_logits.float(), attr_labels.float(), reduction="none")
+    if attr_known is not None:
+        keep = attr_known.bool() | (attr_labels > 0)
+        weight = torch.where(keep, 1.0, float(unknown_weight)).to(bce.dtype)
+        bce = bce * weight
+    return bce.sum(-1).mean()
 
 
-def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor) -> Tensor:
+def allowed_outside_tags(attr_known: Tensor) -> Tensor:
+    """(B, L) known-attribute mask -> (B, 1 + 2L) tags a token outside every span may carry:
+    O, and B-/I- of every attribute not known for the record (attribute l owns tags 1 + 2l and
+    2 + 2l, `AttributeSchema`)."""
+    unknown = ~attr_known.bool()
+    o = torch.ones_like(unknown[:, :1])
+    return torch.cat([o, unknown.repeat_interleave(2, dim=-1)], dim=-1)
+
+
+def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
+             attr_known: Tensor | None = None) -> Tensor:
     """Eq. 11 as M-JAVE computes it: CE over the tagged positions (labels -100 ignored).
 
     A batch without any tagged position gives a zero that still depends on the logits, so
     `backward` works (and touches every parameter the logits depend on).
+
+    Partial labels (`attr_known` (B, L) given): a tagged token whose gold tag is O may be an
+    unlabelled value of an attribute the record does not know, so its loss is the marginal
+    negative log-likelihood of the allowed tags, -log(p(O) + sum over unknown attributes a of
+    p(B-a) + p(I-a)); a token inside a span keeps -log p(gold tag). The mean is over the same
+    tagged positions as the ordinary loss, so with every attribute known the two are equal.
     """
     labels = tag_labels.masked_fill(~tag_mask, IGNORE)
-    loss = F.cross_entropy(tag_logits.float().flatten(0, 1), labels.flatten(),
-                           ignore_index=IGNORE)
+    if attr_known is None:
+        loss = F.cross_entropy(tag_logits.float().flatten(0, 1), labels.flatten(),
+                               ignore_index=IGNORE)
+    else:
+        logits = tag_logits.float()
+        valid = labels != IGNORE                                          # (B, T)
+        gold = F.one_hot(labels.clamp_min(0), logits.shape[-1]).bool()   # (B, T, num_tags)
+        outside = allowed_outside_tags(attr_known)[:, None, :]           # (B, 1, num_tags)
+        allowed = torch.where((labels == 0).unsqueeze(-1), outside, gold)
+        nll = (logits.logsumexp(-1)
+               - logits.masked_fill(~allowed, float("-inf")).logsumexp(-1))  # (B, T)
+        nll = nll.masked_fill(~valid, 0.0)
+        loss = nll.sum() / valid.sum()
     if not torch.isfinite(loss):
         loss = tag_logits.sum() * 0.0
     return loss

@@ -189,7 +189,12 @@ class MJAVE(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
-                attr_labels: Tensor | None = None, tag_labels: Tensor | None = None) -> MJAVEOutput:
+                attr_labels: Tensor | None = None, tag_labels: Tensor | None = None,
+                attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0
+                ) -> MJAVEOutput:
+        """`attr_known` (B, L) bool switches the losses to partial labels (see
+        `mjave.model.losses`); `unknown_attr_weight` weights the attribute loss of negatives of
+        attributes not known (0: masked). Both only matter when labels are given."""
         cfg = self.cfg
         mask = mask.bool()
         tag_mask = tag_mask.bool() & mask
@@ -225,16 +230,23 @@ class MJAVE(nn.Module):
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)
         if attr_labels is not None and tag_labels is not None:
-            self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask)
+            partial = ({} if attr_known is None else
+                       {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight})
+            self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask, **partial)
         return out
 
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
-                    tag_labels: Tensor, tag_mask: Tensor) -> None:
+                    tag_labels: Tensor, tag_mask: Tensor, attr_known: Tensor | None = None,
+                    unknown_attr_weight: float = 0.0) -> None:
         cfg = self.cfg
-        loss_attr = attribute_loss(out.attr_logits, attr_labels)                     # Eq. 8
-        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask)                   # Eq. 11
+        loss_attr = attribute_loss(out.attr_logits, attr_labels, attr_known,
+                                   unknown_attr_weight)                               # Eq. 8
+        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known)       # Eq. 11
         loss = loss_attr + loss_value
         loss_kl = None
+        # The KL term (Eq. 12-13) compares two predicted distributions and reads no label, so
+        # partial labels leave it as it is: for an attribute the record does not know it is the
+        # only attribute-side signal left, and it keeps y^a consistent with the tagger.
         if cfg.kl_enabled:
             tag_probs = out.tag_logits.float().softmax(-1)
             loss_kl = kl_term(attr_probs.float(), value_to_attribute_probs(tag_probs, tag_mask))

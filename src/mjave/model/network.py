@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from mjave.model.mjave import MJAVE, MJAVEOutput
+
+
+def supports_partial_labels(head: nn.Module) -> bool:
+    """Whether an architecture's forward takes `attr_known` (the partial-label losses)."""
+    return "attr_known" in inspect.signature(head.forward).parameters
 
 
 class TextImageModel(nn.Module):
@@ -17,13 +24,22 @@ class TextImageModel(nn.Module):
         self.head = head
         self.text_encoder = text_encoder
 
-    def forward(self, batch: dict[str, torch.Tensor], with_labels: bool = True) -> MJAVEOutput:
+    def forward(self, batch: dict[str, torch.Tensor], with_labels: bool = True,
+                unknown_attr_weight: float = 0.0) -> MJAVEOutput:
+        """With labels, a batch holding `attr_known` (collated from partially labelled examples)
+        is trained with the partial-label losses; the trainer drops it from the batch when
+        `train.partial_labels` is off. `unknown_attr_weight`: see `mjave.model.losses`."""
         if self.text_encoder is None:
             h = batch["h"]
         else:
             h = self.text_encoder(batch["input_ids"], batch["mask"].long())
         gold = with_labels or self.head.cfg.gold_attr_conditioning
+        partial = {}
+        if with_labels and batch.get("attr_known") is not None:
+            partial = {"attr_known": batch["attr_known"],
+                       "unknown_attr_weight": unknown_attr_weight}
         return self.head(h=h, mask=batch["mask"], tag_mask=batch["tag_mask"],
                          v_global=batch.get("v_global"), v=batch.get("v"),
                          attr_labels=batch.get("attr_labels") if gold else None,
-                         tag_labels=batch.get("tag_labels") if with_labels else None)
+                         tag_labels=batch.get("tag_labels") if with_labels else None,
+                         **partial)

@@ -1,8 +1,9 @@
 """The HTTP service: `create_app(extractor, config)` returns a FastAPI app around a loaded model.
 
-Endpoints: `POST /v1/extract` (one item or `{"items": [...]}`), `GET /healthz` (the process is
-alive), `GET /readyz` (the model is loaded and the micro-batcher runs), `GET /v1/model` (schema,
-version, info) and FastAPI's `/openapi.json`.
+Endpoints: `POST /v1/extract` (one item or `{"items": [...]}`; `"explain": true` adds the
+visual gates and token offsets), `GET /healthz` (the process is alive), `GET /readyz` (the model
+is loaded and the micro-batcher runs), `GET /v1/model` (schema, version, info), FastAPI's
+`/openapi.json`, and the try page at `/` (static files of `mjave.web`, no CDN).
 
 Client input never causes a 500: a body, item count, text or image over its limit is 413 (the
 message names the limit), a body that does not fit the schema 422, bad base64, an undecodable
@@ -15,6 +16,7 @@ import base64
 import binascii
 import inspect
 import io
+import json
 import logging
 import os
 import re
@@ -59,6 +61,10 @@ class ExtractorLike(Protocol):
 
     def predict_batch(self, items: list[dict[str, Any]]) -> Sequence[dict[str, Any]]: ...
 
+    # Optional: `supports_explain = True` when items may carry "explain": True and results then
+    # hold an "explain" dict (`mjave.inference.extractor.explain_dict`). Without it, `explain`
+    # in a request is accepted and answered without the `explain` field.
+
 
 # ---- request and response models (they make the OpenAPI document) ----
 
@@ -78,6 +84,8 @@ class ExtractItem(BaseModel):
     image_path: Optional[Annotated[str, Field(max_length=4096)]] = Field(
         None, description="an image file relative to the server's --image-root (refused when "
         "the server has none)")
+    explain: bool = Field(False, description="also return the token offsets and the visual "
+                          "gates (`explain` in the result)")
 
     @field_validator("text")
     @classmethod
@@ -106,6 +114,7 @@ class ExtractBatch(BaseModel):
         {"items": [{"id": 1, "text": "red shirt, slim fit"}, {"id": 2, "text": "blue shoes"}]}]})
 
     items: list[ExtractItem]
+    explain: bool = Field(False, description="explain every item (as `explain` on each)")
 
 
 def _request_kind(v: Any) -> str:
@@ -138,11 +147,47 @@ class ValueOut(BaseModel):
     score: float = Field(description="mean probability of the tags of the span")
 
 
+class TokenOut(BaseModel):
+    text: str = Field(description="text[begin:end]: one tokenizer piece")
+    begin: int = Field(description="character offset in the text (inclusive)")
+    end: int = Field(description="character offset in the text (exclusive)")
+    global_gate: Optional[float] = Field(description="the global visual gate g^G at this piece "
+                                         "(Eq. 6), averaged over the attention size; null when "
+                                         "the model has no global gate (text-only models)")
+
+
+class ExplainOut(BaseModel):
+    """Why the model extracted what it did (the paper's Figure 5), for one item."""
+
+    tokens: list[TokenOut] = Field(description="the pieces of the text in order ([CLS]/[SEP] "
+                                   "left out)")
+    regional_gate: Optional[list[list[float]]] = Field(
+        description="the regional visual gate g^R (Eq. 10) per image region, averaged over the "
+        "attention size, as rows of a grid (7x7); null without an image or for text-only models")
+    image_attention: Optional[list[list[float]]] = Field(
+        description="the attention of the pieces over the image regions (Eq. 3-4), averaged over "
+        "the pieces, same grid; null without an image or for text-only models")
+    grid: Optional[list[int]] = Field(description="[rows, columns] of the grids, or null")
+    attribute_probs: dict[str, float] = Field(description="the probability of every attribute")
+
+
 class ExtractResult(BaseModel):
     id: Optional[Union[str, int]] = None
     attributes: list[AttributeOut] = Field(description="predicted attributes, by score")
     values: list[ValueOut] = Field(description="extracted values, in text order")
     warning: Optional[str] = Field(None, description="e.g. predicted without the image")
+    explain: Optional[ExplainOut] = Field(None, description="present when the request asked "
+                                          "for it (`explain: true`) and the model can explain "
+                                          "(mjave's extractor can)")
+
+    def as_json(self) -> dict[str, Any]:
+        """Top-level None fields left out; inside `explain` the nulls are kept (they mean "this
+        model has no such gate"). Serialised by pydantic, so a NaN score becomes null as with a
+        response model."""
+        out = json.loads(self.model_dump_json(exclude_none=True, exclude={"explain"}))
+        if self.explain is not None:
+            out["explain"] = json.loads(self.explain.model_dump_json())
+        return out
 
 
 class ExtractBatchResult(BaseModel):
@@ -289,8 +334,11 @@ def read_image_path(path: str, root: Optional[Path], max_bytes: int) -> bytes:
 
 
 def prepare_items(items: Sequence[ExtractItem], config: ServeConfig, root: Optional[Path],
-                  prefix: Sequence[str]) -> list[dict[str, Any]]:
-    """The extractor's items ({"text", "image"}); raises an HTTPException naming the item."""
+                  prefix: Sequence[str], explain: bool = False, can_explain: bool = True
+                  ) -> list[dict[str, Any]]:
+    """The extractor's items ({"text", "image"}, plus "explain": True when asked for, by the
+    item or by `explain` for all, and `can_explain`); raises an HTTPException naming the
+    item."""
     out = []
     for item, where in zip(items, prefix):
         try:
@@ -306,7 +354,10 @@ def prepare_items(items: Sequence[ExtractItem], config: ServeConfig, root: Optio
                 image = decode_image(raw, config, "image_path")
         except ClientError as e:
             raise HTTPException(e.status, where + e.message) from None
-        out.append({"text": item.text, "image": image})
+        prepared = {"text": item.text, "image": image}
+        if can_explain and (explain or item.explain):
+            prepared["explain"] = True
+        out.append(prepared)
     return out
 
 
@@ -489,10 +540,13 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
             raise HTTPException(413, f"{len(items)} items in one request; the limit is "
                                      f"{config.max_request_items}")
         prefix = [f"items[{i}]: " if batch else "" for i in range(len(items))]
+        explain_all = batch and body.explain
+        can_explain = bool(getattr(extractor, "supports_explain", False))
         if any(i.image_base64 is not None or i.image_path is not None for i in items):
-            prepared = await run_in_threadpool(prepare_items, items, config, root, prefix)
+            prepared = await run_in_threadpool(prepare_items, items, config, root, prefix,
+                                               explain_all, can_explain)
         else:
-            prepared = prepare_items(items, config, root, prefix)
+            prepared = prepare_items(items, config, root, prefix, explain_all, can_explain)
         try:
             results = await batcher.submit(prepared)
         except (BatcherNotRunning, BatcherOverloaded) as e:
@@ -512,11 +566,17 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
                 raise HTTPException(400, f"{where}{r['error']}")
         try:
             out = [ExtractResult(id=item.id, attributes=r["attributes"], values=r["values"],
-                                 warning=r.get("warning"))
-                   for item, r in zip(items, results)]
+                                 warning=r.get("warning"),
+                                 explain=r.get("explain") if p.get("explain") else None)
+                   for item, r, p in zip(items, results, prepared)]
         except (KeyError, TypeError, AttributeError, ValidationError):
             log.exception("the extractor returned a malformed result")
             raise HTTPException(500, "internal error: malformed prediction") from None
-        return ExtractBatchResult(items=out) if batch else out[0]
+        if batch:
+            return JSONResponse({"items": [o.as_json() for o in out]})
+        return JSONResponse(out[0].as_json())
+
+    from mjave.web import add_static_routes
+    add_static_routes(app, pages={"/": "try.html"})
 
     return app

@@ -40,6 +40,13 @@ class TrainConfig:
     bf16: bool = True                 # autocast on CUDA only; CPU runs stay float32
     threshold: float = 0.5            # attribute probability threshold
     eval_batch_size: int = 256
+    # Partial labels (records from `mjave data label` carry `known_attributes`): null = on when
+    # some training record carries them; false = naive (unlabelled tokens are O, unknown
+    # attributes negatives); true = on. See docs/completion.md, section 2.
+    partial_labels: bool | None = None
+    # Attribute-loss weight of a negative whose attribute the record does not know (partial
+    # labels only): 0 masks it out (default), 1 is the naive negative.
+    partial_attr_weight: float = 0.0
 
 
 @dataclass

@@ -33,14 +33,38 @@ def featurize(model: LoadedModel, records: Sequence[Record], image_root: str | N
         return run(tmp)
 
 
+def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray,
+                          attributes: Sequence[str]
+                          ) -> tuple[list[Record], list[Record], np.ndarray]:
+    """Views of (gold, predicted records, attribute probabilities) that score each partially
+    labelled gold record only on the attributes its labels are complete for: its
+    `known_attributes` plus those of its gold spans. Predicted spans of other attributes are
+    dropped and their probabilities zeroed, so an unlabelled value the model rightly finds is not
+    counted as a false positive. Fully labelled records are left as they are."""
+    pred_out, probs = list(pred), probs.copy()
+    for i, g in enumerate(gold):
+        known = g.known_attributes()
+        if known is None:
+            continue
+        scored = known | {s.attr for s in g.spans}
+        p = pred_out[i]
+        pred_out[i] = replace(p, spans=[s for s in p.spans if s.attr in scored])
+        for j, a in enumerate(attributes):
+            if a not in scored:
+                probs[i, j] = 0.0
+    return list(gold), pred_out, probs
+
+
 def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
           threshold: float | None = None) -> dict:
     threshold = model.config.train.threshold if threshold is None else threshold
     decoded, probs = predict_examples(model.net, examples, model.schema,
                                       model.config.train.eval_batch_size, model.device, threshold,
                                       model.aligner.pad_id, model.config.model.restrict_to_category)
-    return evaluate_records(records, as_records(examples, decoded), probs, model.schema.attributes,
-                            threshold)
+    gold, pred = list(records), as_records(examples, decoded)
+    if any(r.known_attributes() is not None for r in gold):
+        gold, pred, probs = known_attributes_only(gold, pred, probs, model.schema.attributes)
+    return evaluate_records(gold, pred, probs, model.schema.attributes, threshold)
 
 
 def shuffle_images(examples: Sequence[Example], seed: int) -> list[Example]:
@@ -86,6 +110,7 @@ def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None
 
     Predicts through `Extractor`, the path `mjave predict` and `mjave serve` take, so texts longer
     than the max length are windowed rather than truncated and the scores are those users get.
+    Partially labelled records (`known_attributes`) are scored on their known attributes only.
     """
     from mjave.encoders.features import resolve_image_path
     from mjave.inference.extractor import Extractor
@@ -107,6 +132,9 @@ def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None
             preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
                                 spans=[Span(v["begin"], v["end"], v["attribute"], v["value"])
                                        for v in result["values"]]))
-    report = evaluate_records(records, preds, probs, extractor.attributes, extractor.threshold)
+    gold = records
+    if any(r.known_attributes() is not None for r in records):
+        gold, preds, probs = known_attributes_only(records, preds, probs, extractor.attributes)
+    report = evaluate_records(gold, preds, probs, extractor.attributes, extractor.threshold)
     report["issues"] = issues.summary()
     return report

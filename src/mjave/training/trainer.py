@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mjave.config import to_dict
+from mjave.config import ConfigError, to_dict
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
 from mjave.data.records import Record
@@ -31,9 +31,10 @@ from mjave.inference.loading import (build_network, make_aligner, make_tokenizer
                                      text_in_loop)
 from mjave.inference.predict import as_records, predict_examples
 from mjave.model.batches import Example, batches, collate
-from mjave.model.network import TextImageModel
+from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 from mjave.training.config import RunConfig
+from mjave.training.evaluate import known_attributes_only
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainResult:
     epochs_run: int = 0
     resumed_from: int | None = None
     seconds: float = 0.0
+    partial_labels: bool = False   # whether the partial-label losses were used
 
 
 def load_split(path: str, config: RunConfig) -> tuple[list[Record], RowIssues]:
@@ -107,12 +109,44 @@ def _autocast(device: torch.device, enabled: bool):
 
 def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, config: RunConfig,
                    device: torch.device, pad_id: int) -> dict:
-    """The full metrics report (attribute, value, pair F1 and breakdowns) on one split."""
+    """The full metrics report (attribute, value, pair F1 and breakdowns) on one split.
+
+    Partially labelled records (`known_attributes`) are scored on their known attributes only
+    (`known_attributes_only`)."""
     decoded, probs = predict_examples(net, split.examples, schema, config.train.eval_batch_size,
                                       device, config.train.threshold, pad_id,
                                       config.model.restrict_to_category)
-    return evaluate_records(split.records, as_records(split.examples, decoded), probs,
-                            schema.attributes, config.train.threshold)
+    gold, pred = split.records, as_records(split.examples, decoded)
+    if any(r.known_attributes() is not None for r in gold):
+        gold, pred, probs = known_attributes_only(gold, pred, probs, schema.attributes)
+    return evaluate_records(gold, pred, probs, schema.attributes, config.train.threshold)
+
+
+def resolve_partial_labels(requested: bool | None, records: Sequence[Record],
+                           net: TextImageModel | None = None) -> bool:
+    """`train.partial_labels` made definite: None -> on when some training record carries
+    `known_attributes`. Logs the mode; ConfigError when it is on and the architecture's forward
+    does not take the partial-label mask."""
+    n = sum(r.known_attributes() is not None for r in records)
+    partial = n > 0 if requested is None else bool(requested)
+    how = "auto" if requested is None else f"train.partial_labels={str(requested).lower()}"
+    counts = f"{n} of {len(records)} training records carry known_attributes"
+    if partial:
+        if n == 0:
+            log.warning("train.partial_labels=true, but %s: every record is fully labelled and "
+                        "the losses are the ordinary ones", counts)
+        log.info("partial-label training: on (%s; %s)", how, counts)
+        if net is not None and not supports_partial_labels(net.head):
+            arch = getattr(getattr(net.head, "cfg", None), "architecture", type(net.head).__name__)
+            raise ConfigError(f"model.architecture={arch} does not support partial-label "
+                              f"training ({counts}); set train.partial_labels=false to train it "
+                              "naively (unlabelled tokens as O, unknown attributes as negatives)")
+    elif n:
+        log.info("partial-label training: off, naive (%s; %s): unlabelled tokens are trained as O "
+                 "and attributes the records do not know as negatives", how, counts)
+    else:
+        log.info("partial-label training: off (%s)", counts)
+    return partial
 
 
 def train(config: RunConfig, progress: Progress | None = None,
@@ -132,7 +166,13 @@ def train(config: RunConfig, progress: Progress | None = None,
     tokenizer = make_tokenizer(config.encoder)
     aligner = make_aligner(config.encoder, schema, tokenizer)
     net, model_cfg = build_network(config, schema, tokenizer)
-    config = replace(config, model=model_cfg)
+    tc = config.train
+    if not 0.0 <= tc.partial_attr_weight <= 1.0:
+        raise ConfigError(f"train.partial_attr_weight must lie in [0, 1], got "
+                          f"{tc.partial_attr_weight}")
+    partial = resolve_partial_labels(tc.partial_labels, train_records, net)
+    # config.json records the mode used, not "auto".
+    config = replace(config, model=model_cfg, train=replace(tc, partial_labels=partial))
     net.to(device)
 
     store_dir = config.features_dir or str(out / "features")
@@ -146,6 +186,10 @@ def train(config: RunConfig, progress: Progress | None = None,
     if config.data.valid:
         recs, iss = load_split(config.data.valid, config)
         valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
+        n_partial = sum(r.known_attributes() is not None for r in recs)
+        if n_partial:
+            log.info("valid: %d of %d records are partially labelled; they are scored on their "
+                     "known attributes only", n_partial, len(recs))
     for name, split in (("train", train_split), ("valid", valid_split)):
         if split is not None and split.issues.summary():
             log.info("%s: %s", name, split.issues.summary())
@@ -182,8 +226,10 @@ def train(config: RunConfig, progress: Progress | None = None,
         losses = []
         for chunk in it:
             batch = collate(chunk, pad_id=pad_id, device=device)
+            if not partial:
+                batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
             with _autocast(device, tc.bf16):
-                output = net(batch)
+                output = net(batch, unknown_attr_weight=tc.partial_attr_weight)
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
@@ -216,4 +262,4 @@ def train(config: RunConfig, progress: Progress | None = None,
             break
 
     return TrainResult(out, state["best_epoch"], state["best_valid"], state["history"],
-                       state["epoch"], resumed_from, time.time() - start)
+                       state["epoch"], resumed_from, time.time() - start, partial)

@@ -2,7 +2,8 @@
 train, save, reload and predict through the same trainer, CLI and metrics as M-JAVE.
 
 Neural (text-only, set `model.use_image=false`): sep-bert, rnn-lstm, attn-birnn, slot-gated,
-joint-bert, scalingup. Not neural: `WSM` (word matching over training values), used directly
+joint-bert, scalingup, and token-classification (the plain fine-tuned
+BIO tagger the real-data benchmark compares against). Not neural: `WSM` (word matching over training values), used directly
 with `mjave.evaluation.metrics.evaluate_records`. See docs/baselines.md.
 """
 
@@ -13,9 +14,11 @@ from mjave.model.baselines.rnn_lstm import RNNLSTM
 from mjave.model.baselines.scalingup import ScalingUp
 from mjave.model.baselines.sep_bert import SepBERT
 from mjave.model.baselines.slot_gated import SlotGated
+from mjave.model.baselines.token_classification import TokenClassification
 from mjave.model.baselines.wsm import WSM
 
-NEURAL_BASELINES = ("sep-bert", "rnn-lstm", "attn-birnn", "slot-gated", "joint-bert", "scalingup")
+NEURAL_BASELINES = ("sep-bert", "rnn-lstm", "attn-birnn", "slot-gated", "joint-bert", "scalingup",
+                    "token-classification")
 
 __all__ = ["AttnBiRNN", "JointBERT", "NEURAL_BASELINES", "RNNLSTM", "ScalingUp", "SepBERT",
-           "SlotGated", "WSM"]
+           "SlotGated", "TokenClassification", "WSM"]

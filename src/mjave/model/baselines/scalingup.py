@@ -82,8 +82,15 @@ class ScalingUp(BaselineHead):
         return attr_logits, tag_logits, passes
 
     def losses(self, out: MJAVEOutput, attr_labels: Tensor, tag_labels: Tensor,
-               tag_mask: Tensor, aux: object = None) -> None:
-        """Sum over attributes of each pass's BIO cross-entropy (no separate attribute loss)."""
+               tag_mask: Tensor, aux: object = None, attr_known: Tensor | None = None,
+               unknown_attr_weight: float = 0.0) -> None:
+        """Sum over attributes of each pass's BIO cross-entropy (no separate attribute loss).
+
+        Partial labels (`attr_known`): in pass l of a record that does not know attribute l, a
+        token outside every span may be O, B or I of l: the marginal likelihood of its allowed
+        tags is 1, so it adds 0 (still counted in the mean, as in `tag_loss`). A token inside
+        another attribute's span stays O for pass l. `unknown_attr_weight` is unused: there is
+        no attribute loss."""
         passes = aux
         assert isinstance(passes, Tensor)
         L = passes.shape[1]
@@ -94,7 +101,14 @@ class ScalingUp(BaselineHead):
         target = torch.where((gold >= 1) & ((gold - 1) // 2 == ids), kind, 0)
         valid = (tag_mask & (tag_labels >= 0))[:, None, :].expand_as(target)
         # tag_loss averages over all L * n tagged positions; times L = the sum of per-pass means.
-        out.loss_value = L * tag_loss(passes.flatten(1, 2), target.flatten(1),
-                                      valid.flatten(1))
+        if attr_known is None:
+            out.loss_value = L * tag_loss(passes.flatten(1, 2), target.flatten(1),
+                                          valid.flatten(1))
+        else:
+            nll = -passes.float().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            free = ~attr_known.bool()[:, :, None] & (gold == 0)             # (B, L, T)
+            nll = nll.masked_fill(free | ~valid, 0.0)
+            count = valid.sum()
+            out.loss_value = (L * nll.sum() / count if count > 0 else passes.sum() * 0.0)
         out.loss_attr = None
         out.loss = out.loss_value

@@ -1,0 +1,80 @@
+"""Real-data quality: mjave's models against a plain token classifier, measured in the same run.
+
+Trains every model of a recipe (`configs/realdata/<dataset>.yaml`: an `mjave experiment table`
+config) on the dataset's train split with N seeds, scores valid, and prints attribute, value
+(span) and pair F1 as mean ± std next to the plain token-classification baseline (the same
+MiniLM-L6 encoder plus one linear BIO layer, fine-tuned the same way), with the difference.
+
+    python benchmarks/realdata.py --dataset oamine              # 3 seeds, the committed recipe
+    python benchmarks/realdata.py --dataset wdcpave --seeds 1
+    python benchmarks/realdata.py --config my-recipe.yaml --set base.train.epochs=5
+
+The models land in the recipe's output_dir (a rerun resumes finished seeds); the table is also
+written there (results.md / results.json) by the experiment. Needs ../shared/data (or the
+recipe's paths); it is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "Token classification"
+TASKS = ("attribute", "value", "pair")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", choices=("oamine", "wdcpave"),
+                       help="use configs/realdata/<dataset>.yaml")
+    which.add_argument("--config", help="an `mjave experiment table` config file")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per model (repeats)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. base.train.epochs=5")
+    ap.add_argument("--output", help="output folder (default: the config's output_dir)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    from mjave.config import apply_overrides, load
+    from mjave.experiments.runner import run_experiment
+    from mjave.experiments.table import TableConfig
+
+    path = Path(a.config) if a.config else ROOT / "configs" / "realdata" / f"{a.dataset}.yaml"
+    cfg = apply_overrides(load(TableConfig, path), [f"repeats={a.seeds}", *a.set])
+    if a.output:
+        cfg.output_dir = a.output
+    names = [m.name for m in cfg.models]
+    if BASELINE not in names:
+        print(f"error: {path} has no {BASELINE!r} model to compare against", file=sys.stderr)
+        return 2
+    started = time.time()
+    result = run_experiment("table", cfg)
+    models = result.results["models"]
+    base = models[BASELINE]
+    print(f"\n{path.name}: {result.results['n_instances']} valid texts, {a.seeds} seed(s), "
+          f"{time.time() - started:.0f} s, torch CPU on {platform.processor() or platform.machine()}")
+    print(f"{'model':<28}" + "".join(f"{t + ' F1':>22}" for t in TASKS)
+          + f"{'value F1 - baseline':>22}")
+    for name, row in models.items():
+        if not row.get("available"):
+            print(f"{name:<28}  not available: {row.get('reason')}")
+            continue
+        cells = "".join(f"{row[t]['f1']:>14.2f} ± {row[t]['f1_std']:<5.2f}" for t in TASKS)
+        diff = row["value"]["f1"] - base["value"]["f1"]
+        print(f"{name:<28}{cells}{diff:>+22.2f}")
+    print(json.dumps({n: {t: r[t]["f1_per_run"] for t in TASKS} for n, r in models.items()
+                      if r.get("available")}))
+    print(f"table: {result.output_dir / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""`mjave complete MODEL PRODUCTS --catalog TABLE -o SUGGESTIONS.csv [--min-precision P] ...`.
+
+Register with `add_complete_command(commands)` on the top-level subparsers of `mjave.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Exit 0 when the run finished (texts that could not be predicted are counted), 1 when it
+    could not run (missing model or file, no held-out values for --min-precision)."""
+    import logging
+
+    from mjave.completion.suggest import calibration_path, complete
+    from mjave.config import ConfigError
+    from mjave.data.errors import DataError
+    from mjave.inference.batch import _tqdm_factory
+
+    # the library's warnings (threshold not reachable, skipped rows) go to stderr
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        summary = complete(args.model, args.products, args.catalog, args.output,
+                           min_precision=args.min_precision, calibration=args.calibration,
+                           threshold=args.threshold, conflict_threshold=args.conflict_threshold,
+                           conflicts=args.conflicts, batch_size=args.batch_size,
+                           device=args.device, image_root=args.image_root,
+                           progress=_tqdm_factory(), input_format=args.format)
+    except (DataError, ConfigError, OSError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary.summary())
+    print(f"threshold and estimates: {calibration_path(args.output)}")
+    return 0
+
+
+def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `mjave complete` on the top-level subparsers; returns its parser."""
+    p = commands.add_parser(
+        "complete", help="suggest the attribute values a catalog table lacks, flag conflicts",
+        description="Stream PRODUCTS through a trained model and, per product, suggest values "
+        "only for attributes the catalog TABLE has no row for (SUGGESTIONS, sorted by score, "
+        "with the evidence text); write the table values the text confidently contradicts to "
+        "the conflicts file. --min-precision picks the score threshold on held-out known "
+        "values (the calibration pairs `mjave data label` split off, or a --calibration file); "
+        "the threshold and its estimated precision and recall are printed and saved as "
+        "SUGGESTIONS.calibration.json.")
+    p.add_argument("model", help="model folder written by `mjave train`")
+    p.add_argument("products", help="product texts: JSONL, JAVE TSV, CSV or Parquet with id, "
+                   "text (cid, category, image optional), or the labelled JSONL of "
+                   "`mjave data label`")
+    p.add_argument("--catalog", required=True, help="the attribute table (CSV or JSONL with "
+                   "product_id, attribute, value)")
+    p.add_argument("-o", "--output", required=True, help="suggestions file (.csv or .jsonl)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--min-precision", type=float, metavar="P",
+                     help="choose the threshold that reaches precision P on held-out known "
+                     "values")
+    how.add_argument("--threshold", type=float,
+                     help="keep suggestions scoring at least this (default 0: every value the "
+                     "model decodes)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="held-out products with gold spans (labelled JSONL) to calibrate on, "
+                   "instead of the calibration pairs carried by PRODUCTS")
+    p.add_argument("--conflicts", metavar="PATH",
+                   help="conflicts file (default: conflicts.csv beside the output)")
+    p.add_argument("--conflict-threshold", type=float, metavar="T",
+                   help="score a contradicting value needs to be a conflict (default: the "
+                   "suggestion threshold, at least 0.5)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--image-root", help="folder image paths are relative to (image models)")
+    p.add_argument("--format", help="input format of PRODUCTS (default: from the extension)")
+    p.set_defaults(func=cmd_complete)
+    return p
+
+
+__all__ = ["add_complete_command", "cmd_complete"]

@@ -1,0 +1,707 @@
+"""Suggest the attribute values a catalog table lacks, and flag the values the text contradicts.
+
+`complete(model, products, catalog, output, ...)` streams the product texts through a trained
+model (`mjave.inference.extractor.Extractor`: windowing of long texts, batching, category
+restriction, spans with scores), groups the predicted values by product (`Record.product_id`:
+the sentences of one product share it) and compares them with the product's table rows:
+
+- **suggestion**: a value of an attribute the table has no row for, for that product;
+- **conflict**: a value of an attribute the table has, whose normalised form differs from every
+  table value of that attribute, scoring at least the conflict threshold.
+
+Several mentions of one (attribute, normalised value) in a product (in one sentence or several)
+become one row: the score is the maximum over the mentions, `value`, `begin`, `end`, `evidence`
+and `record_id` are those of the best-scoring mention, `mentions` counts them. `begin`/`end` are
+character offsets into the text of `record_id` (the sentence); `evidence` is that text, or a
+window of about 60 characters either side of the value in a long text.
+
+**Bounded memory.** Nothing grows with the number of products in memory: the table rows, the
+predicted mentions and the candidate rows live in a temporary SQLite database next to the output
+(deleted at the end). The product texts are streamed `batch_size` at a time; the mentions are
+grouped by product with an `ORDER BY product_id` (SQLite sorts on disk), so the sentences of a
+product need not be adjacent in the input; the output is written in score order by a final
+`ORDER BY score DESC` over the candidate rows (again on disk). The held-out (score, correct)
+pairs of the calibration are the one list kept in memory (two numbers per held-out suggestion).
+
+**Threshold.** `min_precision=P` chooses the threshold on held-out known values
+(`mjave.completion.calibrate.select_threshold`): the `extra["calibration"]` pairs that
+`mjave data label` split off (values the model was not trained on), or the gold of a
+`calibration` file; when held-out values exist but none of the model's suggestions can be
+judged, the threshold is 1.0 (a warning says so); without any held-out value `min_precision`
+is a DataError. Otherwise `threshold` is used (default 0: every value the model decodes).
+Either way the threshold and the precision/recall it reaches on the held-out values (when there
+are any) are saved beside the output as `<output stem>.calibration.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from mjave.completion.calibrate import Calibration, fixed_threshold, select_threshold
+from mjave.data.errors import DataError, RowIssues
+from mjave.data.normalize import normalize_value
+from mjave.data.records import Record
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+SUGGESTION_COLUMNS = ("product_id", "attribute", "value", "normalized_value", "score", "begin",
+                      "end", "evidence", "record_id", "mentions")
+"""Columns of the suggestions file (the first eight are the documented ones)."""
+CONFLICT_COLUMNS = ("product_id", "attribute", "table_value", "text_value", "score", "begin",
+                    "end", "evidence", "record_id", "mentions")
+"""Columns of the conflicts file; `table_value` joins several table values with " | "."""
+
+EVIDENCE_WIDTH = 60
+JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")   # else CSV
+DEFAULT_CONFLICT_THRESHOLD = 0.5
+ALL_ATTRIBUTES = "*"   # calibration: every predicted attribute of the product is judged
+NO_EVIDENCE = 1.0      # the threshold when no held-out value could judge a suggestion
+
+
+# --------------------------------------------------------------------------------------------
+# The pure part: mentions of one product + its table rows -> rows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One predicted value in one text of a product."""
+
+    product_id: str
+    record_id: str
+    attribute: str
+    value: str
+    normalized: str
+    score: float
+    begin: int
+    end: int
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """All mentions of one (attribute, normalised value) of a product: the best one, counted."""
+
+    best: Mention
+    mentions: int
+
+    @property
+    def score(self) -> float:
+        return self.best.score
+
+
+def evidence_window(text: str, begin: int, end: int, width: int = EVIDENCE_WIDTH) -> str:
+    """The text if it is short (<= 2 * width + 40 characters), else about `width` characters
+    either side of [begin, end), cut at word boundaries and marked with "…"; line breaks and
+    tabs become spaces."""
+    if len(text) > 2 * width + 40:
+        start, stop = max(0, begin - width), min(len(text), end + width)
+        if start > 0 and not text[start - 1].isspace():
+            nxt = text.find(" ", start, begin)
+            start = nxt + 1 if nxt >= 0 else start
+        if stop < len(text) and not text[stop].isspace():
+            prev = text.rfind(" ", end, stop)
+            stop = prev if prev >= 0 else stop
+        text = ("…" if start > 0 else "") + text[start:stop].strip() + \
+            ("…" if stop < len(text) else "")
+    return " ".join(text.split())
+
+
+def mentions_of(product_id: str, record_id: str, text: str, values: Iterable[Mapping[str, Any]],
+                normalize: Callable[[str], str] = normalize_value,
+                width: int = EVIDENCE_WIDTH) -> list[Mention]:
+    """The mentions of one prediction (`Extractor` result "values"); empty values are dropped."""
+    out = []
+    for v in values:
+        norm = normalize(v["value"])
+        if not norm:
+            continue
+        out.append(Mention(product_id, record_id, v["attribute"], v["value"], norm,
+                           float(v["score"]), int(v["begin"]), int(v["end"]),
+                           evidence_window(text, int(v["begin"]), int(v["end"]), width)))
+    return out
+
+
+def aggregate(mentions: Iterable[Mention]) -> list[Aggregated]:
+    """One entry per (attribute, normalised value): the max-score mention (the first one on a
+    tie), with the number of mentions. Order: by attribute, then normalised value."""
+    best: dict[tuple[str, str], Mention] = {}
+    count: Counter = Counter()
+    for m in mentions:
+        key = (m.attribute, m.normalized)
+        count[key] += 1
+        if key not in best or m.score > best[key].score:
+            best[key] = m
+    return [Aggregated(best[k], count[k]) for k in sorted(best)]
+
+
+def table_index(rows: Iterable[tuple[str, str]], normalize: Callable[[str], str] = normalize_value
+                ) -> dict[str, dict[str, str]]:
+    """attribute -> {normalised value: the first surface value} of one product's table rows."""
+    out: dict[str, dict[str, str]] = {}
+    for attribute, value in rows:
+        out.setdefault(attribute, {}).setdefault(normalize(value), value)
+    return out
+
+
+def suggestion_row(a: Aggregated) -> dict[str, Any]:
+    m = a.best
+    return {"product_id": m.product_id, "attribute": m.attribute, "value": m.value,
+            "normalized_value": m.normalized, "score": m.score, "begin": m.begin, "end": m.end,
+            "evidence": m.evidence, "record_id": m.record_id, "mentions": a.mentions}
+
+
+def conflict_row(a: Aggregated, table_values: Mapping[str, str]) -> dict[str, Any]:
+    m = a.best
+    return {"product_id": m.product_id, "attribute": m.attribute,
+            "table_value": " | ".join(table_values.values()), "text_value": m.value,
+            "score": m.score, "begin": m.begin, "end": m.end, "evidence": m.evidence,
+            "record_id": m.record_id, "mentions": a.mentions}
+
+
+def product_rows(mentions: Iterable[Mention], table: Mapping[str, Mapping[str, str]],
+                 threshold: float = 0.0, conflict_threshold: float = 0.0
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(suggestions, conflicts) of one product, each sorted by score (descending).
+
+    `table`: attribute -> {normalised value: surface value} (`table_index`) of the product.
+    Suggestions: attributes not in `table`, score >= threshold. Conflicts: attributes in
+    `table` whose normalised value is none of the table's, score >= conflict_threshold.
+    """
+    suggestions, conflicts = [], []
+    for a in aggregate(mentions):
+        known = table.get(a.best.attribute)
+        if known is None:
+            if a.score >= threshold:
+                suggestions.append(suggestion_row(a))
+        elif a.best.normalized not in known and a.score >= conflict_threshold:
+            conflicts.append(conflict_row(a, known))
+    suggestions.sort(key=lambda r: -r["score"])
+    conflicts.sort(key=lambda r: -r["score"])
+    return suggestions, conflicts
+
+
+def judge(aggregated: Iterable[Aggregated], held_out: Mapping[str, set[str]],
+          judged: set[str]) -> list[tuple[float, bool]]:
+    """(score, correct) of the suggestions of one product that held-out values can judge:
+    those of an attribute in `judged` (or all, if it holds `ALL_ATTRIBUTES`); correct when the
+    normalised value is a held-out value of that attribute (`held_out`: attribute -> values)."""
+    every = ALL_ATTRIBUTES in judged
+    return [(a.score, a.best.normalized in held_out.get(a.best.attribute, ()))
+            for a in aggregated if every or a.best.attribute in judged]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def read_products(path: PathLike, input_format: str | None = None,
+                  issues: RowIssues | None = None) -> Iterator[Record]:
+    """Stream the products of a file in any format mjave reads (`mjave.data.products`). With
+    `issues`, bad rows are skipped into it (lenient); without, the first one raises."""
+    from mjave.data.products import iter_products
+    return iter_products(path, input_format, strict=issues is None, issues=issues)
+
+
+def read_catalog(path: PathLike) -> Iterator[tuple[str, str, str]]:
+    """Stream (product_id, attribute, value) of a catalog table (CSV/TSV with a header, or
+    JSONL), row by row, with the checks of `mjave.data.catalog_table.read_table` (which returns
+    a list: a big table would not keep the memory flat). A bad row is a DataError naming the
+    line."""
+    from mjave.data.catalog_table import TABLE_COLUMNS
+    from mjave.data.tabular import read_rows, required_text
+    for line, row in read_rows(path, TABLE_COLUMNS):
+        try:
+            if isinstance(row, DataError):
+                raise row
+            yield (required_text(row, "product_id"), required_text(row, "attribute").strip(),
+                   required_text(row, "value"))
+        except DataError as e:
+            raise e.located(str(path), line) from None
+
+
+def _table_rows(catalog: Any) -> Iterable[tuple[str, str, str]]:
+    if isinstance(catalog, (str, os.PathLike)):
+        return read_catalog(catalog)
+    out = []
+    for r in catalog:
+        if hasattr(r, "product_id"):
+            out.append((str(r.product_id), r.attribute, r.value))
+        else:
+            pid, attr, value = r[:3]
+            out.append((str(pid), attr, value))
+    return out
+
+
+def held_out_of(record: Record, gold: bool) -> tuple[list[tuple[str, str]], set[str]]:
+    """(held-out (attribute, value) pairs, judged attributes) a record contributes.
+
+    Its `extra["calibration"]` pairs when it has any (their attributes are judged); otherwise,
+    for a gold calibration file (`gold=True`), its spans, judging the attributes in
+    `extra["known_attributes"]` when the record has them, else every attribute."""
+    pairs = record.extra.get("calibration") if isinstance(record.extra, dict) else None
+    if pairs:
+        out = []
+        for p in pairs:
+            if isinstance(p, Mapping):
+                out.append((str(p["attribute"]), str(p["value"])))
+            else:
+                out.append((str(p[0]), str(p[1])))
+        return out, {a for a, _ in out}
+    if not gold:
+        return [], set()
+    known = record.known_attributes()
+    return ([(s.attr, s.value) for s in record.spans],
+            {ALL_ATTRIBUTES} if known is None else set(known))
+
+
+# --------------------------------------------------------------------------------------------
+# The on-disk working set
+# --------------------------------------------------------------------------------------------
+
+
+_SCHEMA = """
+CREATE TABLE tbl (product_id TEXT, attribute TEXT, value TEXT, norm TEXT);
+CREATE TABLE mention (product_id TEXT, record_id TEXT, attribute TEXT, value TEXT, norm TEXT,
+                      score REAL, b INTEGER, e INTEGER, evidence TEXT, src INTEGER);
+CREATE TABLE held (src INTEGER, product_id TEXT, attribute TEXT, norm TEXT,
+                   UNIQUE (src, product_id, attribute, norm));
+CREATE TABLE judged (src INTEGER, product_id TEXT, attribute TEXT,
+                     UNIQUE (src, product_id, attribute));
+CREATE TABLE product (src INTEGER, product_id TEXT, UNIQUE (src, product_id));
+CREATE TABLE suggestion (product_id TEXT, attribute TEXT, value TEXT, normalized_value TEXT,
+                         score REAL, b INTEGER, e INTEGER, evidence TEXT, record_id TEXT,
+                         mentions INTEGER);
+CREATE TABLE conflict (product_id TEXT, attribute TEXT, table_value TEXT, text_value TEXT,
+                       score REAL, b INTEGER, e INTEGER, evidence TEXT, record_id TEXT,
+                       mentions INTEGER);
+"""
+PRODUCTS, CALIBRATION = 0, 1   # `src`: the products to complete, a --calibration file
+
+
+class _Work:
+    """A temporary SQLite database: the table, mentions, held-out values and candidate rows."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._dir = tempfile.TemporaryDirectory(prefix=".mjave-complete-", dir=folder)
+        self.db = sqlite3.connect(Path(self._dir.name) / "work.sqlite")
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; "
+                              "PRAGMA temp_store=FILE; PRAGMA cache_size=-8000;" + _SCHEMA)
+
+    def load_table(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        n = 0
+        chunk: list[tuple] = []
+        for pid, attr, value in rows:
+            chunk.append((pid, attr, value, normalize_value(value)))
+            if len(chunk) >= 5000:
+                self.db.executemany("INSERT INTO tbl VALUES (?,?,?,?)", chunk)
+                n += len(chunk)
+                chunk = []
+        self.db.executemany("INSERT INTO tbl VALUES (?,?,?,?)", chunk)
+        n += len(chunk)
+        self.db.execute("CREATE INDEX tbl_pid ON tbl (product_id)")
+        return n
+
+    def add(self, src: int, mentions: Sequence[Mention], products: Iterable[str],
+            held: Iterable[tuple[str, str, str]], judged: Iterable[tuple[str, str]]) -> None:
+        self.db.executemany("INSERT INTO mention VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            [(m.product_id, m.record_id, m.attribute, m.value, m.normalized,
+                              m.score, m.begin, m.end, m.evidence, src) for m in mentions])
+        self.db.executemany("INSERT OR IGNORE INTO product VALUES (?,?)",
+                            [(src, p) for p in products])
+        self.db.executemany("INSERT OR IGNORE INTO held VALUES (?,?,?,?)",
+                            [(src, p, a, n) for p, a, n in held])
+        self.db.executemany("INSERT OR IGNORE INTO judged VALUES (?,?,?)",
+                            [(src, p, a) for p, a in judged])
+
+    def products(self, src: int) -> int:
+        return self.db.execute("SELECT count(*) FROM product WHERE src=?", (src,)).fetchone()[0]
+
+    def n_held(self, src: int) -> int:
+        return self.db.execute("SELECT count(*) FROM held WHERE src=?", (src,)).fetchone()[0]
+
+    def by_product(self, src: int) -> Iterator[tuple[str, list[Mention]]]:
+        cur = self.db.execute(
+            "SELECT product_id, record_id, attribute, value, norm, score, b, e, evidence "
+            "FROM mention WHERE src=? ORDER BY product_id, rowid", (src,))
+        for pid, rows in groupby(cur, key=lambda r: r[0]):
+            yield pid, [Mention(*r) for r in rows]
+
+    def table_of(self, pid: str) -> dict[str, dict[str, str]]:
+        rows = self.db.execute("SELECT attribute, value FROM tbl WHERE product_id=? "
+                               "ORDER BY rowid", (pid,)).fetchall()
+        return table_index(rows)
+
+    def held_of(self, src: int, pid: str) -> tuple[dict[str, set[str]], set[str]]:
+        held: dict[str, set[str]] = {}
+        for a, n in self.db.execute("SELECT attribute, norm FROM held WHERE src=? AND "
+                                    "product_id=?", (src, pid)):
+            held.setdefault(a, set()).add(n)
+        judged = {a for (a,) in self.db.execute("SELECT attribute FROM judged WHERE src=? AND "
+                                                "product_id=?", (src, pid))}
+        return held, judged
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompletionSummary:
+    """What one `complete` run did."""
+
+    products_file: str
+    output: str
+    conflicts_output: str
+    texts: int = 0                 # texts (sentences) read
+    failed: int = 0                # texts that could not be predicted
+    reasons: Counter = field(default_factory=Counter)
+    products: int = 0              # distinct products predicted
+    table_rows: int = 0
+    mentions: int = 0              # predicted values, before grouping
+    suggestions: int = 0           # rows written (score >= threshold)
+    conflicts: int = 0             # rows written (score >= conflict threshold)
+    candidates: int = 0            # suggestion rows before the threshold
+    threshold: float = 0.0
+    conflict_threshold: float = DEFAULT_CONFLICT_THRESHOLD
+    calibration: Calibration | None = None
+    calibration_file: str | None = None
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    # (score, correct) of the held-out suggestions and the number of held-out values: what the
+    # threshold was (or can be) chosen on; not saved in the calibration JSON.
+    held_out_pairs: list[tuple[float, bool]] = field(default_factory=list, repr=False)
+    held_out_values: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"products_file": self.products_file, "output": self.output,
+                "conflicts_output": self.conflicts_output, "texts": self.texts,
+                "failed": self.failed, "reasons": dict(self.reasons), "products": self.products,
+                "table_rows": self.table_rows, "mentions": self.mentions,
+                "suggestions": self.suggestions, "conflicts": self.conflicts,
+                "candidates": self.candidates, "threshold": self.threshold,
+                "conflict_threshold": self.conflict_threshold,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "calibration_file": self.calibration_file, "files": list(self.files),
+                "seconds": round(self.seconds, 2)}
+
+    def summary(self) -> str:
+        lines = [f"{self.texts} texts of {self.products} products from {self.products_file} "
+                 f"({self.failed} failed) in {self.seconds:.1f} s",
+                 f"{self.suggestions} suggestions (score >= {self.threshold:.4f}, of "
+                 f"{self.candidates}) -> {self.output}",
+                 f"{self.conflicts} conflicts (score >= {self.conflict_threshold:.4f}) -> "
+                 f"{self.conflicts_output}"]
+        if self.calibration is not None:
+            lines.append(self.calibration.summary())
+        if self.reasons:
+            lines.append("failures: " + ", ".join(f"{n} x {r}"
+                                                  for r, n in self.reasons.most_common()))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _image_of(extractor: Any, record: Record, image_root: PathLike | None) -> Any:
+    """The image path of a record as training resolves it (None for a text-only model)."""
+    if not extractor.uses_image:
+        return None
+    from mjave.encoders.features import resolve_image_path
+    path, tried = resolve_image_path(record, image_root)
+    if path is None and extractor.missing_image == "error":
+        where = (f"looked for {', '.join(map(str, tried))}" if tried
+                 else "give an image field or an image root")
+        raise DataError(f"no image ({where})", field="image", reason="missing image")
+    return path
+
+
+def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gold: bool,
+           batch_size: int, image_root: PathLike | None, bar: Any,
+           summary: CompletionSummary | None, width: int) -> int:
+    """Predict every record batch by batch into the working database; returns the texts read."""
+    batch: list[tuple[Record, Any]] = []
+    n = 0
+
+    def flush() -> None:
+        if not batch:
+            return
+        results = extractor.predict_batch(
+            [{"text": r.text, "image": img, "category": r.category} for r, img in batch],
+            errors="return")
+        mentions: list[Mention] = []
+        held: list[tuple[str, str, str]] = []
+        judged: list[tuple[str, str]] = []
+        for (r, _), res in zip(batch, results):
+            pid = str(r.product_id)
+            pairs, attrs = held_out_of(r, gold)
+            held.extend((pid, a, normalize_value(v)) for a, v in pairs)
+            judged.extend((pid, a) for a in attrs)
+            if "error" in res:
+                if summary is not None:
+                    summary.failed += 1
+                    summary.reasons[res.get("reason", "error")] += 1
+                continue
+            mentions.extend(mentions_of(pid, str(r.id), r.text, res["values"], width=width))
+        work.add(src, mentions, [str(r.product_id) for r, _ in batch], held, judged)
+        if summary is not None:
+            summary.mentions += len(mentions)
+        if bar is not None:
+            bar.update(len(batch))
+        batch.clear()
+
+    for record in records:
+        n += 1
+        try:
+            image = _image_of(extractor, record, image_root)
+        except DataError as e:
+            if summary is not None:
+                summary.failed += 1
+                summary.reasons[e.reason] += 1
+            continue
+        batch.append((record, image))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    work.db.commit()
+    return n
+
+
+def _rows_pass(work: _Work, src: int) -> tuple[list[tuple[float, bool]], int]:
+    """Group the mentions of `src` by product: candidate rows into the database (products to
+    complete) and the held-out (score, correct) pairs. Returns (pairs, candidate rows)."""
+    pairs: list[tuple[float, bool]] = []
+    candidates = 0
+    sug_buf: list[tuple] = []
+    con_buf: list[tuple] = []
+
+    def flush() -> None:
+        work.db.executemany("INSERT INTO suggestion VALUES (?,?,?,?,?,?,?,?,?,?)", sug_buf)
+        work.db.executemany("INSERT INTO conflict VALUES (?,?,?,?,?,?,?,?,?,?)", con_buf)
+        sug_buf.clear()
+        con_buf.clear()
+
+    for pid, mentions in work.by_product(src):
+        held, judged = work.held_of(src, pid)
+        if judged:
+            pairs.extend(judge(aggregate(mentions), held, judged))
+        if src != PRODUCTS:
+            continue
+        sugg, conf = product_rows(mentions, work.table_of(pid))
+        candidates += len(sugg)
+        sug_buf.extend(tuple(r[c] for c in SUGGESTION_COLUMNS) for r in sugg)
+        con_buf.extend(tuple(r[c] for c in CONFLICT_COLUMNS) for r in conf)
+        if len(sug_buf) + len(con_buf) >= 5000:
+            flush()
+    flush()
+    work.db.commit()
+    return pairs, candidates
+
+
+class _RowWriter:
+    """CSV (header + rows) or JSONL."""
+
+    def __init__(self, path: Path, columns: Sequence[str], jsonl: bool):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = columns
+        self.jsonl = jsonl
+        self._f = open(path, "w", encoding="utf-8", newline="" if not self.jsonl else "\n")
+        if not self.jsonl:
+            self._w = csv.writer(self._f, lineterminator="\n")
+            self._w.writerow(columns)
+
+    def write(self, row: Sequence[Any]) -> None:
+        row = [round(v, 6) if isinstance(v, float) else v for v in row]
+        if self.jsonl:
+            self._f.write(json.dumps(dict(zip(self.columns, row)), ensure_ascii=False) + "\n")
+        else:
+            self._w.writerow(row)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
+                  threshold: float) -> int:
+    """Rows of `table` scoring >= threshold, by score (descending), then product, attribute."""
+    second = "normalized_value" if table == "suggestion" else "text_value"
+    cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ? ORDER BY score DESC, "
+                          f"product_id, attribute, {second}", (threshold,))
+    tmp = path.with_name(path.name + ".tmp")
+    writer = _RowWriter(tmp, columns, path.suffix.lower() in JSONL_EXTENSIONS)
+    n = 0
+    try:
+        for row in cur:
+            writer.write(row)
+            n += 1
+    finally:
+        writer.close()
+    os.replace(tmp, path)
+    return n
+
+
+def calibration_path(output: PathLike) -> Path:
+    """`SUGGESTIONS.calibration.json` beside `SUGGESTIONS.csv`."""
+    output = Path(output)
+    return output.with_name(output.stem + ".calibration.json")
+
+
+def _make_bar(progress: Any, desc: str) -> Any:
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+        return tqdm(desc=desc, unit="text")
+    return progress(desc=desc, unit="text")
+
+
+def _records(source: Any, input_format: str | None, issues: RowIssues) -> Iterable[Record]:
+    if isinstance(source, (str, os.PathLike)):
+        return read_products(source, input_format, issues)
+    return source
+
+
+def _count_skipped(issues: RowIssues, summary: CompletionSummary) -> None:
+    """Rows the reader skipped (lenient) are texts that failed, counted by reason."""
+    summary.texts += len(issues.skipped)
+    summary.failed += len(issues.skipped)
+    summary.reasons.update(e.reason for e in issues.skipped)
+    for e in issues.skipped[:5]:
+        log.warning("skipped: %s", e)
+
+
+def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
+             catalog: PathLike | Iterable[Any], output: PathLike, *,
+             min_precision: float | None = None,
+             calibration: PathLike | Iterable[Record] | None = None,
+             threshold: float | None = None, conflict_threshold: float | None = None,
+             conflicts: PathLike | None = None, batch_size: int = 32, device: str = "auto",
+             image_root: PathLike | None = None, progress: Any = None,
+             input_format: str | None = None, evidence_width: int = EVIDENCE_WIDTH,
+             work_dir: PathLike | None = None) -> CompletionSummary:
+    """Suggest missing values of `products` against `catalog` into `output` (module docstring).
+
+    `model_or_extractor`: a model folder or a loaded `Extractor`. `products`, `calibration`: a
+    file in any format mjave reads, or Records. `catalog`: a table file (CSV or JSONL with
+    product_id, attribute, value) or rows (`TableRow`s or (product_id, attribute, value)).
+    `output`: .csv or .jsonl; `conflicts` (default `conflicts.csv` beside the output).
+    `threshold`: fixed threshold when `min_precision` is None (default 0). `conflict_threshold`:
+    default the suggestion threshold, but at least 0.5. `work_dir`: where the temporary
+    database goes (default: the output's folder). Writes `<output stem>.calibration.json`.
+    """
+    start = time.perf_counter()
+    output = Path(output)
+    conflicts_path = Path(conflicts) if conflicts else output.with_name("conflicts.csv")
+    if output.suffix.lower() not in (".csv", *JSONL_EXTENSIONS):
+        raise DataError("the suggestions file must be .csv or .jsonl", path=str(output),
+                        reason="unknown format")
+    if conflicts_path.resolve() == output.resolve():
+        raise DataError("the conflicts file would overwrite the suggestions",
+                        path=str(conflicts_path), reason="same file")
+    if min_precision is not None and threshold is not None:
+        raise ValueError("give either min_precision or threshold, not both")
+    if min_precision is not None and not 0 <= min_precision <= 1:
+        raise ValueError(f"min_precision must lie in [0, 1], not {min_precision}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    if isinstance(products, (str, os.PathLike)) and not Path(products).is_file():
+        raise DataError("cannot read the products: no such file", path=str(products),
+                        reason="unreadable file")
+    if isinstance(model_or_extractor, (str, os.PathLike)):
+        from mjave.inference.extractor import Extractor
+        extractor = Extractor.load(model_or_extractor, device=device, batch_size=batch_size)
+    else:
+        extractor = model_or_extractor
+    name = str(products) if isinstance(products, (str, os.PathLike)) else "(records)"
+    summary = CompletionSummary(name, str(output), str(conflicts_path))
+    work = _Work(Path(work_dir) if work_dir else output.parent)
+    try:
+        summary.table_rows = work.load_table(_table_rows(catalog))
+        work.db.commit()
+        bar = _make_bar(progress, f"complete {Path(name).name}")
+        try:
+            issues = RowIssues()
+            summary.texts = _sweep(extractor, _records(products, input_format, issues), work,
+                                   PRODUCTS, False, batch_size, image_root, bar, summary,
+                                   evidence_width)
+            _count_skipped(issues, summary)
+        finally:
+            if bar is not None:
+                bar.close()
+        summary.products = work.products(PRODUCTS)
+        held_pairs, summary.candidates = _rows_pass(work, PRODUCTS)
+        n_held, source = work.n_held(PRODUCTS), "the held-out values of the products"
+        if calibration is not None:
+            cname = (str(calibration) if isinstance(calibration, (str, os.PathLike))
+                     else "(records)")
+            summary.calibration_file = cname
+            bar = _make_bar(progress, f"calibrate {Path(cname).name}")
+            try:
+                issues = RowIssues()
+                _sweep(extractor, _records(calibration, None, issues), work, CALIBRATION,
+                       True, batch_size, image_root, bar, None, evidence_width)
+                if issues.skipped:
+                    log.warning("%s: %s", cname, issues.summary())
+            finally:
+                if bar is not None:
+                    bar.close()
+            held_pairs, _ = _rows_pass(work, CALIBRATION)
+            n_held, source = work.n_held(CALIBRATION), cname
+        summary.held_out_pairs, summary.held_out_values = held_pairs, n_held
+        if min_precision is not None:
+            if not n_held:
+                raise DataError("--min-precision needs held-out known values: label the "
+                                "products with a calibration fraction (mjave data label) or "
+                                "give a --calibration file", reason="no calibration values")
+            cal = select_threshold(held_pairs, min_precision, n_held, fallback=NO_EVIDENCE,
+                                   source=source)
+            if cal.warning:
+                log.warning("%s", cal.warning)
+            summary.threshold = cal.threshold
+        else:
+            summary.threshold = float(threshold or 0.0)
+            cal = fixed_threshold(held_pairs, summary.threshold, n_held, source) \
+                if n_held else None
+        summary.calibration = cal
+        summary.conflict_threshold = (float(conflict_threshold) if conflict_threshold is not None
+                                      else max(summary.threshold, DEFAULT_CONFLICT_THRESHOLD))
+        summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
+                                            summary.threshold)
+        summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts_path,
+                                          summary.conflict_threshold)
+    finally:
+        work.close()
+    summary.seconds = time.perf_counter() - start
+    cal_file = calibration_path(output)
+    summary.files = [str(output), str(conflicts_path), str(cal_file)]
+    cal_file.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    return summary
+
+
+__all__ = ["ALL_ATTRIBUTES", "Aggregated", "CONFLICT_COLUMNS", "CompletionSummary", "Mention",
+           "SUGGESTION_COLUMNS", "aggregate", "calibration_path", "complete", "conflict_row",
+           "evidence_window", "held_out_of", "judge", "mentions_of", "product_rows",
+           "read_catalog", "read_products", "suggestion_row", "table_index"]

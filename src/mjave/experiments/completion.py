@@ -1,0 +1,398 @@
+"""`mjave experiment completion`: how well `mjave complete` fills an incomplete catalog.
+
+An incomplete catalog is simulated from a gold-annotated dataset (`data`): the gold (attribute,
+value) pairs of each product are its table; per product a fraction `hide` of its attributes is
+hidden (all values of a hidden attribute go: a catalog lacks attributes, not half of one), by
+stochastic rounding so that `hide` of the attributes are hidden on average also when products
+have few (a product with 3 attributes and hide 0.5 hides 1 or 2, equally likely), seeded by the
+run's seed. The hidden pairs are the answer key. Then, as a catalog team would (train on the
+catalog, fill the catalog):
+
+1. `label_records` labels the texts from the visible table (`mjave data label`), holding out a
+   seeded `calibration_fraction` of the visible (product, attribute) pairs for calibration;
+2. a model is trained on the labelled texts;
+3. `complete` suggests values over ALL products for the attributes the visible table lacks.
+
+Suggestions are scored at pair level against the hidden pairs: (product, attribute, normalised
+value); a suggestion that is not a hidden pair is a false positive (also one for an attribute the
+product does not have at all), a hidden pair no suggestion names a false negative. Every value
+the model decodes is a suggestion (threshold 0). Three runs:
+
+- `partial`: trained with `train.partial_labels=true` (unlabelled tokens may be values of the
+  attributes the table does not know for the product);
+- `naive`: the same labels with `train.partial_labels=false` (unlabelled tokens are "O");
+- `full_labels`: the reference with complete labels but no overlap: the products are split in
+  two seeded halves; a model trained on one half's gold spans completes the other half (against
+  the visible table and hidden pairs of that half), then the halves swap; counts are pooled.
+
+Calibration: for each run the threshold `complete --min-precision P` would choose on the
+held-out calibration pairs (never on the hidden pairs) is applied to the suggestions, and the
+precision it reaches on the hidden pairs is reported (`calibration.reached`, for the `partial`
+run, which is the workflow docs/completion.md recommends; every run under `calibration.runs`).
+
+Results (JSON, 0-1): `partial`, `naive`, `full_labels`, each `precision`, `recall`, `f1` (mean
+over seeds) with `*_std` (sample std) and `per_seed`; `calibration` with `requested` and
+`reached`; `margin_f1` (partial - naive) and `gap_f1` (full_labels - partial).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from mjave.data.formats import write_records
+from mjave.data.records import Record
+from mjave.encoders.features import EncoderConfig
+from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
+                                      ModelVariant, Progress, md_table, read_data,
+                                      train_variant, write_results)
+from mjave.experiments.stats import mean_std
+from mjave.model.config import ModelConfig
+from mjave.training.config import DataConfig, RunConfig, TrainConfig
+
+RUNS = ("partial", "naive", "full_labels")
+Pair = tuple[str, str, str]  # (product_id, attribute, normalised value)
+
+
+def _default_base() -> RunConfig:
+    """Text only, frozen MiniLM features, fixed epochs (no validation set: the labels of the
+    hidden pairs are what is measured, and they must not steer training)."""
+    return RunConfig(
+        output_dir="runs/experiments/unused",
+        data=DataConfig(),
+        encoder=EncoderConfig(text_encoder="minilm", image_encoder="none", max_length=64),
+        model=ModelConfig(use_image=False),
+        train=TrainConfig(epochs=30, batch_size=32, lr=1e-3, patience=30))
+
+
+@dataclass
+class CompletionConfig(ExperimentBase):
+    """Hide `hide` of the gold pairs of `data` per product, label -> train -> complete, `seeds`
+    times (seeds seed, seed+1, ...). `base` gives the encoders and training settings (its
+    data.train is replaced by each run's training file)."""
+
+    output_dir: str = "runs/experiments/completion"
+    data: str = ""
+    hide: float = 0.5
+    seeds: int = 3
+    min_precision: float = 0.9
+    calibration_fraction: float = 0.1
+    label_occurrences: str = "all"   # `mjave data label --occurrences` (all | first)
+    runs: list[str] = field(default_factory=lambda: list(RUNS))
+    # dotted overrides of `base` per run, e.g. {"partial": {"train.partial_attr_weight": 0.5}}
+    run_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_size: int = 64          # prediction batch of `complete`
+    base: RunConfig = field(default_factory=_default_base)
+
+
+# --------------------------------------------------------------------------------------------
+# The simulated catalog
+
+
+def gold_table(records: Sequence[Record]) -> dict[str, list[tuple[str, str]]]:
+    """product_id -> its gold (attribute, value) pairs, one per normalised value, first-seen
+    surface form, in text order."""
+    from mjave.data.normalize import normalize_value
+    out: dict[str, list[tuple[str, str]]] = {}
+    seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for r in records:
+        pairs = out.setdefault(r.product_id, [])
+        for s in sorted(r.spans, key=lambda s: (s.begin, s.end)):
+            key = (s.attr, normalize_value(s.value))
+            if key[1] and key not in seen[r.product_id]:
+                seen[r.product_id].add(key)
+                pairs.append((s.attr, s.value))
+    return out
+
+
+def hide_attributes(table: dict[str, list[tuple[str, str]]], fraction: float, seed: int
+                    ) -> dict[str, set[str]]:
+    """product_id -> its hidden attributes: floor(fraction * n) of its n attributes plus one
+    more with probability equal to the remainder (seeded; products in sorted order)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ExperimentError(f"hide must lie in [0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, 90210])
+    out: dict[str, set[str]] = {}
+    for pid in sorted(table):
+        attrs = sorted({a for a, _ in table[pid]})
+        want = fraction * len(attrs)
+        k = int(math.floor(want + 1e-9))
+        if rng.random() < want - k:
+            k += 1
+        chosen = rng.permutation(len(attrs))[:k] if attrs else []
+        out[pid] = {attrs[i] for i in chosen}
+    return out
+
+
+def split_table(table: dict[str, list[tuple[str, str]]], hidden: dict[str, set[str]]
+                ) -> tuple[list[Any], set[Pair]]:
+    """(visible TableRows in product order, hidden (product, attribute, normalised value))."""
+    from mjave.data.catalog_table import TableRow
+    from mjave.data.normalize import normalize_value
+    rows, key = [], set()
+    for pid in sorted(table):
+        for attr, value in table[pid]:
+            if attr in hidden.get(pid, ()):
+                key.add((pid, attr, normalize_value(value)))
+            else:
+                rows.append(TableRow(pid, attr, value, len(rows) + 2))
+    return rows, key
+
+
+def halves(products: Iterable[str], seed: int) -> tuple[set[str], set[str]]:
+    """Two seeded halves of the products."""
+    ids = sorted(products)
+    order = np.random.default_rng([seed, 4242]).permutation(len(ids))
+    first = {ids[i] for i in order[: len(ids) // 2]}
+    return first, set(ids) - first
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class RunScore:
+    """Suggestions of one run (one seed) against the hidden pairs."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    suggestions: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "tp": self.tp, "fp": self.fp, "fn": self.fn, "suggestions": self.suggestions,
+                "calibration": self.calibration}
+
+
+def read_suggestions(path: Path) -> list[tuple[Pair, float]]:
+    """((product, attribute, normalised value), score) of a suggestions CSV."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return [((r["product_id"], r["attribute"], r["normalized_value"]), float(r["score"]))
+                for r in csv.DictReader(f)]
+
+
+def score_pairs(suggested: Iterable[tuple[Pair, float]], key: set[Pair],
+                threshold: float = 0.0) -> tuple[int, int, int]:
+    """(tp, fp, fn) of the suggestions scoring >= threshold against the answer key."""
+    pairs = {p for p, s in suggested if s >= threshold}
+    tp = len(pairs & key)
+    return tp, len(pairs) - tp, len(key) - tp
+
+
+def _complete_and_score(model_dir: Path, products: Sequence[Record], rows: Sequence[Any],
+                        key: set[Pair], out: Path, cfg: CompletionConfig, score: RunScore
+                        ) -> list[tuple[Pair, float]]:
+    """Run `complete` (threshold 0) into `out`, add its counts to `score`; the suggestions."""
+    from mjave.completion.calibrate import select_threshold
+    from mjave.completion.suggest import complete
+    from mjave.inference.extractor import Extractor
+    extractor = Extractor.load(model_dir, device=cfg.base.train.device,
+                               batch_size=cfg.batch_size)
+    summary = complete(extractor, products, rows, out / "suggestions.csv", threshold=0.0,
+                       conflicts=out / "conflicts.csv")
+    suggested = read_suggestions(out / "suggestions.csv")
+    tp, fp, fn = score_pairs(suggested, key)
+    score.tp, score.fp, score.fn = score.tp + tp, score.fp + fp, score.fn + fn
+    score.suggestions += len(suggested)
+    cal = select_threshold(summary.held_out_pairs, cfg.min_precision,
+                           summary.held_out_values, fallback=1.0)
+    ctp, cfp, cfn = score_pairs(suggested, key, cal.threshold)
+    part = {"threshold": cal.threshold, "estimated_precision": cal.precision,
+            "estimated_recall": cal.recall, "reachable": cal.reachable,
+            "held_out_suggestions": cal.suggestions, "held_out_values": cal.n_gold,
+            "tp": ctp, "fp": cfp, "fn": cfn}
+    score.calibration.setdefault("parts", []).append(part)
+    return suggested
+
+
+def _finish_calibration(score: RunScore, requested: float) -> None:
+    parts = score.calibration.pop("parts", [])
+    tp = sum(p["tp"] for p in parts)
+    fp = sum(p["fp"] for p in parts)
+    fn = sum(p["fn"] for p in parts)
+    score.calibration = {
+        "requested": requested,
+        "reached": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "threshold": [p["threshold"] for p in parts],
+        "estimated_precision": [p["estimated_precision"] for p in parts],
+        "estimated_recall": [p["estimated_recall"] for p in parts],
+        "reachable": all(p["reachable"] for p in parts),
+        "held_out_suggestions": sum(p["held_out_suggestions"] for p in parts),
+        "held_out_values": sum(p["held_out_values"] or 0 for p in parts),
+        "kept": tp + fp}
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return mean_std(vals)
+
+
+def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentResult:
+    started = time.time()
+    from mjave.data.labeling import LabelPolicy, label_records
+    if not cfg.data:
+        raise ExperimentError("no data: give the gold-annotated dataset (--data FILE or "
+                              "data: in the config)")
+    if cfg.seeds < 1:
+        raise ExperimentError(f"seeds must be at least 1, got {cfg.seeds}")
+    unknown = [r for r in [*cfg.runs, *cfg.run_overrides] if r not in RUNS]
+    if unknown or not cfg.runs:
+        raise ExperimentError(f"runs (and run_overrides keys) must be some of "
+                              f"{', '.join(RUNS)}, got {cfg.runs} ({list(cfg.run_overrides)})")
+    if not 0.0 <= cfg.min_precision <= 1.0:
+        raise ExperimentError(f"min_precision must lie in [0, 1], got {cfg.min_precision}")
+    try:
+        policy = LabelPolicy(occurrences=cfg.label_occurrences)
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
+    out = Path(cfg.output_dir)
+    gold = read_data(cfg.data, cfg.base)
+    table = gold_table(gold)
+    n_pairs = sum(len(p) for p in table.values())
+    if not n_pairs:
+        raise ExperimentError(f"{cfg.data}: no gold spans, nothing to hide")
+    base = replace(cfg.base, data=replace(cfg.base.data, format=None))
+    if not base.features_dir:
+        base = replace(base, features_dir=str(out / "features"))
+
+    scores: dict[str, list[RunScore]] = {r: [] for r in cfg.runs}
+    seeds = [cfg.seed + k for k in range(cfg.seeds)]
+    facts: list[dict[str, Any]] = []
+    for s in seeds:
+        tag = f"seed-{s}"
+        folder = out / "data" / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        hidden = hide_attributes(table, cfg.hide, s)
+        rows, key = split_table(table, hidden)
+        stripped = [replace(r, spans=[]) for r in gold]
+        labelled, lsum = label_records(stripped, rows, policy=policy,
+                                       calibration_fraction=cfg.calibration_fraction, seed=s)
+        labelled_file = folder / "labelled.jsonl"
+        write_records(labelled, labelled_file, format="jsonl")
+        facts.append({"seed": s, "visible_pairs": len(rows), "hidden_pairs": len(key),
+                      "labelled_values": lsum.values_labelled, "labelled_spans":
+                      lsum.occurrences_labelled, "calibration_pairs": lsum.calibration_pairs})
+        run_base = replace(base, data=replace(base.data, train=str(labelled_file)))
+        for name, partial in (("partial", True), ("naive", False)):
+            if name not in scores:
+                continue
+            overrides = {"train.partial_labels": partial, **cfg.run_overrides.get(name, {})}
+            model = train_variant(run_base, ModelVariant(name, overrides), out, s, progress,
+                                  tag=tag)
+            score = RunScore()
+            _complete_and_score(model.folder, labelled, rows, key, out / "runs" / name / tag,
+                                cfg, score)
+            _finish_calibration(score, cfg.min_precision)
+            scores[name].append(score)
+        if "full_labels" in scores:
+            score = RunScore()
+            a, b = halves(table, s)
+            for i, (train_half, test_half) in enumerate(((a, b), (b, a))):
+                train_file = folder / f"gold-half-{i}.jsonl"
+                write_records([r for r in gold if r.product_id in train_half], train_file,
+                              format="jsonl")
+                half_base = replace(base, data=replace(base.data, train=str(train_file)))
+                model = train_variant(half_base, ModelVariant(
+                    "full_labels", dict(cfg.run_overrides.get("full_labels", {}))), out, s,
+                    progress, tag=f"{tag}/half-{i}")
+                _complete_and_score(model.folder,
+                                    [r for r in labelled if r.product_id in test_half],
+                                    [r for r in rows if r.product_id in test_half],
+                                    {p for p in key if p[0] in test_half},
+                                    out / "runs" / "full_labels" / tag / f"half-{i}", cfg, score)
+            _finish_calibration(score, cfg.min_precision)
+            scores["full_labels"].append(score)
+
+    results: dict[str, Any] = {}
+    for name, runs in scores.items():
+        entry: dict[str, Any] = {}
+        for m in ("precision", "recall", "f1"):
+            mean, std = mean_std([getattr(r, m) for r in runs])
+            entry[m], entry[f"{m}_std"] = mean, std
+            entry[f"{m}_per_seed"] = [getattr(r, m) for r in runs]
+        entry["per_seed"] = [dict(r.to_dict(), seed=s) for r, s in zip(runs, seeds)]
+        results[name] = entry
+    cal_runs = {}
+    for name, runs in scores.items():
+        reached, reached_std = _mean_std([r.calibration["reached"] for r in runs])
+        cal_runs[name] = {"reached": reached, "reached_std": reached_std,
+                          "reached_per_seed": [r.calibration["reached"] for r in runs],
+                          "recall_per_seed": [r.calibration["recall"] for r in runs],
+                          "threshold_per_seed": [r.calibration["threshold"] for r in runs],
+                          "estimated_precision_per_seed":
+                              [r.calibration["estimated_precision"] for r in runs]}
+    headline = "partial" if "partial" in cal_runs else next(iter(cal_runs))
+    results["calibration"] = {"requested": cfg.min_precision,
+                              "reached": cal_runs[headline]["reached"],
+                              "reached_std": cal_runs[headline]["reached_std"],
+                              "run": headline, "runs": cal_runs}
+    if "partial" in results and "naive" in results:
+        results["margin_f1"] = results["partial"]["f1"] - results["naive"]["f1"]
+    if "partial" in results and "full_labels" in results:
+        results["gap_f1"] = results["full_labels"]["f1"] - results["partial"]["f1"]
+    results["setup"] = {"data": cfg.data, "texts": len(gold), "products": len(table),
+                        "gold_pairs": n_pairs, "hide": cfg.hide, "seeds": seeds,
+                        "calibration_fraction": cfg.calibration_fraction, "per_seed": facts}
+
+    def cell(entry: dict[str, Any], m: str) -> str:
+        return (f"{entry[m]:.3f} ± {entry[m + '_std']:.3f}" if len(seeds) > 1
+                else f"{entry[m]:.3f}")
+
+    header = ["run", "precision", "recall", "F1", f"precision at --min-precision "
+              f"{cfg.min_precision:g}"]
+    table_rows = []
+    for name in scores:
+        c = cal_runs[name]
+        reached = ("-" if c["reached"] is None else
+                   f"{c['reached']:.3f} ± {c['reached_std']:.3f}" if len(seeds) > 1
+                   else f"{c['reached']:.3f}")
+        table_rows.append([name, cell(results[name], "precision"),
+                           cell(results[name], "recall"), cell(results[name], "f1"), reached])
+    notes = [f"`{cfg.data}`: {len(gold)} texts, {len(table)} products, {n_pairs} gold pairs; "
+             f"{cfg.hide:g} of each product's attributes hidden (seeds "
+             f"{', '.join(map(str, seeds))}; mean ± sample std over seeds)",
+             "pair level (product, attribute, normalised value) against the hidden pairs; every "
+             "decoded value is a suggestion (threshold 0)",
+             f"last column: precision on the hidden pairs at the threshold chosen for "
+             f"precision {cfg.min_precision:g} on the calibration pairs held out at labelling "
+             f"({cfg.calibration_fraction:g} of the visible (product, attribute) pairs)"]
+    if "margin_f1" in results:
+        notes.append(f"partial minus naive F1: {results['margin_f1']:+.3f}")
+    if "gap_f1" in results:
+        notes.append(f"full_labels minus partial F1: {results['gap_f1']:+.3f}")
+    return write_results("completion", "Catalog completion: suggestions against hidden pairs",
+                         cfg, md_table(header, table_rows), results, None, started, notes)
+
+
+__all__ = ["CompletionConfig", "RunScore", "gold_table", "halves", "hide_attributes",
+           "read_suggestions", "run", "score_pairs", "split_table"]

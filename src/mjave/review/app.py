@@ -1,0 +1,268 @@
+"""The review service: `create_review_app(db, ...)` returns a FastAPI app over a `ReviewDB`.
+
+The page (`/`, static files of `mjave.web`) talks to a small JSON API:
+
+| method, path | what |
+|---|---|
+| `GET /api/meta` | counts per kind, attributes, categories, score range, the default reviewer |
+| `POST /api/claim` | lease the next item of the queue (`kind`, filters, `after` to skip) |
+| `GET /api/items/{id}` | one item: text, highlight, decision, history |
+| `POST /api/items/{id}/open` | lease a named item (going back) |
+| `POST /api/items/{id}/decide` | record a decision (`action`, `edited_value`, `request_id`) |
+| `POST /api/undo` | take back the reviewer's last decision (or one item's) |
+| `POST /api/renew`, `POST /api/release` | keep or drop the page's leases |
+| `GET /api/image/{id}` | the item's product image, read only from `image_root` |
+
+Every answer is JSON; texts are never turned into HTML by the server or the page. Request bodies
+are bounded (`max_body_bytes`), strings by their schema. Images are served only from the image
+root (the path comes from the products file, never from the request; `..`, symlinks out of the
+root and anything but a regular file are refused, as in `mjave serve`), only in the formats
+Pillow identifies as JPEG, PNG, WEBP, GIF or BMP.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from fastapi import FastAPI, HTTPException, Path as PathParam, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from mjave import __version__
+from mjave.review.db import Filters, ReviewDB, ReviewError
+from mjave.serving.app import IMAGE_FORMATS, BodyLimitMiddleware, ClientError, read_image_path
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+Name = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+Session = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+ItemId = Annotated[int, PathParam(ge=0, le=2**62, description="an item id (/api/claim)")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClaimIn(_In):
+    session: str = Session
+    reviewer: str = Name
+    kind: Literal["suggestion", "conflict"] = "suggestion"
+    attribute: Optional[str] = Field(None, max_length=1000)
+    category: Optional[str] = Field(None, max_length=1000)
+    min_score: Optional[float] = Field(None, allow_inf_nan=False)
+    max_score: Optional[float] = Field(None, allow_inf_nan=False)
+    after: Optional[int] = Field(None, ge=0, le=2**62, description="skip to the item after this "
+                                 "one in queue order")
+
+
+class OpenIn(_In):
+    session: str = Session
+    reviewer: str = Name
+
+
+class DecideIn(_In):
+    session: str = Session
+    reviewer: str = Name
+    action: Literal["accept", "reject", "edit", "keep_table", "keep_text"]
+    edited_value: Optional[str] = Field(None, max_length=1000)
+    request_id: Optional[str] = Field(None, min_length=8, max_length=64,
+                                      pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class UndoIn(_In):
+    session: str = Session
+    reviewer: str = Name
+    item_id: Optional[int] = Field(None, ge=0, le=2**62)
+
+
+class SessionIn(_In):
+    session: str = Session
+
+
+class DecisionOut(BaseModel):
+    id: int
+    action: str
+    edited_value: Optional[str] = None
+    reviewer: str
+    time: str
+    undoes: Optional[int] = None
+
+
+class ItemOut(BaseModel):
+    id: int
+    kind: str
+    product_id: str
+    attribute: str
+    value: str = Field(description="the suggested value, or for a conflict the text's value")
+    table_value: Optional[str] = Field(None, description="conflicts: the catalog's value")
+    normalized_value: Optional[str] = None
+    score: float
+    category: Optional[str] = None
+    record_id: Optional[str] = None
+    text: Optional[str] = Field(None, description="the product text the value is in")
+    highlight: Optional[list[int]] = Field(None, description="[begin, end) of the value in text")
+    evidence: Optional[str] = None
+    has_image: bool = False
+    decision: Optional[DecisionOut] = None
+    history: list[DecisionOut] = []
+    held_by: Optional[str] = Field(None, description="reviewer holding the item, if any")
+
+
+class ClaimOut(BaseModel):
+    item: Optional[ItemOut]
+    counts: dict[str, int]
+
+
+def _decision(d: Optional[dict[str, Any]]) -> Optional[DecisionOut]:
+    if not d:
+        return None
+    return DecisionOut(id=d["id"], action=d["action"], edited_value=d.get("edited_value"),
+                       reviewer=d["reviewer"], time=d["time"], undoes=d.get("undoes"))
+
+
+def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
+                      reviewer: str = "reviewer", max_body_bytes: int = MAX_BODY_BYTES,
+                      max_image_bytes: int = MAX_IMAGE_BYTES) -> FastAPI:
+    """The review app over `db`. `image_root`: the only folder product images are read from
+    (None: no images shown). `reviewer`: the name the page suggests."""
+    root: Optional[Path] = None
+    if image_root is not None:
+        root = Path(image_root).resolve(strict=True)
+        if not root.is_dir():
+            raise NotADirectoryError(f"image root is not a folder: {image_root}")
+
+    app = FastAPI(title="M-JAVE review", version=__version__,
+                  description="Review completion suggestions and conflicts.")
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.state.db = db
+
+    @app.exception_handler(ReviewError)
+    async def _review_error(request: Request, exc: ReviewError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
+    def image_candidates(item: dict[str, Any]) -> list[str]:
+        if item.get("image"):
+            return [item["image"]]
+        return [f"{item['product_id']}{ext}" for ext in IMAGE_EXTENSIONS]
+
+    def has_image(item: dict[str, Any]) -> bool:
+        if root is None:
+            return False
+        for name in image_candidates(item):
+            try:
+                target = (root / name).resolve()
+            except (OSError, RuntimeError, ValueError):
+                continue
+            if target.is_relative_to(root) and target.is_file():
+                return True
+        return False
+
+    def item_out(item: dict[str, Any]) -> ItemOut:
+        hl = None
+        if item.get("hl_begin") is not None and item.get("hl_end") is not None:
+            hl = [int(item["hl_begin"]), int(item["hl_end"])]
+        lease = item.get("lease")
+        return ItemOut(id=item["id"], kind=item["kind"], product_id=item["product_id"],
+                       attribute=item["attribute"], value=item["value"],
+                       table_value=item.get("table_value"),
+                       normalized_value=item.get("normalized_value"), score=item["score"],
+                       category=item.get("category"), record_id=item.get("record_id"),
+                       text=item.get("text"), highlight=hl, evidence=item.get("evidence"),
+                       has_image=has_image(item), decision=_decision(item.get("decision")),
+                       history=[_decision(h) for h in item.get("history", [])],
+                       held_by=lease["reviewer"] if lease else None)
+
+    def counts(kind: str, filters: Filters = Filters()) -> dict[str, int]:
+        return db.counts(kind, filters)
+
+    @app.get("/api/meta")
+    def meta() -> dict[str, Any]:
+        """What the page needs to draw its tabs and filters."""
+        return {"reviewer": reviewer, "lease_seconds": db.lease_seconds,
+                "kinds": {k: {"counts": counts(k), **db.facets(k)}
+                          for k in ("suggestion", "conflict")},
+                "images": root is not None}
+
+    @app.post("/api/claim", response_model=ClaimOut)
+    def claim(body: ClaimIn) -> ClaimOut:
+        """Lease and return the next undecided item (None when the queue is empty)."""
+        filters = Filters(body.attribute or None, body.category or None, body.min_score,
+                          body.max_score)
+        item = db.claim(body.session, body.reviewer, body.kind, filters, after=body.after)
+        return ClaimOut(item=item_out(item) if item else None,
+                        counts=counts(body.kind, filters))
+
+    @app.get("/api/items/{item_id}", response_model=ItemOut)
+    def get_item(item_id: ItemId) -> ItemOut:
+        return item_out(db.item(item_id))
+
+    @app.post("/api/items/{item_id}/open", response_model=ItemOut)
+    def open_item(item_id: ItemId, body: OpenIn) -> ItemOut:
+        return item_out(db.open(item_id, body.session, body.reviewer))
+
+    @app.post("/api/items/{item_id}/decide", response_model=ItemOut)
+    def decide(item_id: ItemId, body: DecideIn) -> ItemOut:
+        db.decide(item_id, body.action, body.reviewer, session=body.session,
+                  edited_value=body.edited_value, request_id=body.request_id)
+        return item_out(db.item(item_id))
+
+    @app.post("/api/undo", response_model=ItemOut)
+    def undo(body: UndoIn) -> ItemOut:
+        return item_out(db.undo(body.reviewer, body.session, body.item_id))
+
+    @app.post("/api/renew")
+    def renew(body: SessionIn) -> dict[str, int]:
+        return {"leases": db.renew(body.session)}
+
+    @app.post("/api/release")
+    def release(body: SessionIn) -> dict[str, str]:
+        db.release(body.session)
+        return {"status": "released"}
+
+    def read_image(item_id: int) -> tuple[bytes, str]:
+        if root is None:
+            raise HTTPException(404, "the server was started without --image-root")
+        item = db.item(item_id)
+        last: Optional[ClientError] = None
+        for name in image_candidates(item):
+            try:
+                raw = read_image_path(name, root, max_image_bytes)
+            except ClientError as e:
+                last = e
+                continue
+            from PIL import Image
+            try:
+                with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
+                    fmt = img.format
+            except Exception:
+                raise HTTPException(415, "the product image is not a JPEG, PNG, WEBP, GIF "
+                                         "or BMP file") from None
+            return raw, f"image/{str(fmt).lower()}"
+        status = 404 if last is None or "no such file" in last.message else last.status
+        raise HTTPException(status, f"image: {last.message if last else 'none'}")
+
+    @app.get("/api/image/{item_id}")
+    async def image(item_id: ItemId) -> Response:
+        """The item's product image, from the image root only."""
+        raw, media = await run_in_threadpool(read_image, item_id)
+        return Response(raw, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                        "Cache-Control": "private, max-age=600"})
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    from mjave.web import add_static_routes
+    add_static_routes(app, pages={"/": "review.html"})
+    return app
+
+
+__all__ = ["create_review_app"]

@@ -1,0 +1,471 @@
+"""The review database: items to review, every decision ever made, and short leases, in SQLite.
+
+One file (`--db review.sqlite`) in WAL mode, so readers never block the writer and several
+server threads (or several servers on one machine) can share it. Tables:
+
+- `items`: one row per suggestion or conflict, unique on (kind, product_id, attribute, value);
+  loading the same CSV again (a restart) updates the rows in place, so decisions stay attached.
+- `records`: the product texts the items point at (`record_id`, `product_id`, `text`,
+  `category`, `image`).
+- `decisions`: the history, append-only: one row per decision with product, attribute, value,
+  `action` (accept, reject, edit, keep_table, keep_text, or undo), `edited_value`, `reviewer`,
+  `time` (UTC, ISO 8601), `undoes` (the decision an undo takes back) and an optional client
+  `request_id` (a retried request with the same id is recorded once).
+- `state`: the effective decision of each decided item (kept in the same transaction as the
+  history). Deciding an item again replaces its effective decision and keeps the older ones in
+  `decisions`; an undo makes the decision before the undone one effective again (or none).
+  The view `last_decisions` joins it with the items: the idempotent "what was decided" table.
+- `leases`: which page (`session`) holds which item until when. `claim` hands each session the
+  best-scored undecided item that nobody else holds, inside one `BEGIN IMMEDIATE` transaction,
+  so two reviewers never get the same item; a lease a page stops renewing expires after
+  `lease_seconds` and the item returns to the queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from mjave.data.records import Record
+from mjave.review.inputs import ItemIn, choose_record
+
+SCHEMA_VERSION = "1"
+DEFAULT_LEASE_SECONDS = 300.0
+
+ACTIONS = {"suggestion": ("accept", "reject", "edit"),
+           "conflict": ("keep_table", "keep_text", "edit")}
+"""The decisions each kind of item takes (`undo` is recorded by `ReviewDB.undo`)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+  record_id TEXT PRIMARY KEY, product_id TEXT NOT NULL, text TEXT NOT NULL,
+  category TEXT, image TEXT);
+CREATE INDEX IF NOT EXISTS records_product ON records (product_id);
+CREATE TABLE IF NOT EXISTS items (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('suggestion', 'conflict')),
+  product_id TEXT NOT NULL, attribute TEXT NOT NULL, value TEXT NOT NULL,
+  normalized_value TEXT, table_value TEXT, score REAL NOT NULL,
+  span_begin INTEGER, span_end INTEGER, evidence TEXT,
+  record_id TEXT, hl_begin INTEGER, hl_end INTEGER, category TEXT,
+  source TEXT, line INTEGER,
+  UNIQUE (kind, product_id, attribute, value));
+CREATE INDEX IF NOT EXISTS items_queue ON items (kind, score DESC, id);
+CREATE TABLE IF NOT EXISTS decisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  item_id INTEGER NOT NULL REFERENCES items (id),
+  product_id TEXT NOT NULL, attribute TEXT NOT NULL, value TEXT NOT NULL,
+  action TEXT NOT NULL CHECK (action IN ('accept', 'reject', 'edit', 'keep_table',
+                                         'keep_text', 'undo')),
+  edited_value TEXT, reviewer TEXT NOT NULL, time TEXT NOT NULL,
+  undoes INTEGER REFERENCES decisions (id), request_id TEXT UNIQUE);
+CREATE INDEX IF NOT EXISTS decisions_item ON decisions (item_id, id);
+CREATE INDEX IF NOT EXISTS decisions_undoes ON decisions (undoes);
+CREATE INDEX IF NOT EXISTS decisions_reviewer ON decisions (reviewer, id);
+CREATE TABLE IF NOT EXISTS state (
+  item_id INTEGER PRIMARY KEY REFERENCES items (id),
+  decision_id INTEGER NOT NULL REFERENCES decisions (id));
+CREATE TABLE IF NOT EXISTS leases (
+  item_id INTEGER PRIMARY KEY REFERENCES items (id),
+  session TEXT NOT NULL, reviewer TEXT NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_session ON leases (session);
+CREATE VIEW IF NOT EXISTS last_decisions AS
+  SELECT i.id AS item_id, i.kind, i.product_id, i.attribute, i.value, i.table_value, i.score,
+         i.record_id, d.action, d.edited_value, d.reviewer, d.time, d.id AS decision_id
+  FROM state s JOIN decisions d ON d.id = s.decision_id JOIN items i ON i.id = s.item_id;
+"""
+
+
+class ReviewError(Exception):
+    """A request the database refuses; `status` is the HTTP status the server answers."""
+
+    status = 400
+
+
+class NotFound(ReviewError):
+    status = 404
+
+
+class Leased(ReviewError):
+    """Another reviewer holds the item."""
+
+    status = 409
+
+
+class NothingToUndo(ReviewError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which items a queue shows: one attribute, one category, a score range (all optional)."""
+
+    attribute: str | None = None
+    category: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        where, args = [], []
+        if self.attribute is not None:
+            where.append("i.attribute = ?")
+            args.append(self.attribute)
+        if self.category is not None:
+            where.append("i.category = ?")
+            args.append(self.category)
+        if self.min_score is not None:
+            where.append("i.score >= ?")
+            args.append(self.min_score)
+        if self.max_score is not None:
+            where.append("i.score <= ?")
+            args.append(self.max_score)
+        return (" AND ".join(where) or "1"), args
+
+
+@dataclass
+class LoadSummary:
+    new: int = 0
+    updated: int = 0
+    records: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.new} new and {self.updated} known items, {self.records} product texts"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ReviewDB:
+    """The review database at `path` (created on first use). Each call opens its own
+    connection, so one object may be used from many threads; writes that must not interleave
+    run in `BEGIN IMMEDIATE` transactions (SQLite's single writer, waiting up to `timeout`)."""
+
+    def __init__(self, path: str | Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 clock: Callable[[], float] = time.time, timeout: float = 30.0):
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+        self.path = Path(path)
+        self.lease_seconds = float(lease_seconds)
+        self.clock = clock
+        self.timeout = timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as c:
+            mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"{self.path}: cannot use WAL mode (got {mode})")
+            c.executescript(SCHEMA)
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                      (SCHEMA_VERSION,))
+            version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"{self.path}: review database version {version}; "
+                                            f"this mjave reads version {SCHEMA_VERSION}")
+
+    # ---- connections ------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)) as c:
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA foreign_keys=ON")
+            c.execute("PRAGMA synchronous=NORMAL")
+            yield c
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error)."""
+        with self._connect() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def journal_mode(self) -> str:
+        with self._connect() as c:
+            return str(c.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ---- loading ----------------------------------------------------------------------------
+
+    def load(self, items: Sequence[ItemIn], products: dict[str, list[Record]]) -> LoadSummary:
+        """Add the items (and the texts they are about); items already in the database (same
+        kind, product, attribute, value) get the new score, offsets and evidence and keep their
+        decisions. Every item's product must be in `products`."""
+        summary = LoadSummary()
+        with self._write() as c:
+            before = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            seen_records: set[str] = set()
+            for item in items:
+                records = products[item.product_id]
+                record, span = choose_record(item, records)
+                for r in records:
+                    if r.id not in seen_records:
+                        c.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                                  (r.id, item.product_id, r.text, r.category, r.image))
+                        seen_records.add(r.id)
+                category = record.category or next((r.category for r in records if r.category),
+                                                   None)
+                c.execute(
+                    "INSERT INTO items (kind, product_id, attribute, value, normalized_value, "
+                    "table_value, score, span_begin, span_end, evidence, record_id, hl_begin, "
+                    "hl_end, category, source, line) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (kind, product_id, attribute, value) DO UPDATE SET "
+                    "normalized_value=excluded.normalized_value, "
+                    "table_value=excluded.table_value, score=excluded.score, "
+                    "span_begin=excluded.span_begin, span_end=excluded.span_end, "
+                    "evidence=excluded.evidence, record_id=excluded.record_id, "
+                    "hl_begin=excluded.hl_begin, hl_end=excluded.hl_end, "
+                    "category=excluded.category, source=excluded.source, line=excluded.line",
+                    (item.kind, item.product_id, item.attribute, item.value,
+                     item.normalized_value, item.table_value, item.score, item.begin, item.end,
+                     item.evidence, record.id, span[0] if span else None,
+                     span[1] if span else None, category, item.source, item.line))
+            after = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            summary.new = int(after - before)
+            summary.updated = len(items) - summary.new
+            summary.records = len(seen_records)
+        return summary
+
+    def count_items(self) -> int:
+        with self._connect() as c:
+            return int(c.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    # ---- the queue --------------------------------------------------------------------------
+
+    def claim(self, session: str, reviewer: str, kind: str = "suggestion",
+              filters: Filters = Filters(), after: int | None = None) -> dict[str, Any] | None:
+        """Lease the best-scored undecided item of `kind` matching `filters` that no other
+        session holds, and return it (None when there is none). The session's earlier leases
+        are released. `after`: an item id; take the next one in queue order (score descending,
+        then id) after it, wrapping around to the top (the arrow key's "skip")."""
+        where, args = filters.sql()
+        now = self.clock()
+        with self._write() as c:
+            c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
+            base = (f"SELECT i.id FROM items i WHERE i.kind = ? AND {where} "
+                    "AND NOT EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
+                    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id)")
+            order = " ORDER BY i.score DESC, i.id LIMIT 1"
+            ref = None
+            if after is not None:
+                ref = c.execute("SELECT score FROM items WHERE id = ?", (after,)).fetchone()
+            if ref is not None:
+                row = c.execute(base + " AND (i.score < ? OR (i.score = ? AND i.id > ?))"
+                                + order, [kind, *args, ref[0], ref[0], after]).fetchone()
+                if row is None:  # wrap around, but not back onto the skipped item
+                    row = c.execute(base + " AND i.id != ?" + order,
+                                    [kind, *args, after]).fetchone()
+            else:
+                row = c.execute(base + order, [kind, *args]).fetchone()
+            if row is None:
+                return None
+            item_id = int(row[0])
+            c.execute("INSERT INTO leases VALUES (?, ?, ?, ?)",
+                      (item_id, session, reviewer, now + self.lease_seconds))
+        return self.item(item_id)
+
+    def open(self, item_id: int, session: str, reviewer: str) -> dict[str, Any]:
+        """Lease one named item (decided or not) to the session: going back to an earlier item.
+        Leased (409) when another session holds it."""
+        now = self.clock()
+        with self._write() as c:
+            self._require_item(c, item_id)
+            self._check_lease(c, item_id, session, now)
+            c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
+            c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+                      (item_id, session, reviewer, now + self.lease_seconds))
+        return self.item(item_id)
+
+    def renew(self, session: str) -> int:
+        """Push back the expiry of the session's leases (a page that is still open); returns
+        how many it holds."""
+        now = self.clock()
+        with self._write() as c:
+            cur = c.execute("UPDATE leases SET expires = ? WHERE session = ? AND expires > ?",
+                            (now + self.lease_seconds, session, now))
+            return cur.rowcount
+
+    def release(self, session: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM leases WHERE session = ?", (session,))
+
+    @staticmethod
+    def _require_item(c: sqlite3.Connection, item_id: int) -> sqlite3.Row:
+        row = c.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no item {item_id}")
+        return row
+
+    @staticmethod
+    def _check_lease(c: sqlite3.Connection, item_id: int, session: str | None,
+                     now: float) -> None:
+        held = c.execute("SELECT session, reviewer FROM leases WHERE item_id = ? AND "
+                         "expires > ?", (item_id, now)).fetchone()
+        if held is not None and held["session"] != session:
+            raise Leased(f"item {item_id} is being reviewed by {held['reviewer']}")
+
+    # ---- decisions --------------------------------------------------------------------------
+
+    def decide(self, item_id: int, action: str, reviewer: str, *, session: str | None = None,
+               edited_value: str | None = None, request_id: str | None = None
+               ) -> dict[str, Any]:
+        """Record a decision on an item (it becomes the item's effective decision; earlier ones
+        stay in the history) and release the item's lease. A `request_id` seen before returns
+        the decision recorded then instead of recording a second one. Leased (409) when another
+        session holds the item."""
+        now = self.clock()
+        with self._write() as c:
+            if request_id is not None:
+                old = c.execute("SELECT * FROM decisions WHERE request_id = ?",
+                                (request_id,)).fetchone()
+                if old is not None:
+                    return dict(old)
+            item = self._require_item(c, item_id)
+            if action not in ACTIONS[item["kind"]]:
+                raise ReviewError(f"a {item['kind']} takes {', '.join(ACTIONS[item['kind']])}, "
+                                  f"not {action!r}")
+            if action == "edit":
+                edited_value = (edited_value or "").strip()
+                if not edited_value:
+                    raise ReviewError("an edit needs the corrected value (edited_value)")
+            else:
+                edited_value = None
+            self._check_lease(c, item_id, session, now)
+            cur = c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, "
+                            "action, edited_value, reviewer, time, request_id) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (item_id, item["product_id"], item["attribute"], item["value"],
+                             action, edited_value, reviewer, now_iso(), request_id))
+            decision_id = cur.lastrowid
+            c.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (item_id, decision_id))
+            c.execute("DELETE FROM leases WHERE item_id = ?", (item_id,))
+            return dict(c.execute("SELECT * FROM decisions WHERE id = ?",
+                                  (decision_id,)).fetchone())
+
+    def undo(self, reviewer: str, session: str | None = None, item_id: int | None = None
+             ) -> dict[str, Any]:
+        """Take back the effective decision of `item_id`, or else the reviewer's latest decision
+        that is still in effect: an `undo` row is appended, the decision before it (if any)
+        becomes effective again, and the item is leased to the session. Returns the item."""
+        now = self.clock()
+        with self._write() as c:
+            if item_id is None:
+                row = c.execute("SELECT d.id, d.item_id FROM state s JOIN decisions d ON "
+                                "d.id = s.decision_id WHERE d.reviewer = ? ORDER BY d.id DESC "
+                                "LIMIT 1", (reviewer,)).fetchone()
+            else:
+                self._require_item(c, item_id)
+                row = c.execute("SELECT d.id, d.item_id FROM state s JOIN decisions d ON "
+                                "d.id = s.decision_id WHERE s.item_id = ?", (item_id,)).fetchone()
+            if row is None:
+                raise NothingToUndo("nothing to undo" if item_id is None else
+                                    f"item {item_id} has no decision to undo")
+            target, item_id = int(row["id"]), int(row["item_id"])
+            self._check_lease(c, item_id, session, now)
+            item = self._require_item(c, item_id)
+            c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, action, "
+                      "reviewer, time, undoes) VALUES (?, ?, ?, ?, 'undo', ?, ?, ?)",
+                      (item_id, item["product_id"], item["attribute"], item["value"], reviewer,
+                       now_iso(), target))
+            previous = c.execute(
+                "SELECT id FROM decisions d WHERE item_id = ? AND action != 'undo' AND NOT "
+                "EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id) ORDER BY id DESC "
+                "LIMIT 1", (item_id,)).fetchone()
+            if previous is None:
+                c.execute("DELETE FROM state WHERE item_id = ?", (item_id,))
+            else:
+                c.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (item_id, previous[0]))
+            if session is not None:
+                c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
+                c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+                          (item_id, session, reviewer, now + self.lease_seconds))
+        return self.item(item_id)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def item(self, item_id: int) -> dict[str, Any]:
+        """An item with its text, effective decision, history and lease."""
+        with self._connect() as c:
+            row = self._require_item(c, item_id)
+            out = dict(row)
+            rec = c.execute("SELECT * FROM records WHERE record_id = ?",
+                            (row["record_id"],)).fetchone()
+            out["text"] = rec["text"] if rec else None
+            out["image"] = rec["image"] if rec else None
+            d = c.execute("SELECT d.* FROM state s JOIN decisions d ON d.id = s.decision_id "
+                          "WHERE s.item_id = ?", (item_id,)).fetchone()
+            out["decision"] = dict(d) if d else None
+            out["history"] = [dict(h) for h in c.execute(
+                "SELECT * FROM decisions WHERE item_id = ? ORDER BY id", (item_id,))]
+            lease = c.execute("SELECT session, reviewer, expires FROM leases WHERE item_id = ? "
+                              "AND expires > ?", (item_id, self.clock())).fetchone()
+            out["lease"] = dict(lease) if lease else None
+        return out
+
+    def counts(self, kind: str, filters: Filters = Filters()) -> dict[str, int]:
+        """Items of `kind` matching `filters`: total, decided, undecided, and per action."""
+        where, args = filters.sql()
+        with self._connect() as c:
+            total = c.execute(f"SELECT COUNT(*) FROM items i WHERE i.kind = ? AND {where}",
+                              [kind, *args]).fetchone()[0]
+            rows = c.execute(f"SELECT d.action, COUNT(*) FROM items i JOIN state s ON "
+                             f"s.item_id = i.id JOIN decisions d ON d.id = s.decision_id "
+                             f"WHERE i.kind = ? AND {where} GROUP BY d.action",
+                             [kind, *args]).fetchall()
+        out = {"total": int(total)}
+        out.update({str(a): int(n) for a, n in rows})
+        out["decided"] = sum(int(n) for _, n in rows)
+        out["undecided"] = out["total"] - out["decided"]
+        return out
+
+    def facets(self, kind: str) -> dict[str, list[Any]]:
+        """The attributes and categories of the items of `kind`, and their score range."""
+        with self._connect() as c:
+            attrs = [r[0] for r in c.execute("SELECT DISTINCT attribute FROM items WHERE "
+                                             "kind = ? ORDER BY attribute", (kind,))]
+            cats = [r[0] for r in c.execute("SELECT DISTINCT category FROM items WHERE kind = ? "
+                                            "AND category IS NOT NULL ORDER BY category",
+                                            (kind,))]
+            lo, hi = c.execute("SELECT MIN(score), MAX(score) FROM items WHERE kind = ?",
+                               (kind,)).fetchone()
+        return {"attributes": attrs, "categories": cats, "score_range": [lo, hi]}
+
+    def effective(self) -> list[dict[str, Any]]:
+        """Every decided item with its effective decision and text (the export's input), by
+        product, attribute and item id."""
+        with self._connect() as c:
+            rows = c.execute(
+                "SELECT i.*, d.action, d.edited_value, d.reviewer, d.time, r.text AS text, "
+                "r.category AS record_category, r.image AS image FROM state s "
+                "JOIN decisions d ON d.id = s.decision_id JOIN items i ON i.id = s.item_id "
+                "LEFT JOIN records r ON r.record_id = i.record_id "
+                "ORDER BY i.product_id, i.attribute, i.id").fetchall()
+        return [dict(r) for r in rows]
+
+    def product_records(self, product_id: str) -> list[dict[str, Any]]:
+        with self._connect() as c:
+            return [dict(r) for r in c.execute(
+                "SELECT * FROM records WHERE product_id = ? ORDER BY rowid", (product_id,))]
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The decisions, oldest first (all of them, or the last `limit`)."""
+        with self._connect() as c:
+            if limit is None:
+                rows = c.execute("SELECT * FROM decisions ORDER BY id").fetchall()
+            else:
+                rows = c.execute("SELECT * FROM (SELECT * FROM decisions ORDER BY id DESC "
+                                 "LIMIT ?) ORDER BY id", (limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+
+__all__ = ["ACTIONS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary", "NotFound",
+           "NothingToUndo", "ReviewDB", "ReviewError"]
