@@ -372,3 +372,19 @@ def test_visualise_gate_maps(base, out_root):
     md, data = outputs_ok(result, "visualise", figures)
     ex = data["results"]["examples"][0]
     assert len(ex["tokens"]) == len(ex["global_gate"]) and len(ex["regional_gate"]) == 49
+
+
+def test_realdata_recipes_load_and_compare_with_the_plain_tagger():
+    from mjave.config import load
+    from mjave.experiments.table import TableConfig
+    from mjave.model.registry import architectures
+    folder = Path(__file__).resolve().parents[1] / "configs" / "realdata"
+    paths = sorted(folder.glob("*.yaml"))
+    assert [p.stem for p in paths] == ["oamine", "wdcpave"]
+    for path in paths:
+        cfg = load(TableConfig, path)
+        assert cfg.base.encoder.fine_tune and cfg.base.encoder.text_encoder == "minilm"
+        archs = {m.overrides.get("model.architecture", "mjave") for m in cfg.models}
+        assert "token-classification" in archs and archs <= set(architectures())
+        assert cfg.reference in {m.name for m in cfg.models}
+        assert cfg.eval_data.endswith(f"{path.stem}/valid.jsonl")

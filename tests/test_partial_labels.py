@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from mjave.config import ConfigError, apply_overrides, load, save
 from mjave.data.records import Record, Span
 from mjave.data.schema import AttributeSchema
+from mjave.data.tagging import Encoded
 from mjave.encoders.features import EncoderConfig
 from mjave.model import MJAVE, ModelConfig
 from mjave.model.baselines import NEURAL_BASELINES
@@ -207,10 +208,10 @@ SCHEMA = AttributeSchema(("Color", "Fit", "Material"))
 def _example(known, text="red slim", spans=()):
     extra = {} if known is None else {"known_attributes": sorted(known)}
     r = Record(id=text, text=text, spans=list(spans), extra=extra)
-    from mjave.data.tagging import Encoded
     enc = Encoded(input_ids=[1, 5, 6, 2], offsets=[(0, 0), (0, 3), (4, 8), (0, 0)],
                   word_ids=[None, 0, 1, None], labels=[-100, 0, 0, -100])
-    return Example(r, enc, np.zeros(L, dtype=np.float32), attr_known=known_attribute_mask(r, SCHEMA))
+    return Example(r, enc, np.zeros(L, dtype=np.float32),
+                   attr_known=known_attribute_mask(r, SCHEMA))
 
 
 def test_known_attribute_mask_from_the_record_and_schema():
