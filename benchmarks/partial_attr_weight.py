@@ -1,9 +1,11 @@
-"""Partial-label training: masking vs down-weighting the attribute loss of unknown attributes.
+"""Partial-label training: masking vs down-weighting the attribute loss of unknown attributes,
+and mixing the naive O target into the value loss of unlabelled tokens.
 
 Simulates an incomplete catalog from a gold-annotated JSONL file: in every record each gold
 attribute is hidden with probability `--hide` (seeded): its spans are removed and it is left out
 of `known_attributes`. The same labels are trained naively and with partial labels at several
-`train.partial_attr_weight` values (0 = masked, the default), then every model is scored on:
+`train.partial_attr_weight` values (0 = masked, the default) and `train.partial_outside_weight`
+values (`o…` runs; 0 = the marginal alone, the default), then every model is scored on:
 
 - the hidden (attribute, value) pairs of the training texts (what completion must recover):
   precision, recall and F1 of the predicted spans of unknown attributes (pair level, value
@@ -37,8 +39,11 @@ from mjave.training.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.evaluate import featurize, score
 from mjave.training.trainer import train
 
-SETTINGS = {"naive": (False, 0.0), "mask": (True, 0.0), "w0.1": (True, 0.1),
-            "w0.3": (True, 0.3), "w1": (True, 1.0)}
+# name -> (partial labels, train.partial_attr_weight, train.partial_outside_weight)
+SETTINGS = {"naive": (False, 0.0, 0.0), "mask": (True, 0.0, 0.0), "w0.1": (True, 0.1, 0.0),
+            "w0.3": (True, 0.3, 0.0), "w1": (True, 1.0, 0.0),
+            "o0.1": (True, 0.0, 0.1), "o0.3": (True, 0.0, 0.3), "o0.5": (True, 0.0, 0.5),
+            "w0.3o0.3": (True, 0.3, 0.3)}
 
 
 def norm(s: str) -> str:
@@ -78,21 +83,21 @@ def hidden_pair_scores(records, hidden, decoded) -> dict:
 
 
 def run(name: str, seed: int, args, gold, eval_records) -> dict:
-    partial, weight = SETTINGS[name]
+    partial, weight, outside = SETTINGS[name]
     out = Path(args.out)
     recs, hidden = hide(gold, seed, args.hide)
     data = out / "data" / f"seed-{seed}.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     write_records(recs, data)
     folder = out / "models" / f"{name}-{seed}"
-    features = str(out / "features")
+    features = args.features or str(out / "features")
     cfg = RunConfig(
         output_dir=str(folder), features_dir=features, data=DataConfig(train=str(data)),
         encoder=EncoderConfig(text_encoder="minilm", image_encoder="none", max_length=64),
         model=ModelConfig(use_image=False),
         train=TrainConfig(epochs=args.epochs, batch_size=32, lr=1e-3, patience=args.epochs,
                           seed=seed, device=args.device, partial_labels=partial,
-                          partial_attr_weight=weight))
+                          partial_attr_weight=weight, partial_outside_weight=outside))
     train(cfg)
     model = LoadedModel.load(folder, device=args.device)
     examples = featurize(model, recs, None, features)
@@ -115,6 +120,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/partial-attr-weight")
+    ap.add_argument("--features", help="frozen-feature store (default OUT/features)")
     args = ap.parse_args()
     gold, _ = read_records(args.data)
     eval_records = read_records(args.eval)[0] if args.eval else None

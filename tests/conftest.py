@@ -28,3 +28,15 @@ def tiny_web_model(tmp_path_factory) -> tuple[Path, Path]:
     pytest.importorskip("efficientnet_lite_pytorch")
     from mjave.testing import train_tiny_mjave
     return train_tiny_mjave(tmp_path_factory.mktemp("tiny-web"), image_size=224, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    one thread is fastest, and unlike two it does not slow down 50-fold when the machine is busy
+    (spinning threads fight for the cores)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

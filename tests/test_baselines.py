@@ -26,14 +26,7 @@ from test_training import make_config, tiny_bert, tiny_data  # noqa: F401
 L, DT, A = 3, 16, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The models here are tiny: one thread is fastest, and unlike two threads it does not slow
-    down 50-fold when the machine is busy (spinning threads fight for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(name, **overrides):

@@ -27,12 +27,7 @@ from mjave.training.trainer import resolve_partial_labels, train
 L = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_case(seed=0, B=3, T=7):
@@ -78,6 +73,45 @@ def test_tag_loss_is_the_marginal_over_allowed_tags_on_a_hand_made_case():
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # strictly below the ordinary CE (it also pays for the unknown attribute's tags)
     assert got < tag_loss(logits, labels, mask)
+
+
+def test_outside_weight_mixes_the_naive_o_target_into_unlabelled_tokens_only():
+    # Same hand-made case: tokens 0 and 2 are unlabelled (gold O), token 1 is inside an a0 span.
+    logits = torch.tensor([[[2.0, 0.5, -1.0, 1.0, 0.0],
+                            [0.0, 3.0, 0.0, -1.0, 0.5],
+                            [1.0, 2.0, 1.5, -0.5, 0.3]]])
+    labels = torch.tensor([[0, 1, 0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    known = torch.tensor([[True, False]])
+    p = [torch.softmax(row, -1).tolist() for row in logits[0]]
+    marginal = [-math.log(p[t][0] + p[t][3] + p[t][4]) for t in (0, 2)]
+    naive = [-math.log(p[t][0]) for t in (0, 2)]
+    inside = -math.log(p[1][1])
+    w = 0.25
+    expected = (sum((1 - w) * m + w * n for m, n in zip(marginal, naive)) + inside) / 3
+    got = tag_loss(logits, labels, mask, known, outside_weight=w)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # the two ends: 0 is the marginal, 1 is the ordinary cross entropy
+    assert torch.allclose(tag_loss(logits, labels, mask, known, outside_weight=0.0),
+                          tag_loss(logits, labels, mask, known))
+    assert torch.allclose(tag_loss(logits, labels, mask, known, outside_weight=1.0),
+                          tag_loss(logits, labels, mask))
+    # with every attribute known the weight changes nothing
+    all_known = torch.ones(1, 2, dtype=torch.bool)
+    assert torch.allclose(tag_loss(logits, labels, mask, all_known, outside_weight=0.7),
+                          tag_loss(logits, labels, mask))
+
+
+@pytest.mark.parametrize("name", ["mjave", *NEURAL_BASELINES])
+def test_models_pass_the_outside_weight_to_their_value_loss(name):
+    m = _tiny_model(name)
+    b = _batch()
+    known = torch.tensor([[True, False, False]] * 3)
+    marginal = m(**b, attr_known=known).loss_value
+    mixed = m(**b, attr_known=known, outside_weight=0.5).loss_value
+    naive = m(**b).loss_value
+    # the mixed value loss lies strictly between the marginal and the naive one
+    assert marginal < mixed < naive, name
 
 
 def test_allowed_tags_follow_the_schema_layout():
@@ -166,16 +200,19 @@ def _batch(seed=1, B=3, T=6, DT=16):
                 attr_labels=attrs, tag_labels=tags)
 
 
+def _tiny_model(name):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(architecture=name, text_dim=16, num_attributes=L,
+                                   attention_size=8, dropout=0.0, use_image=False)).eval()
+
+
 def _losses(out):
     return [x for x in (out.loss, out.loss_attr, out.loss_value, out.loss_kl) if x is not None]
 
 
 @pytest.mark.parametrize("name", ["mjave", *NEURAL_BASELINES])
 def test_models_take_the_mask_and_equal_ordinary_losses_when_all_is_known(name):
-    torch.manual_seed(0)
-    cfg = ModelConfig(architecture=name, text_dim=16, num_attributes=L, attention_size=8,
-                      dropout=0.0, use_image=False)
-    m = build_model(cfg).eval()
+    m = _tiny_model(name)
     b = _batch()
     plain = m(**b)
     all_known = m(**b, attr_known=torch.ones(3, L, dtype=torch.bool))
@@ -257,7 +294,8 @@ def test_partial_validation_records_are_scored_on_known_attributes_only():
 def test_train_config_option_round_trips(tmp_path):
     assert TrainConfig().partial_labels is None and TrainConfig().partial_attr_weight == 0.0
     for value in (None, True, False):
-        cfg = RunConfig(train=TrainConfig(partial_labels=value, partial_attr_weight=0.25))
+        cfg = RunConfig(train=TrainConfig(partial_labels=value, partial_attr_weight=0.25,
+                                          partial_outside_weight=0.1))
         for suffix in ("yaml", "json"):
             save(cfg, tmp_path / f"c.{suffix}")
             assert load(RunConfig, tmp_path / f"c.{suffix}") == cfg

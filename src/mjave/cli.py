@@ -209,6 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not cfg.data.train:
         raise DataError("no training data: set data.train in the config or --set data.train=FILE")
     result = train(cfg, progress=_progress())
+    from mjave.training.distributed import launch_rank
+    if launch_rank() != 0:   # under torchrun only rank 0 reports
+        return 0
     best = result.best_valid
     print(f"model: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run}"
           f"{', resumed after epoch %d' % result.resumed_from if result.resumed_from else ''}, "

@@ -782,6 +782,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """`mjave predict`: exit 0 when the sweep finished (error rows included), 1 when it could
     not run (missing model, unreadable input, unwritable output)."""
     from mjave.config import ConfigError
+    if args.engine == "ray":
+        from mjave.inference.ray_engine import cmd_predict_ray  # imports ray only when it runs
+        return cmd_predict_ray(args)
+    if args.ray_address is not None or args.num_workers is not None:
+        print("error: --ray-address and --num-workers need --engine ray", file=sys.stderr)
+        return 1
     try:
         summary = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
                                device=args.device, resume=args.resume,
@@ -802,7 +808,7 @@ def add_predict_command(commands: argparse._SubParsersAction) -> argparse.Argume
         "Parquet) through a trained model into OUTPUT (.jsonl, .csv or .parquet). Rows that "
         "cannot be predicted become error rows; the summary counts them by reason.")
     p.add_argument("model", help="model folder written by `mjave train`")
-    p.add_argument("input", help="input file")
+    p.add_argument("input", help="input file (--engine ray: also a folder or a glob of shards)")
     p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -813,6 +819,14 @@ def add_predict_command(commands: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
                    help="input format (default: from the extension)")
     p.add_argument("--no-text", action="store_true", help="leave the text out of the output")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data over the shards of INPUT "
+                   "(a file, a folder or a quoted glob) into a folder of Parquet parts "
+                   "(pip install 'mjave[ray]'; see docs/inference.md)")
+    p.add_argument("--ray-address", help="with --engine ray: a running Ray cluster (auto, "
+                   "ray://host:10001); default: start a local Ray")
+    p.add_argument("--num-workers", type=int,
+                   help="with --engine ray: model actors, each loading the model once (default 2)")
     p.set_defaults(func=cmd_predict)
     return p
 

@@ -48,7 +48,7 @@ def allowed_outside_tags(attr_known: Tensor) -> Tensor:
 
 
 def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
-             attr_known: Tensor | None = None) -> Tensor:
+             attr_known: Tensor | None = None, outside_weight: float = 0.0) -> Tensor:
     """Eq. 11 as M-JAVE computes it: CE over the tagged positions (labels -100 ignored).
 
     A batch without any tagged position gives a zero that still depends on the logits, so
@@ -59,6 +59,13 @@ def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
     negative log-likelihood of the allowed tags, -log(p(O) + sum over unknown attributes a of
     p(B-a) + p(I-a)); a token inside a span keeps -log p(gold tag). The mean is over the same
     tagged positions as the ordinary loss, so with every attribute known the two are equal.
+
+    `outside_weight` w mixes the naive target back in for those tokens: their loss becomes
+    (1 - w) * marginal + w * (-log p(O)). The marginal alone (w = 0) lets every unlabelled token
+    lean towards some unknown attribute at no cost, and since a catalog table lists only the
+    attributes a product has, "unknown" covers the many absent attributes as well as the few
+    hidden ones; a small w says that most unlabelled tokens are still O (in expectation, the
+    same as training a random w of them as O: negative sampling).
     """
     labels = tag_labels.masked_fill(~tag_mask, IGNORE)
     if attr_known is None:
@@ -70,10 +77,35 @@ def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
         gold = F.one_hot(labels.clamp_min(0), logits.shape[-1]).bool()   # (B, T, num_tags)
         outside = allowed_outside_tags(attr_known)[:, None, :]           # (B, 1, num_tags)
         allowed = torch.where((labels == 0).unsqueeze(-1), outside, gold)
-        nll = (logits.logsumexp(-1)
-               - logits.masked_fill(~allowed, float("-inf")).logsumexp(-1))  # (B, T)
+        log_z = logits.logsumexp(-1)
+        nll = log_z - logits.masked_fill(~allowed, float("-inf")).logsumexp(-1)  # (B, T)
+        if outside_weight:
+            naive = log_z - logits[..., 0]                                # -log p(O)
+            nll = torch.where(labels == 0, (1.0 - outside_weight) * nll + outside_weight * naive,
+                              nll)
         nll = nll.masked_fill(~valid, 0.0)
         loss = nll.sum() / valid.sum()
     if not torch.isfinite(loss):
         loss = tag_logits.sum() * 0.0
     return loss
+
+
+def tag_count(tag_labels: Tensor, tag_mask: Tensor) -> Tensor:
+    """The number of positions `tag_loss` averages over: tagged and labelled (not IGNORE)."""
+    return (tag_mask.bool() & (tag_labels != IGNORE)).sum()
+
+
+def shard_loss(loss: Tensor, loss_value: Tensor | None, counts: Tensor, totals: Tensor) -> Tensor:
+    """The part of a global batch's loss that one shard of it contributes (data parallelism).
+
+    Every architecture's `loss` is a mean over the batch's examples (attribute BCE, KL) plus
+    `loss_value`, the tag loss: a mean over its `tag_count` positions. `counts` and `totals` are
+    (examples, tag positions) of the shard and of the global batch. Each mean is reweighted by
+    the shard's share of its denominator, so the parts of all shards sum to the global batch's
+    loss, and their gradients to its gradient, however unevenly the shards hold tagged tokens
+    (averaging per-shard means would not). A zero total weighs its term 0.
+    """
+    share = counts.double() / totals.double().clamp_min(1)
+    per_token = loss_value if loss_value is not None else torch.zeros_like(loss)
+    return (share[0].to(loss.dtype) * (loss - per_token)
+            + share[1].to(loss.dtype) * per_token)

@@ -163,6 +163,8 @@ class MJAVEOutput:
     global_gate: Tensor | None
     regional_gate: Tensor | None
     image_attention: Tensor | None
+    # Every architecture keeps loss = (means over the batch's examples) + loss_value (the mean
+    # over its tagged positions): data-parallel training reweights the two (`losses.shard_loss`).
     loss: Tensor | None = None
     loss_attr: Tensor | None = None
     loss_value: Tensor | None = None
@@ -190,11 +192,12 @@ class MJAVE(nn.Module):
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
                 attr_labels: Tensor | None = None, tag_labels: Tensor | None = None,
-                attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0
-                ) -> MJAVEOutput:
+                attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0,
+                outside_weight: float = 0.0) -> MJAVEOutput:
         """`attr_known` (B, L) bool switches the losses to partial labels (see
         `mjave.model.losses`); `unknown_attr_weight` weights the attribute loss of negatives of
-        attributes not known (0: masked). Both only matter when labels are given."""
+        attributes not known (0: masked), `outside_weight` the naive O target of unlabelled
+        tokens (0: the marginal alone). They only matter when labels are given."""
         cfg = self.cfg
         mask = mask.bool()
         tag_mask = tag_mask.bool() & mask
@@ -231,17 +234,19 @@ class MJAVE(nn.Module):
                           cross.image_attention)
         if attr_labels is not None and tag_labels is not None:
             partial = ({} if attr_known is None else
-                       {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight})
+                       {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight,
+                        "outside_weight": outside_weight})
             self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask, **partial)
         return out
 
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
                     tag_labels: Tensor, tag_mask: Tensor, attr_known: Tensor | None = None,
-                    unknown_attr_weight: float = 0.0) -> None:
+                    unknown_attr_weight: float = 0.0, outside_weight: float = 0.0) -> None:
         cfg = self.cfg
         loss_attr = attribute_loss(out.attr_logits, attr_labels, attr_known,
                                    unknown_attr_weight)                               # Eq. 8
-        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known)       # Eq. 11
+        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
+                              outside_weight)                                         # Eq. 11
         loss = loss_attr + loss_value
         loss_kl = None
         # The KL term (Eq. 12-13) compares two predicted distributions and reads no label, so

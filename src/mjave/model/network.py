@@ -25,10 +25,11 @@ class TextImageModel(nn.Module):
         self.text_encoder = text_encoder
 
     def forward(self, batch: dict[str, torch.Tensor], with_labels: bool = True,
-                unknown_attr_weight: float = 0.0) -> MJAVEOutput:
+                unknown_attr_weight: float = 0.0, outside_weight: float = 0.0) -> MJAVEOutput:
         """With labels, a batch holding `attr_known` (collated from partially labelled examples)
         is trained with the partial-label losses; the trainer drops it from the batch when
-        `train.partial_labels` is off. `unknown_attr_weight`: see `mjave.model.losses`."""
+        `train.partial_labels` is off. `unknown_attr_weight` and `outside_weight`: see
+        `mjave.model.losses` (`attribute_loss`, `tag_loss`)."""
         if self.text_encoder is None:
             h = batch["h"]
         else:
@@ -37,7 +38,8 @@ class TextImageModel(nn.Module):
         partial = {}
         if with_labels and batch.get("attr_known") is not None:
             partial = {"attr_known": batch["attr_known"],
-                       "unknown_attr_weight": unknown_attr_weight}
+                       "unknown_attr_weight": unknown_attr_weight,
+                       "outside_weight": outside_weight}
         return self.head(h=h, mask=batch["mask"], tag_mask=batch["tag_mask"],
                          v_global=batch.get("v_global"), v=batch.get("v"),
                          attr_labels=batch.get("attr_labels") if gold else None,

@@ -47,6 +47,10 @@ class TrainConfig:
     # Attribute-loss weight of a negative whose attribute the record does not know (partial
     # labels only): 0 masks it out (default), 1 is the naive negative.
     partial_attr_weight: float = 0.0
+    # Value-loss weight of the naive O target on tokens outside every labelled span of a
+    # partially labelled record (partial labels only): 0 = the marginal over O and the unknown
+    # attributes' tags alone, 1 = naive. See `mjave.model.losses.tag_loss`.
+    partial_outside_weight: float = 0.0
 
 
 @dataclass

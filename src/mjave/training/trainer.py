@@ -32,6 +32,7 @@ from mjave.inference.loading import (build_network, make_aligner, make_tokenizer
 from mjave.inference.predict import as_records, predict_examples
 from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
+from mjave.training import distributed
 from mjave.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 from mjave.training.config import RunConfig
 from mjave.training.evaluate import known_attributes_only
@@ -152,12 +153,20 @@ def resolve_partial_labels(requested: bool | None, records: Sequence[Record],
 def train(config: RunConfig, progress: Progress | None = None,
           stop_after_epochs: int | None = None) -> TrainResult:
     """Train the model `config` describes into `config.output_dir` (resuming if a checkpoint is
-    there). `stop_after_epochs` ends this call early, as a kill would (used by tests)."""
+    there). `stop_after_epochs` ends this call early, as a kill would (used by tests). Started by
+    torchrun with several processes, it trains data-parallel (`mjave.training.distributed`)."""
+    with distributed.process_group(resolve_device(config.train.device)):
+        return _train(config, progress, stop_after_epochs)
+
+
+def _train(config: RunConfig, progress: Progress | None,
+           stop_after_epochs: int | None) -> TrainResult:
     start = time.time()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
+    device = distributed.local_device(resolve_device(config.train.device))
+    progress = progress if distributed.is_main() else None
 
     train_records, train_issues = load_split(config.data.train, config)
     schema = AttributeSchema.from_records(train_records)
@@ -167,9 +176,9 @@ def train(config: RunConfig, progress: Progress | None = None,
     aligner = make_aligner(config.encoder, schema, tokenizer)
     net, model_cfg = build_network(config, schema, tokenizer)
     tc = config.train
-    if not 0.0 <= tc.partial_attr_weight <= 1.0:
-        raise ConfigError(f"train.partial_attr_weight must lie in [0, 1], got "
-                          f"{tc.partial_attr_weight}")
+    for name in ("partial_attr_weight", "partial_outside_weight"):
+        if not 0.0 <= getattr(tc, name) <= 1.0:
+            raise ConfigError(f"train.{name} must lie in [0, 1], got {getattr(tc, name)}")
     partial = resolve_partial_labels(tc.partial_labels, train_records, net)
     # config.json records the mode used, not "auto".
     config = replace(config, model=model_cfg, train=replace(tc, partial_labels=partial))
@@ -180,21 +189,24 @@ def train(config: RunConfig, progress: Progress | None = None,
                      image_root=config.data.image_root,
                      text_features=not text_in_loop(config.encoder),
                      image_features=model_cfg.use_image, progress=progress)
-    train_split = Split(train_records, build_examples(train_records, issues=train_issues,
-                                                      **featurize), train_issues)
-    valid_split = None
-    if config.data.valid:
-        recs, iss = load_split(config.data.valid, config)
-        valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
-        n_partial = sum(r.known_attributes() is not None for r in recs)
-        if n_partial:
-            log.info("valid: %d of %d records are partially labelled; they are scored on their "
-                     "known attributes only", n_partial, len(recs))
+    with distributed.main_first():  # the feature store takes one writer at a time
+        train_split = Split(train_records, build_examples(train_records, issues=train_issues,
+                                                          **featurize), train_issues)
+        valid_split = None
+        if config.data.valid:
+            recs, iss = load_split(config.data.valid, config)
+            valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
+            n_partial = sum(r.known_attributes() is not None for r in recs)
+            if n_partial:
+                log.info("valid: %d of %d records are partially labelled; they are scored on "
+                         "their known attributes only", n_partial, len(recs))
     for name, split in (("train", train_split), ("valid", valid_split)):
         if split is not None and split.issues.summary():
             log.info("%s: %s", name, split.issues.summary())
 
-    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2, ensure_ascii=False))
+    if distributed.is_main():
+        (out / "config.json").write_text(json.dumps(to_dict(config), indent=2,
+                                                    ensure_ascii=False))
     optimizer = _optimizer(net, config)
     # Feature extraction may or may not have run (and drawn random numbers, e.g. while building
     # an encoder) depending on what the store already held: reseed so dropout does not care.
@@ -202,6 +214,9 @@ def train(config: RunConfig, progress: Progress | None = None,
     state = load_checkpoint(out, net, optimizer) or {
         "epoch": 0, "best_epoch": 0, "best_f1": -1.0, "best_valid": None, "history": [],
         "bad_epochs": 0}
+    distributed.check_same(state["epoch"], "the epoch to resume after (put output_dir on a "
+                           "filesystem every machine sees)")
+    model = distributed.wrap(net, device)  # net itself in a single process
     steps_per_epoch = -(-len(train_split.examples) // config.train.batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
     if state["epoch"]:
@@ -219,47 +234,63 @@ def train(config: RunConfig, progress: Progress | None = None,
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"] + 1
         net.train()
+        distributed.seed_dropout(tc.seed, epoch)
         g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
         chunks = batches(train_split.examples, tc.batch_size, generator=g)
         it = progress(chunks, total=len(chunks), desc=f"epoch {epoch}/{tc.epochs}") \
             if progress else chunks
         losses = []
         for chunk in it:
-            batch = collate(chunk, pad_id=pad_id, device=device)
+            part, counts = distributed.shard(chunk)  # the whole chunk in a single process
+            batch = collate(part, pad_id=pad_id, device=device)
             if not partial:
                 batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
             with _autocast(device, tc.bf16):
-                output = net(batch, unknown_attr_weight=tc.partial_attr_weight)
+                output = model(batch, unknown_attr_weight=tc.partial_attr_weight,
+                               outside_weight=tc.partial_outside_weight)
+            loss, batch_loss = distributed.batch_loss(output, batch, counts)
             optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
             optimizer.step()
             scheduler.step()
-            losses.append(output.loss.item())
-        row = {"epoch": epoch, "loss": float(np.mean(losses))}
-        improved = True
-        if valid_split is not None:
-            report = evaluate_split(net, valid_split, schema, config, device, pad_id)
-            row.update(valid_attribute_f1=report["attribute"]["f1"],
-                       valid_value_f1=report["value"]["f1"], valid_pair_f1=report["pair"]["f1"])
-            improved = report["value"]["f1"] > state["best_f1"]
-            if improved:
-                state.update(best_f1=report["value"]["f1"], best_valid=report)
-        if improved:
-            state.update(best_epoch=epoch, bad_epochs=0)
-            save_model(out, net, config, schema, metrics={"epoch": epoch,
-                                                          "valid": state["best_valid"]})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        state["history"].append(row)
-        (out / "history.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in state["history"]), encoding="utf-8")
-        log.info("epoch %d: %s", epoch, row)
-        save_checkpoint(out, net, optimizer, state)
+            losses.append(batch_loss.item())
+        row = {"epoch": epoch, "loss": float(np.mean(distributed.sum_over_ranks(losses)))}
+        if distributed.is_main():  # the others wait for its state: same early stopping everywhere
+            _end_epoch(net, optimizer, state, row, valid_split, schema, config, device,
+                       pad_id, out)
+        state = distributed.broadcast_object(state)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             break
 
     return TrainResult(out, state["best_epoch"], state["best_valid"], state["history"],
                        state["epoch"], resumed_from, time.time() - start, partial)
+
+
+def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dict, row: dict,
+               valid_split: Split | None, schema: AttributeSchema, config: RunConfig,
+               device: torch.device, pad_id: int, out: Path) -> None:
+    """Evaluate on valid, update `state` (best epoch, patience), and write the model when it
+    improved, the history and the checkpoint."""
+    epoch = row["epoch"]
+    improved = True
+    if valid_split is not None:
+        report = evaluate_split(net, valid_split, schema, config, device, pad_id)
+        row.update(valid_attribute_f1=report["attribute"]["f1"],
+                   valid_value_f1=report["value"]["f1"], valid_pair_f1=report["pair"]["f1"])
+        improved = report["value"]["f1"] > state["best_f1"]
+        if improved:
+            state.update(best_f1=report["value"]["f1"], best_valid=report)
+    if improved:
+        state.update(best_epoch=epoch, bad_epochs=0)
+        save_model(out, net, config, schema, metrics={"epoch": epoch,
+                                                      "valid": state["best_valid"]})
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+    state["history"].append(row)
+    (out / "history.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in state["history"]), encoding="utf-8")
+    log.info("epoch %d: %s", epoch, row)
+    save_checkpoint(out, net, optimizer, state)

@@ -142,24 +142,25 @@ class BaselineHead(nn.Module):
 
     def losses(self, out: MJAVEOutput, attr_labels: Tensor, tag_labels: Tensor,
                tag_mask: Tensor, aux: object = None, attr_known: Tensor | None = None,
-               unknown_attr_weight: float = 0.0) -> None:
+               unknown_attr_weight: float = 0.0, outside_weight: float = 0.0) -> None:
         """The joint loss of the intent/slot models: attribute BCE + tag CE (M-JAVE without KL);
         the partial-label versions when `attr_known` is given (see `mjave.model.losses`)."""
         out.loss_attr = attribute_loss(out.attr_logits, attr_labels, attr_known,
                                        unknown_attr_weight)
-        out.loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known)
+        out.loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
+                                  outside_weight)
         out.loss = out.loss_attr + out.loss_value
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
                 attr_labels: Tensor | None = None, tag_labels: Tensor | None = None,
-                attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0
-                ) -> MJAVEOutput:
+                attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0,
+                outside_weight: float = 0.0) -> MJAVEOutput:
         mask = mask.bool()
         tag_mask = tag_mask.bool() & mask
         attr_logits, tag_logits, aux = self.scores(self.dropout(h), mask, tag_mask)
         out = MJAVEOutput(attr_logits, tag_logits, None, None, None)
         if attr_labels is not None and tag_labels is not None:
             self.losses(out, attr_labels, tag_labels, tag_mask, aux, attr_known,
-                        unknown_attr_weight)
+                        unknown_attr_weight, outside_weight)
         return out

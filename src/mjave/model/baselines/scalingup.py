@@ -83,14 +83,15 @@ class ScalingUp(BaselineHead):
 
     def losses(self, out: MJAVEOutput, attr_labels: Tensor, tag_labels: Tensor,
                tag_mask: Tensor, aux: object = None, attr_known: Tensor | None = None,
-               unknown_attr_weight: float = 0.0) -> None:
+               unknown_attr_weight: float = 0.0, outside_weight: float = 0.0) -> None:
         """Sum over attributes of each pass's BIO cross-entropy (no separate attribute loss).
 
         Partial labels (`attr_known`): in pass l of a record that does not know attribute l, a
         token outside every span may be O, B or I of l: the marginal likelihood of its allowed
         tags is 1, so it adds 0 (still counted in the mean, as in `tag_loss`). A token inside
         another attribute's span stays O for pass l. `unknown_attr_weight` is unused: there is
-        no attribute loss."""
+        no attribute loss. `outside_weight` w keeps w of such a token's naive loss (O of pass l),
+        as `tag_loss` does."""
         passes = aux
         assert isinstance(passes, Tensor)
         L = passes.shape[1]
@@ -107,7 +108,7 @@ class ScalingUp(BaselineHead):
         else:
             nll = -passes.float().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
             free = ~attr_known.bool()[:, :, None] & (gold == 0)             # (B, L, T)
-            nll = nll.masked_fill(free | ~valid, 0.0)
+            nll = torch.where(free, outside_weight * nll, nll).masked_fill(~valid, 0.0)
             count = valid.sum()
             out.loss_value = (L * nll.sum() / count if count > 0 else passes.sum() * 0.0)
         out.loss_attr = None

@@ -46,6 +46,7 @@ class TokenClassification(BaselineHead):
 
     def losses(self, out: MJAVEOutput, attr_labels: Tensor, tag_labels: Tensor,
                tag_mask: Tensor, aux: object = None, attr_known: Tensor | None = None,
-               unknown_attr_weight: float = 0.0) -> None:
-        out.loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known)
+               unknown_attr_weight: float = 0.0, outside_weight: float = 0.0) -> None:
+        out.loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
+                                  outside_weight)
         out.loss = out.loss_value

@@ -1,0 +1,8 @@
+"""`python -m mjave ...`, the same as the `mjave` command; what `torchrun -m mjave train` runs."""
+
+import sys
+
+from mjave.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
