@@ -1,6 +1,7 @@
 """Training: reproducible, resumable (also after kill -9), model folders that reload and score."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -107,6 +108,21 @@ def test_training_is_reproducible_and_resume_is_exact(tmp_path, tiny_data, tiny_
     again = train(cfg("again"))
     c = load_file(str(again.output_dir / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resident_batches_train_exactly_like_host_collated_ones(tmp_path, tiny_data, tiny_bert,
+                                                                caplog):
+    """`train.resident` (batches cut on the device from pre-padded tensors) changes where the
+    batches are made, not what they hold: the same weights and losses as `collate`."""
+    caplog.set_level(logging.INFO, logger="mjave.training.trainer")
+    host = train(make_config(tmp_path / "host", tiny_data, tiny_bert, epochs=3, resident=False))
+    assert "train.resident" not in caplog.text
+    dev = train(make_config(tmp_path / "dev", tiny_data, tiny_bert, epochs=3, resident=True))
+    assert "train.resident: " in caplog.text
+    a = load_file(str(host.output_dir / "checkpoint" / "model.safetensors"))
+    b = load_file(str(dev.output_dir / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in host.history] == [r["loss"] for r in dev.history]
 
 
 def test_kill_9_during_training_then_rerun_finishes(tmp_path, tiny_data, tiny_bert):

@@ -68,9 +68,13 @@ def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
     same as training a random w of them as O: negative sampling).
     """
     labels = tag_labels.masked_fill(~tag_mask, IGNORE)
+    # Sum over the tagged positions divided by their count (at least 1): a mean that is 0 for a
+    # batch without tagged positions, with no data-dependent branch (a host sync on a GPU and a
+    # graph break under torch.compile).
+    count = (labels != IGNORE).sum().clamp_min(1)
     if attr_known is None:
         loss = F.cross_entropy(tag_logits.float().flatten(0, 1), labels.flatten(),
-                               ignore_index=IGNORE)
+                               ignore_index=IGNORE, reduction="sum") / count
     else:
         logits = tag_logits.float()
         valid = labels != IGNORE                                          # (B, T)
@@ -83,10 +87,7 @@ def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
             naive = log_z - logits[..., 0]                                # -log p(O)
             nll = torch.where(labels == 0, (1.0 - outside_weight) * nll + outside_weight * naive,
                               nll)
-        nll = nll.masked_fill(~valid, 0.0)
-        loss = nll.sum() / valid.sum()
-    if not torch.isfinite(loss):
-        loss = tag_logits.sum() * 0.0
+        loss = nll.masked_fill(~valid, 0.0).sum() / count
     return loss
 
 

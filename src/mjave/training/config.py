@@ -39,6 +39,10 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     bf16: bool = True                 # autocast on CUDA only; CPU runs stay float32
     threshold: float = 0.5            # attribute probability threshold
+    # Keep every training example padded on the device and cut batches there (no per-batch
+    # host work; `mjave.training.resident`): null = on for CUDA in a single process.
+    resident: bool | None = None
+    compile: bool = False             # torch.compile the forward and loss (eager on failure)
     eval_batch_size: int = 256
     # Partial labels (records from `mjave data label` carry `known_attributes`): null = on when
     # some training record carries them; false = naive (unlabelled tokens are O, unknown

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training import distributed
 from mjave.training.checkpoint import load_checkpoint, save_checkpoint, save_model
-from mjave.training.config import RunConfig
+from mjave.training.config import RunConfig, TrainConfig
 from mjave.training.evaluate import known_attributes_only
+from mjave.training.resident import ResidentData, compile_with_fallback, resident_batches
 
 log = logging.getLogger(__name__)
 
@@ -230,32 +231,33 @@ def _train(config: RunConfig, progress: Progress | None,
 
     tc = config.train
     pad_id = aligner.pad_id
+    resident = _resident_data(train_split.examples, tc.resident, pad_id, device)
+    forward = _forward_fn(model, tc)
     epochs_this_call = 0
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"] + 1
         net.train()
         distributed.seed_dropout(tc.seed, epoch)
         g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
-        chunks = batches(train_split.examples, tc.batch_size, generator=g)
-        it = progress(chunks, total=len(chunks), desc=f"epoch {epoch}/{tc.epochs}") \
-            if progress else chunks
-        losses = []
-        for chunk in it:
-            part, counts = distributed.shard(chunk)  # the whole chunk in a single process
-            batch = collate(part, pad_id=pad_id, device=device)
+        source = _epoch_batches(train_split.examples, resident, tc.batch_size, g, pad_id,
+                                device)
+        it = progress(source, total=steps_per_epoch, desc=f"epoch {epoch}/{tc.epochs}") \
+            if progress else source
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for batch, counts in it:
             if not partial:
                 batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
             with _autocast(device, tc.bf16):
-                output = model(batch, unknown_attr_weight=tc.partial_attr_weight,
-                               outside_weight=tc.partial_outside_weight)
+                output = forward(batch)
             loss, batch_loss = distributed.batch_loss(output, batch, counts)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
             optimizer.step()
             scheduler.step()
-            losses.append(batch_loss.item())
-        row = {"epoch": epoch, "loss": float(np.mean(distributed.sum_over_ranks(losses)))}
+            loss_sum += batch_loss.detach().double()   # read once an epoch: no per-step sync
+        epoch_loss = distributed.sum_over_ranks([loss_sum.item()])[0] / steps_per_epoch
+        row = {"epoch": epoch, "loss": float(epoch_loss)}
         if distributed.is_main():  # the others wait for its state: same early stopping everywhere
             _end_epoch(net, optimizer, state, row, valid_split, schema, config, device,
                        pad_id, out)
@@ -266,6 +268,47 @@ def _train(config: RunConfig, progress: Progress | None,
 
     return TrainResult(out, state["best_epoch"], state["best_valid"], state["history"],
                        state["epoch"], resumed_from, time.time() - start, partial)
+
+
+def _resident_data(examples: Sequence[Example], requested: bool | None, pad_id: int,
+                   device: torch.device) -> ResidentData | None:
+    """`train.resident` made definite (None: on for CUDA in a single process) and applied. Under
+    torchrun each rank collates its own share of every batch instead."""
+    on = device.type == "cuda" if requested is None else bool(requested)
+    if on and distributed.enabled():
+        log.info("train.resident: off under torchrun (each rank collates its share)")
+        return None
+    if not on:
+        return None
+    data = ResidentData.from_examples(examples, pad_id, device)
+    log.info("train.resident: %d examples on %s (%.1f MB)", len(data), device,
+             data.nbytes() / 2**20)
+    return data
+
+
+def _epoch_batches(examples: Sequence[Example], resident: ResidentData | None, batch_size: int,
+                   generator: torch.Generator, pad_id: int, device: torch.device
+                   ) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """(batch, whether it counts) in the seeded order of `batches`: cut on the device from
+    `resident`, or collated on the host (this rank's share under torchrun, `shard`). Both give
+    the same tensors."""
+    if resident is not None:
+        for batch in resident_batches(resident, batch_size, generator=generator):
+            yield batch, True
+        return
+    for chunk in batches(examples, batch_size, generator=generator):
+        part, counts = distributed.shard(chunk)  # the whole chunk in a single process
+        yield collate(part, pad_id=pad_id, device=device), counts
+
+
+def _forward_fn(model: torch.nn.Module, tc: TrainConfig
+                ) -> Callable[[dict[str, torch.Tensor]], object]:
+    """The training forward with its partial-label weights; compiled when `train.compile`
+    (falling back to eager, with a warning, where compiling fails)."""
+    def forward(batch: dict[str, torch.Tensor]) -> object:
+        return model(batch, unknown_attr_weight=tc.partial_attr_weight,
+                     outside_weight=tc.partial_outside_weight)
+    return compile_with_fallback(forward) if tc.compile else forward
 
 
 def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dict, row: dict,
