@@ -54,7 +54,7 @@ class TrainConfig:
     # Value-loss weight of the naive O target on tokens outside every labelled span of a
     # partially labelled record (partial labels only): 0 = the marginal over O and the unknown
     # attributes' tags alone, 1 = naive. See `mjave.model.losses.tag_loss`.
-    partial_outside_weight: float = 0.0
+    partial_outside_weight: float = 0.1
 
 
 @dataclass
