@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 
-from mjave.completion.calibrate import fixed_threshold, precision_recall_at, select_threshold
+from mjave.completion.calibrate import (fixed_threshold, precision_lower_bound,
+                                        precision_recall_at, select_threshold)
 from mjave.completion.suggest import (ALL_ATTRIBUTES, Mention, aggregate, evidence_window,
                                       held_out_of, judge, mentions_of, product_rows, table_index)
 from mjave.data.records import Record, Span
@@ -66,6 +68,35 @@ def test_threshold_unreachable_uses_the_max_precision_threshold():
     cal = select_threshold(half, 0.9)
     assert cal.threshold == 0.6 and cal.precision == 0.5 and not cal.reachable
     assert select_threshold(pairs, 0.7, n_gold=2).threshold == 0.9
+
+
+def test_precision_lower_bound_by_hand():
+    z = 1.2815515655446004                               # one-sided 90%
+    assert precision_lower_bound(8, 8, 0.5) == 1.0 and precision_lower_bound(3, 4) == 0.75
+    assert precision_lower_bound(8, 8, 0.9) == pytest.approx(8 / (8 + z * z))   # p = 1
+    wilson = (0.9 + z * z / 20 - z * math.sqrt(0.09 / 10 + z * z / 400)) / (1 + z * z / 10)
+    assert precision_lower_bound(9, 10, 0.9) == pytest.approx(wilson)          # 0.7616...
+    assert precision_lower_bound(90, 100, 0.9) > wilson     # more evidence, tighter bound
+    assert precision_lower_bound(0, 0, 0.9) == 0.0
+
+
+def test_threshold_judged_on_the_lower_bound_asks_for_evidence():
+    ranking = [(1 - i / 100, i < 40) for i in range(60)]  # 40 right, then 20 wrong
+    plain = select_threshold(ranking, 0.9, confidence=0.5)
+    assert plain.kept == 44 and plain.precision == pytest.approx(40 / 44)   # 40/45 < 0.9
+    # bounds by hand: 40/41 -> 0.9219 (reaches 0.9), 40/42 -> 0.8907 (does not)
+    bound = select_threshold(ranking, 0.9, n_gold=40, confidence=0.9)
+    assert bound.reachable and bound.kept == 41 and bound.correct == 40
+    assert bound.precision_bound == pytest.approx(0.9219, abs=1e-4)
+    assert precision_lower_bound(40, 42, 0.9) == pytest.approx(0.8907, abs=1e-4)
+    assert "lower bound" in bound.summary() and bound.confidence == 0.9
+    # three right at the top are not evidence of 0.9: unreachable, the best bound is used
+    few = [(0.9, True), (0.8, True), (0.7, True), (0.6, False)]
+    cal = select_threshold(few, 0.9, confidence=0.9)
+    assert not cal.reachable and cal.threshold == 0.7 and "precision bound" in cal.warning
+    assert cal.precision_bound == pytest.approx(3 / (3 + 1.2815515655446004 ** 2))
+    with pytest.raises(ValueError, match="confidence"):
+        select_threshold(few, 0.9, confidence=1.0)
 
 
 def test_threshold_empty_and_bad_input():
@@ -283,7 +314,7 @@ def test_complete_calibrates_on_held_out_values(tmp_path):
     # p8 and p9 (blue) score 0.5 -> precision 1.0 down to 0.6, 0.8 at 0.5
     out = tmp_path / "s.csv"
     summary = complete(Scored([("Color", "red", 0.0)]), products, table, out,
-                       min_precision=0.9)
+                       min_precision=0.9, confidence=0.5)   # judged on the plain estimate
     cal = summary.calibration
     assert cal.threshold == 0.6 and cal.precision == 1.0 and cal.recall == pytest.approx(0.8)
     assert cal.n_gold == 10 and cal.suggestions == 10 and cal.reachable

@@ -217,3 +217,32 @@ def test_decoding_restricted_to_allowed_attributes():
     assert only_color.spans == [Span(0, 3, "Color", "red")]
     assert [a for a, _ in only_color.attributes] == ["Color"]
     assert only_color.attr_probs.tolist() == [0.0, 0.7]
+
+
+def test_span_score_is_the_tag_mean_times_the_chance_it_ends_where_it_does():
+    import numpy as np
+    from mjave.data.records import Span
+    from mjave.data.schema import AttributeSchema
+    from mjave.data.tagging import Encoded
+    from mjave.inference.decode import decode_example
+    schema = AttributeSchema(("Brand", "Color"))  # tags: O, B-Brand, I-Brand, B-Color, I-Color
+    text = "now foods red tea"
+    enc = Encoded(input_ids=[1, 5, 6, 7, 8, 2],
+                  offsets=[(0, 0), (0, 3), (4, 9), (10, 13), (14, 17), (0, 0)],
+                  word_ids=[None, 0, 1, 2, 3, None], labels=[-100, 0, 0, 0, 0, -100])
+    probs = np.array([[1, 0, 0, 0, 0],
+                      [0.1, 0.9, 0, 0, 0],        # "now": B-Brand
+                      [0.5, 0, 0.4, 0.1, 0],      # "foods": O wins, but I-Brand is 0.4
+                      [0.2, 0, 0, 0.8, 0],        # "red": B-Color
+                      [0.7, 0, 0, 0, 0.3],        # "tea": O, I-Color 0.3
+                      [1, 0, 0, 0, 0]], dtype=float)
+    d = decode_example(enc, text, probs, np.array([0.9, 0.9]), schema)
+    assert d.spans == [Span(0, 3, "Brand", "now"), Span(10, 13, "Color", "red")]
+    # "now": 0.9, and "foods" may continue it (I-Brand 0.4): 0.9 * 0.6
+    # "red": 0.8; "foods" before it is B-Color with 0.1, "tea" after it I-Color with 0.3
+    assert d.span_scores == pytest.approx([0.9 * 0.6, 0.8 * 0.9 * 0.7])
+    # a value the model is sure ends where it does keeps the plain mean
+    probs[2] = [0.9, 0, 0.0, 0.1, 0]
+    probs[4] = [1.0, 0, 0, 0, 0.0]
+    d = decode_example(enc, text, probs, np.array([0.9, 0.9]), schema)
+    assert d.span_scores == pytest.approx([0.9, 0.8 * (1 - 0.1)])

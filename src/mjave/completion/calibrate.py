@@ -9,10 +9,16 @@ precision over the suggestions scoring `>= t` reaches the requested precision `P
 such threshold keeps the most suggestions, so it has the highest recall of all thresholds that
 reach `P` (precision is not monotone in `t`, so every candidate is checked).
 
+"Reaches" is judged on a lower confidence bound of the precision (Wilson score, one-sided, at
+`confidence`; 0.5 is the plain estimate). Held-out values are few at the high scores where the
+threshold usually lands (a handful of suggestions), and taking the lowest of many thresholds
+whose noisy estimate touches `P` picks, on average, one whose true precision is below `P`;
+the bound asks for more evidence where there is less of it.
+
 - Candidate thresholds are the distinct scores; suggestions with equal scores are kept or
   dropped together (a threshold cannot split a tie).
-- Not reachable (no threshold reaches `P`): the threshold of the highest precision is used
-  (the lowest such threshold if several tie), `reachable` is False and `warning` says so.
+- Not reachable (no threshold reaches `P`): the threshold of the highest precision bound is
+  used (the lowest such threshold if several tie), `reachable` is False and `warning` says so.
 - No held-out suggestion at all: nothing to calibrate on; `fallback` is used as the threshold,
   precision is None and `warning` says so.
 
@@ -42,6 +48,8 @@ class Calibration:
     n_gold: int | None = None      # held-out pairs
     source: str = ""               # where the held-out values came from
     warning: str | None = None
+    confidence: float = 0.5        # of the lower bound the selection judged precision on
+    precision_bound: float | None = None   # that bound at the threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +60,10 @@ class Calibration:
             est = "no held-out suggestion to estimate precision on"
         else:
             rec = "-" if self.recall is None else f"{self.recall:.3f}"
-            est = (f"estimated precision {self.precision:.3f}, recall {rec} "
+            bound = ("" if self.precision_bound is None or self.confidence <= 0.5 else
+                     f" (lower bound {self.precision_bound:.3f} at {self.confidence:g} "
+                     "confidence)")
+            est = (f"estimated precision {self.precision:.3f}{bound}, recall {rec} "
                    f"({self.correct} of {self.kept} held-out suggestions correct"
                    f"{'' if self.n_gold is None else f', {self.n_gold} held-out values'})")
         asked = "" if self.requested is None else f" for precision >= {self.requested:g}"
@@ -73,16 +84,35 @@ def precision_recall_at(pairs: Iterable[tuple[float, bool]], threshold: float,
     return precision, recall, kept, correct
 
 
+def precision_lower_bound(correct: int, kept: int, confidence: float = 0.5) -> float:
+    """One-sided Wilson score lower bound of a precision `correct / kept` at `confidence`
+    (0.5: the estimate itself). Unlike the normal approximation it stays inside [0, 1] and is
+    sensible for the handful of suggestions at the top of a ranking."""
+    if kept <= 0:
+        return 0.0
+    p = correct / kept
+    if confidence <= 0.5:
+        return p
+    from scipy.stats import norm
+    z = float(norm.ppf(confidence))
+    centre = p + z * z / (2 * kept)
+    spread = z * math.sqrt(p * (1 - p) / kept + z * z / (4 * kept * kept))
+    return max(0.0, (centre - spread) / (1 + z * z / kept))
+
+
 def select_threshold(pairs: Iterable[tuple[float, bool]], min_precision: float,
                      n_gold: int | None = None, fallback: float = 0.0,
-                     source: str = "") -> Calibration:
-    """The lowest threshold whose held-out precision is >= `min_precision` (module docstring).
+                     source: str = "", confidence: float = 0.5) -> Calibration:
+    """The lowest threshold whose held-out precision is >= `min_precision` (module docstring),
+    judged on its lower bound at `confidence` (0.5: the estimate).
 
     `pairs`: (score, is_correct) of every held-out suggestion; `n_gold`: the number of
     held-out pairs, for recall; `fallback`: the threshold used when there is nothing to judge.
     """
     if not 0.0 <= min_precision <= 1.0:
         raise ValueError(f"the requested precision must lie in [0, 1], not {min_precision}")
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"the confidence must lie in [0.5, 1), not {confidence}")
     items = sorted(((float(s), bool(c)) for s, c in pairs), key=lambda t: -t[0])
     if any(math.isnan(s) for s, _ in items):
         raise ValueError("a suggestion score is NaN")
@@ -108,25 +138,28 @@ def select_threshold(pairs: Iterable[tuple[float, bool]], min_precision: float,
             kept += 1
             correct += items[i][1]
             i += 1
-        precision = correct / kept
+        bound = precision_lower_bound(correct, kept, confidence)
         # >= with a tolerance of rounding, so 9/10 reaches 0.9
-        if precision >= min_precision - 1e-12:
+        if bound >= min_precision - 1e-12:
             best = (score, kept, correct)             # lower thresholds overwrite higher ones
-        if top is None or precision > top[0] + 1e-12:
-            top = (precision, score, kept, correct)
-        elif precision >= top[0] - 1e-12:                # a tie: the lower threshold wins
+        if top is None or bound > top[0] + 1e-12:
+            top = (bound, score, kept, correct)
+        elif bound >= top[0] - 1e-12:                    # a tie: the lower threshold wins
             top = (top[0], score, kept, correct)
+    extra = {"confidence": confidence}
     if best is not None:
         t, k, c = best
         return Calibration(min_precision, t, c / k, recall_of(c), True, k, c, len(items), n_gold,
-                           source)
+                           source, precision_bound=precision_lower_bound(c, k, confidence),
+                           **extra)
     assert top is not None
-    _, t, k, c = top
+    b, t, k, c = top
+    what = "precision" if confidence <= 0.5 else f"precision bound ({confidence:g} confidence)"
     return Calibration(min_precision, t, c / k, recall_of(c), False, k, c, len(items), n_gold,
                        source,
                        f"precision {min_precision:g} is not reachable on the held-out values "
-                       f"(at most {c / k:.3f}): using the threshold of the highest precision, "
-                       f"{t:.4f}")
+                       f"(the {what} is at most {b:.3f}): using the threshold of the highest "
+                       f"{what}, {t:.4f}", precision_bound=b, **extra)
 
 
 def fixed_threshold(pairs: Iterable[tuple[float, bool]], threshold: float,
@@ -138,4 +171,5 @@ def fixed_threshold(pairs: Iterable[tuple[float, bool]], threshold: float,
                        source)
 
 
-__all__ = ["Calibration", "fixed_threshold", "precision_recall_at", "select_threshold"]
+__all__ = ["Calibration", "fixed_threshold", "precision_lower_bound", "precision_recall_at",
+           "select_threshold"]

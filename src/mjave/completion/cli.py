@@ -23,7 +23,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         summary = complete(args.model, args.products, args.catalog, args.output,
-                           min_precision=args.min_precision, calibration=args.calibration,
+                           min_precision=args.min_precision, confidence=args.confidence,
+                           calibration=args.calibration,
                            threshold=args.threshold, conflict_threshold=args.conflict_threshold,
                            conflicts=args.conflicts, batch_size=args.batch_size,
                            device=args.device, image_root=args.image_root,
@@ -38,6 +39,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave complete` on the top-level subparsers; returns its parser."""
+    from mjave.completion.suggest import DEFAULT_CONFIDENCE
     p = commands.add_parser(
         "complete", help="suggest the attribute values a catalog table lacks, flag conflicts",
         description="Stream PRODUCTS through a trained model and, per product, suggest values "
@@ -61,6 +63,10 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     how.add_argument("--threshold", type=float,
                      help="keep suggestions scoring at least this (default 0: every value the "
                      "model decodes)")
+    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="C",
+                   help="--min-precision is reached when a one-sided lower bound of the "
+                   "held-out precision at confidence C reaches P (default %(default)s; 0.5: the "
+                   "plain estimate)")
     p.add_argument("--calibration", metavar="FILE",
                    help="held-out products with gold spans (labelled JSONL) to calibrate on, "
                    "instead of the calibration pairs carried by PRODUCTS")

@@ -69,6 +69,9 @@ JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")   # else CSV
 DEFAULT_CONFLICT_THRESHOLD = 0.5
 ALL_ATTRIBUTES = "*"   # calibration: every predicted attribute of the product is judged
 NO_EVIDENCE = 1.0      # the threshold when no held-out value could judge a suggestion
+# `--min-precision` is judged on a one-sided lower bound of the held-out precision at this
+# confidence (docs/completion.md, section 3: measured against the plain estimate, 0.5).
+DEFAULT_CONFIDENCE = 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,7 +597,7 @@ def _count_skipped(issues: RowIssues, summary: CompletionSummary) -> None:
 
 def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
              catalog: PathLike | Iterable[Any], output: PathLike, *,
-             min_precision: float | None = None,
+             min_precision: float | None = None, confidence: float = DEFAULT_CONFIDENCE,
              calibration: PathLike | Iterable[Record] | None = None,
              threshold: float | None = None, conflict_threshold: float | None = None,
              conflicts: PathLike | None = None, batch_size: int = 32, device: str = "auto",
@@ -607,6 +610,8 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     file in any format mjave reads, or Records. `catalog`: a table file (CSV or JSONL with
     product_id, attribute, value) or rows (`TableRow`s or (product_id, attribute, value)).
     `output`: .csv or .jsonl; `conflicts` (default `conflicts.csv` beside the output).
+    `confidence`: of the lower precision bound `min_precision` is judged on
+    (`mjave.completion.calibrate`; 0.5 = the plain estimate).
     `threshold`: fixed threshold when `min_precision` is None (default 0). `conflict_threshold`:
     default the suggestion threshold, but at least 0.5. `work_dir`: where the temporary
     database goes (default: the output's folder). Writes `<output stem>.calibration.json`.
@@ -676,7 +681,7 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
                                 "products with a calibration fraction (mjave data label) or "
                                 "give a --calibration file", reason="no calibration values")
             cal = select_threshold(held_pairs, min_precision, n_held, fallback=NO_EVIDENCE,
-                                   source=source)
+                                   source=source, confidence=confidence)
             if cal.warning:
                 log.warning("%s", cal.warning)
             summary.threshold = cal.threshold

@@ -83,6 +83,8 @@ class CompletionConfig(ExperimentBase):
     hide: float = 0.5
     seeds: int = 3
     min_precision: float = 0.9
+    # of the lower precision bound the threshold is judged on (`mjave complete --confidence`)
+    calibration_confidence: float = 0.9
     calibration_fraction: float = 0.1
     label_occurrences: str = "all"   # `mjave data label --occurrences` (all | first)
     runs: list[str] = field(default_factory=lambda: list(RUNS))
@@ -218,7 +220,8 @@ def _complete_and_score(model_dir: Path, products: Sequence[Record], rows: Seque
     score.tp, score.fp, score.fn = score.tp + tp, score.fp + fp, score.fn + fn
     score.suggestions += len(suggested)
     cal = select_threshold(summary.held_out_pairs, cfg.min_precision,
-                           summary.held_out_values, fallback=1.0)
+                           summary.held_out_values, fallback=1.0,
+                           confidence=cfg.calibration_confidence)
     ctp, cfp, cfn = score_pairs(suggested, key, cal.threshold)
     part = {"threshold": cal.threshold, "estimated_precision": cal.precision,
             "estimated_recall": cal.recall, "reachable": cal.reachable,
