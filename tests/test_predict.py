@@ -219,6 +219,26 @@ def test_resume_skips_done_ids_and_appends_the_rest(suffix, tmp_path, tiny_model
         assert len(read_output(out)) == 5
 
 
+def test_ids_on_disk_past_the_memory_limit_give_the_same_duplicates_and_resume(
+        tmp_path, tiny_models, text_extractor, monkeypatch):
+    """Past `idset.DEFAULT_MEMORY_LIMIT` ids (100,000; 3 here) the seen and done ids live in a
+    temporary SQLite file: duplicate detection and resume are unchanged, the file is gone after."""
+    import mjave.inference.idset as idset
+    monkeypatch.setattr(idset, "DEFAULT_MEMORY_LIMIT", 3)
+    rows = rows_for_input(tiny_models)
+    dup = dict(rows[7], text="the same id again")     # rows[7] is not in the first half
+    full = write_jsonl(tmp_path / "full.jsonl", rows + [dup])
+    half = write_jsonl(tmp_path / "half.jsonl", rows[:5])
+    out = tmp_path / "out" / "pred.jsonl"
+    assert predict_file(text_extractor, half, out, batch_size=4).ok == 5
+    second = predict_file(text_extractor, full, out, batch_size=4, resume=True)
+    assert (second.ok, second.skipped, second.failed) == (7, 5, 1)
+    assert second.reasons == Counter({"duplicate id": 1})
+    errors = [r for r in read_output(out) if r.get("error")]
+    assert len(errors) == 1 and "first at row 8" in errors[0]["error"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pred.jsonl"]   # no id file left
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_resume_cuts_a_row_left_half_written_by_a_kill(suffix, tmp_path, tiny_models,
                                                        text_extractor):

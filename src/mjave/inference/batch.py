@@ -1,9 +1,11 @@
 """Batch prediction over files: streaming, resumable, and a bad row never stops the sweep.
 
 `predict_file` reads JSONL, JAVE TSV, CSV or Parquet batch by batch and writes JSONL, CSV or
-Parquet batch by batch, so memory stays bounded by the batch size (plus the set of ids seen,
-which duplicate detection and `resume` need). A row that cannot be predicted (no id, no text,
-a text that is not a string, an unreadable image) becomes an output row `{"id", "error"}` and is
+Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
+duplicate detection and `resume` need, move to a temporary SQLite file past 100,000
+(`mjave.inference.idset`), so memory is flat at any number of rows. A row that cannot be
+predicted (no id, no text, a text that is not a string, an unreadable image) becomes an output
+row `{"id", "error"}` and is
 counted by reason in the returned `PredictSummary`. Only what makes the whole run meaningless is
 fatal: a missing model, an unreadable input file, an input without id/text columns.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.errors import DataError, RowIssues
+from mjave.inference.idset import IdRegistry
 
 INPUT_FORMATS = ("jsonl", "jave", "csv", "parquet")
 INPUT_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "jave",
@@ -427,9 +430,9 @@ def _id_key(value: Any) -> str | None:
     return None
 
 
-def _jsonl_done(path: Path) -> tuple[set[str], int]:
+def _jsonl_done(path: Path) -> tuple[IdRegistry, int]:
     """Ids in a JSONL output; an incomplete last line (a killed run) is cut off."""
-    done: set[str] = set()
+    done = IdRegistry(folder=path.parent)
     good_end = 0
     cut = 0
     with open(path, "rb") as f:
@@ -459,9 +462,9 @@ def _jsonl_done(path: Path) -> tuple[set[str], int]:
     return done, cut
 
 
-def _csv_done(path: Path) -> tuple[set[str], int]:
+def _csv_done(path: Path) -> tuple[IdRegistry, int]:
     """Ids in a CSV output written by `predict_file`; an incomplete last row is cut off."""
-    done: set[str] = set()
+    done = IdRegistry(folder=path.parent)
     consumed = 0
     last_line = b""
 
@@ -513,14 +516,16 @@ def parquet_parts(path: Path) -> list[Path]:
     return ([path] if path.exists() else []) + parts
 
 
-def _parquet_done(path: Path) -> set[str]:
+def _parquet_done(path: Path) -> IdRegistry:
     pq = _pyarrow_parquet()
-    done: set[str] = set()
+    done = IdRegistry(folder=path.parent)
     for p in parquet_parts(path):
         try:
             pf = pq.ParquetFile(str(p))
             for batch in pf.iter_batches(columns=["id"]):
-                done.update(v for v in batch.column(0).to_pylist() if v is not None)
+                for v in batch.column(0).to_pylist():
+                    if v is not None:
+                        done.add(v)
         except Exception as e:
             raise DataError(f"cannot read the existing output to resume: {e}", path=str(p),
                             reason="bad output") from None
@@ -536,10 +541,10 @@ def _next_part(path: Path) -> Path:
 
 
 def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
-                 ) -> tuple[Any, set[str]]:
+                 ) -> tuple[Any, IdRegistry]:
     """The writer for this run and the ids the output already holds (resume only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    done: set[str] = set()
+    done = IdRegistry(folder=path.parent)
     if fmt == "parquet":
         for stale in path.parent.glob(f"{path.stem}*{path.suffix}.tmp"):
             stale.unlink()  # left by a killed run; it never became readable
@@ -607,12 +612,13 @@ def _with_extra(out: dict[str, Any], row: InputRow) -> dict[str, Any]:
 class _Sweep:
     """State of one `predict_file` run: checks rows, batches them, writes in input order."""
 
-    def __init__(self, extractor: Any, writer: Any, done: set[str], summary: PredictSummary,
+    def __init__(self, extractor: Any, writer: Any, done: IdRegistry, summary: PredictSummary,
                  batch_size: int, image_root: PathLike | None, include_text: bool, bar: Any):
         self.extractor = extractor
         self.writer = writer
         self.done = done
-        self.seen: dict[str, int] = {}
+        # ids of this run -> first row number, on disk past 100k ids (flat memory)
+        self.seen = IdRegistry(folder=Path(writer.files[0]).parent if writer.files else None)
         self.summary = summary
         self.batch_size = batch_size
         self.image_root = image_root
@@ -640,12 +646,12 @@ class _Sweep:
             self.summary.skipped += 1
             self._tick(1)
             return
-        if key in self.seen:
+        first = self.seen.get(key)
+        if first is not None:
             self._fail(row, out, DataError(f"duplicate id {key!r} (first at row "
-                                           f"{self.seen[key]})", field="id",
-                                           reason="duplicate id"))
+                                           f"{first})", field="id", reason="duplicate id"))
             return
-        self.seen[key] = row.number
+        self.seen.add(key, row.number)
         try:
             self._check_text(row.text)
             image = self._image(row, key)
@@ -761,6 +767,8 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
         if bar is not None:
             bar.close()
         writer.close()
+        sweep.seen.close()
+        done.close()
         summary.seconds = time.perf_counter() - start
     return summary
 
