@@ -24,6 +24,9 @@ class AttributeSchema:
     attributes: tuple[str, ...]
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    # The tag names, built once: decoding names a tag per word, and rebuilding 1 + 2L strings
+    # per call dominated it.
+    _tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         attrs = tuple(self.attributes)
@@ -31,6 +34,10 @@ class AttributeSchema:
             raise ValueError(f"duplicate attribute names in schema: {attrs}")
         object.__setattr__(self, "attributes", attrs)
         object.__setattr__(self, "_index", {a: i for i, a in enumerate(attrs)})
+        tags = [OUTSIDE]
+        for a in attrs:
+            tags += [f"B-{a}", f"I-{a}"]
+        object.__setattr__(self, "_tags", tuple(tags))
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> "AttributeSchema":
@@ -59,10 +66,8 @@ class AttributeSchema:
 
     @property
     def tags(self) -> list[str]:
-        out = [OUTSIDE]
-        for a in self.attributes:
-            out += [f"B-{a}", f"I-{a}"]
-        return out
+        """A fresh list each call (callers may change it; the cached tuple stays intact)."""
+        return list(self._tags)
 
     @property
     def num_tags(self) -> int:
@@ -87,7 +92,7 @@ class AttributeSchema:
         return 2 + 2 * self.attr_id(attr)
 
     def tag_name(self, tag_id: int) -> str:
-        return self.tags[tag_id]
+        return self._tags[tag_id]
 
     def tag_id(self, tag: str) -> int:
         if tag == OUTSIDE:

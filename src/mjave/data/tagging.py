@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
@@ -196,16 +197,93 @@ class HFTokenizerAdapter:
         raw_ids = list(enc["input_ids"])
         raw_words = enc.word_ids()
         offsets = [_trim_whitespace(text, int(a), int(b)) for a, b in enc["offset_mapping"]]
-        # Words are maximal runs of pieces sharing a word id; a piece without one is its own word.
-        word_ids: list[int] = []
-        prev: object = object()
-        n = -1
-        for w in raw_words:
-            if w is None or w != prev:
-                n += 1
-            word_ids.append(n)
-            prev = w
-        return Pieces([int(i) for i in raw_ids], offsets, word_ids)
+        return Pieces([int(i) for i in raw_ids], offsets, _renumber_words(raw_words))
+
+    def tokenize_many(self, texts: Sequence[str]) -> list[Pieces]:
+        """`tokenize` of every text, in one call to the Rust tokenizer.
+
+        The same pieces as `tokenize` (transformers hands its one text to the same
+        `encode_batch`), without transformers' per-call Python work, which cost more than the
+        tokenizing itself on product titles. Falls back to `tokenize` per text when the backend
+        is not in the state transformers would put it in (truncation or padding set, ...).
+        """
+        if not texts:
+            return []
+        backend = self._plain_backend()
+        if backend is None:
+            self.tokenize(texts[0])  # transformers sets the backend up (a fresh one truncates)
+            backend = self._plain_backend()
+            if backend is None:
+                return [self.tokenize(t) for t in texts]
+        encs = backend.encode_batch(list(texts), add_special_tokens=False)
+        offsets = _trim_whitespace_many(texts, [e.offsets for e in encs])
+        words = _renumber_words_many([e.word_ids for e in encs])
+        return [Pieces(e.ids, o, w) for e, o, w in zip(encs, offsets, words)]
+
+    def _plain_backend(self) -> Any | None:
+        """The Rust tokenizer when calling it directly equals what `tokenize` gets, else None."""
+        tok = self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None or hasattr(tok, "_switch_to_input_mode"):
+            return None
+        try:
+            plain = (backend.truncation is None and backend.padding is None
+                     and backend.encode_special_tokens
+                     == bool(getattr(tok, "split_special_tokens", False)))
+        except AttributeError:
+            return None
+        return backend if plain else None
+
+
+def _renumber_words(raw_words: Sequence[int | None]) -> list[int]:
+    """Words are maximal runs of pieces sharing a word id; a piece without one is its own word."""
+    word_ids: list[int] = []
+    prev: object = object()
+    n = -1
+    for w in raw_words:
+        if w is None or w != prev:
+            n += 1
+        word_ids.append(n)
+        prev = w
+    return word_ids
+
+
+def _renumber_words_many(raw: Sequence[list[int | None]]) -> list[list[int]]:
+    """`_renumber_words` of each list; lists already numbered 0, 1, ... in runs (what WordPiece
+    gives) are kept as they are, found with one numpy pass over the batch."""
+    plain = [None not in w for w in raw]
+    counts = np.fromiter((len(w) if p else 0 for w, p in zip(raw, plain)), np.int64, len(raw))
+    flat = np.fromiter(chain.from_iterable(w for w, p in zip(raw, plain) if p), np.int64,
+                       int(counts.sum()))
+    starts = (np.cumsum(counts) - counts)[counts > 0]
+    step = np.diff(flat, prepend=0)
+    ok = (step == 0) | (step == 1)
+    ok[starts] = flat[starts] == 0                         # and each list starts at word 0
+    owner = np.repeat(np.arange(len(raw)), counts)
+    bad = np.bincount(owner[~ok], minlength=len(raw)) > 0
+    return [list(w) if p and not b else _renumber_words(w)
+            for w, p, b in zip(raw, plain, bad.tolist())]
+
+
+def _trim_whitespace_many(texts: Sequence[str], offsets: Sequence[list[tuple[int, int]]]
+                          ) -> list[list[tuple[int, int]]]:
+    """`_trim_whitespace` of every piece; only texts with a piece that starts or ends on
+    whitespace (or is reversed) are trimmed in Python, found with one numpy pass."""
+    joined = "".join(texts)
+    space = [ord(c) for c in set(joined) if c.isspace()]
+    chars = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    is_space = np.append(np.isin(chars, space), False)
+    counts = np.fromiter(map(len, offsets), np.int64, len(offsets))
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), np.int64,
+                       2 * int(counts.sum())).reshape(-1, 2)
+    base = np.repeat(np.cumsum([0, *map(len, texts[:-1])]), counts)
+    a, b = flat[:, 0], flat[:, 1]
+    real = a < b
+    edge = is_space[np.where(real, base + a, -1)] | is_space[np.where(real, base + b - 1, -1)]
+    owner = np.repeat(np.arange(len(texts)), counts)
+    fix = np.bincount(owner[(real & edge) | (a > b)], minlength=len(texts)) > 0
+    return [[_trim_whitespace(t, x, y) for x, y in o] if f else o
+            for t, o, f in zip(texts, offsets, fix.tolist())]
 
 
 def _trim_whitespace(text: str, a: int, b: int) -> tuple[int, int]:
@@ -331,6 +409,14 @@ class TextAligner:
         """Model input for prediction: no labels (all -100)."""
         return self._encode(text, None)
 
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
+        """`encode_text` of each text, tokenized in one call where the tokenizer can
+        (`tokenize_many`): the per-call overhead of a Hugging Face tokenizer exceeds the work on
+        a product title."""
+        many = getattr(self.tokenizer, "tokenize_many", None)
+        pieces = many(texts) if many is not None else [self.tokenizer.tokenize(t) for t in texts]
+        return [self._from_pieces(p, None) for p in pieces]
+
     def encode(self, record: Record) -> Encoded:
         """Model input with word-level BIO labels on first pieces; overlaps and cuts are counted."""
         if self.schema is None:
@@ -358,15 +444,19 @@ class TextAligner:
         return out
 
     def _encode(self, text: str, spans: list[Span] | None) -> Encoded:
-        pieces = self.tokenizer.tokenize(text)
+        return self._from_pieces(self.tokenizer.tokenize(text), spans)
+
+    def _from_pieces(self, pieces: Pieces, spans: list[Span] | None) -> Encoded:
         n = len(pieces)
         keep = n if self.max_length is None else min(n, self.max_length - 2)
-        first = first_piece_mask(pieces.word_ids)
+        if spans is None and keep == n:
+            return self._whole_unlabelled(pieces)
 
         labels = [IGNORE_INDEX] * n
         cut = unaligned = 0
         if spans is not None:
             assert self.schema is not None
+            first = first_piece_mask(pieces.word_ids)
             words = _word_spans(pieces)
             tags, unaligned = spans_to_bio(words, spans)
             tag_ids = [self.schema.tag_id(t) for t in tags]
@@ -389,6 +479,17 @@ class TextAligner:
             num_pieces=n,
         )
         return enc
+
+    def _whole_unlabelled(self, pieces: Pieces) -> Encoded:
+        """`_from_pieces` of a text that is neither labelled nor cut, without the copies (it
+        runs for every text predicted)."""
+        tok = self.tokenizer
+        n = len(pieces)
+        return Encoded(input_ids=[tok.cls_id, *pieces.ids, tok.sep_id],
+                       offsets=[(0, 0), *pieces.offsets, (0, 0)],
+                       word_ids=[None, *pieces.word_ids, None],
+                       labels=[IGNORE_INDEX] * (n + 2), truncated=False, cut_spans=0,
+                       unaligned_spans=0, has_labels=False, num_pieces=n)
 
 
 def decode_tags(encoded: Encoded, tag_ids: Sequence[int], text: str,

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import threading
+from collections import abc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,10 @@ from mjave.data.errors import DataError
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded, TextAligner, batch_pad
-from mjave.inference.decode import Decoded
+from mjave.inference.decode import Decoded, SpanBatch
 from mjave.inference.loading import LoadedModel
-from mjave.inference.predict import predict_examples
-from mjave.inference.windows import (Window, merge_attribute_probs, merge_spans, plan_windows,
-                                     window_encoding)
+from mjave.inference.predict import autocast, predict_batches
+from mjave.inference.windows import Window, merge_attribute_probs, merge_spans, text_windows
 from mjave.model.batches import Example, collate
 from mjave.training.config import RunConfig
 
@@ -112,7 +112,7 @@ def parse_item(item: Item) -> tuple[Any, ImageInput, Any]:
     `(text, image, category)`, `(text,)` or a bare text."""
     if isinstance(item, str):
         return item, None, None
-    if isinstance(item, Mapping):
+    if isinstance(item, abc.Mapping):  # not typing.Mapping: its isinstance is 5x slower
         return item.get("text"), item.get("image"), item.get("category")
     if isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
         padded = [*item, None, None]
@@ -130,8 +130,11 @@ def parse_item(item: Item) -> tuple[Any, ImageInput, Any]:
 def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: AttributeSchema,
                 threshold: float, warning: str | None = None) -> dict[str, Any]:
     """The public result: predicted attributes (score order) and values (text order)."""
-    attrs = [{"name": schema.attributes[j], "score": float(p)}
-             for j, p in enumerate(attr_probs) if p >= threshold]
+    attr_probs = np.asarray(attr_probs)
+    hit = np.flatnonzero(attr_probs >= threshold)
+    names = schema.attributes
+    attrs = [{"name": names[j], "score": p}
+             for j, p in zip(hit.tolist(), attr_probs[hit].tolist())]
     attrs.sort(key=lambda a: (-a["score"], a["name"]))
     values = [{"attribute": s.attr, "value": text[s.begin:s.end], "begin": s.begin,
                "end": s.end, "score": float(sc)}
@@ -141,6 +144,33 @@ def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: Att
     if warning:
         out["warning"] = warning
     return out
+
+
+def result_dicts(spans: SpanBatch) -> list[dict[str, Any]]:
+    """`result_dict` of every row of a decoded batch (no warning), from its arrays at once:
+    the same dicts, key order and list order, without a `Span` or `Decoded` per item."""
+    names, texts = spans.schema.attributes, spans.texts
+    values: list[list[dict[str, Any]]] = [[] for _ in texts]
+    order = np.lexsort((spans.ends, spans.begins, spans.rows))   # stable, as `sorted` is
+    for r, a, b, j, sc in zip(spans.rows[order].tolist(), spans.begins[order].tolist(),
+                              spans.ends[order].tolist(), spans.attrs[order].tolist(),
+                              spans.scores[order].tolist()):
+        values[r].append({"attribute": names[j], "value": texts[r][a:b], "begin": a, "end": b,
+                          "score": sc})
+    attrs: list[list[dict[str, Any]]] = [[] for _ in texts]
+    rows, cols, probs = spans.attribute_hits()
+    scores = probs.astype(np.float64)                  # float(p), as `result_dict` has it
+    order = np.lexsort((_name_ranks(names)[cols], -scores, rows))
+    for r, j, p in zip(rows[order].tolist(), cols[order].tolist(), scores[order].tolist()):
+        attrs[r].append({"name": names[j], "score": p})
+    return [{"attributes": a, "values": v} for a, v in zip(attrs, values)]
+
+
+def _name_ranks(names: Sequence[str]) -> np.ndarray:
+    """Position of each name in sorted order (the tie-break of equal attribute scores)."""
+    ranks = np.empty(len(names), dtype=np.int64)
+    ranks[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    return ranks
 
 
 def _grid(values: np.ndarray) -> list[list[float]]:
@@ -222,8 +252,8 @@ class _Prepared:
     index: int
     text: str
     category: str | None
-    windows: list[Window]
-    encodings: list[Encoded]
+    windows: list[Window] = field(default_factory=list)
+    encodings: list[Encoded] = field(default_factory=list)
     image: Image.Image | None = None
     warning: str | None = None
     example_rows: list[int] = field(default_factory=list)
@@ -250,7 +280,7 @@ class Extractor:
     def __init__(self, model: LoadedModel, text_encoder: torch.nn.Module | None = None,
                  image_encoder: Any | None = None, *, batch_size: int = 32,
                  threshold: float | None = None, stride: int | None = None,
-                 trained_versions: dict[str, str] | None = None):
+                 trained_versions: dict[str, str] | None = None, bf16: bool | None = None):
         if model.uses_text_features and text_encoder is None:
             raise ValueError("this model reads cached text features: pass the frozen text encoder")
         if model.uses_image and image_encoder is None:
@@ -268,6 +298,8 @@ class Extractor:
         if not 1 <= self.stride <= budget:
             raise ValueError(f"stride must be between 1 and {budget} pieces, got {self.stride}")
         self.trained_versions = dict(trained_versions or {})
+        # bfloat16 autocast of the network forward: on for CUDA unless bf16=False, never on CPU.
+        self.bf16 = self.device.type == "cuda" and bf16 is not False
         # Whole texts: windows are cut from this encoding, so nothing is truncated.
         self._aligner = TextAligner(model.aligner.tokenizer, model.schema, max_length=None)
         self._lock = threading.Lock()
@@ -275,8 +307,13 @@ class Extractor:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str = "auto", *, batch_size: int = 32,
-             threshold: float | None = None, stride: int | None = None) -> "Extractor":
-        """Load a model folder written by `mjave train`, with the encoders it needs."""
+             threshold: float | None = None, stride: int | None = None,
+             bf16: bool | None = None) -> "Extractor":
+        """Load a model folder written by `mjave train`, with the encoders it needs.
+
+        `bf16`: run the network forward under bfloat16 autocast; None = on for CUDA. Never on
+        CPU, where predictions stay exactly as they are. The frozen text encoder (cached-feature
+        models) always runs in float32, so its states equal the feature store's."""
         model = LoadedModel.load(model_dir, device=device)
         enc = model.config.encoder
         text_encoder = None
@@ -298,7 +335,7 @@ class Extractor:
                 log.warning("%s is not readable JSON; the training versions are unknown",
                             versions_file)
         return cls(model, text_encoder, image_encoder, batch_size=batch_size,
-                   threshold=threshold, stride=stride, trained_versions=trained)
+                   threshold=threshold, stride=stride, trained_versions=trained, bf16=bf16)
 
     # ---- properties --------------------------------------------------------------------------
 
@@ -412,16 +449,25 @@ class Extractor:
         return out
 
     def _prepare(self, index: int, item: Item) -> _Prepared:
+        """The checked text and category of an item (windows come later, for all at once)."""
         text, image, category = parse_item(item)
         text = check_text(text)
         category = check_category(category) if self.restrict_to_category else None
-        full = self._aligner.encode_text(text)
-        windows = plan_windows(full, self.max_length, self.stride)
-        prepared = _Prepared(index, text, category, windows,
-                             [window_encoding(full, w) for w in windows],
-                             explain=isinstance(item, Mapping) and bool(item.get("explain")))
+        prepared = _Prepared(index, text, category,
+                             explain=isinstance(item, abc.Mapping) and bool(item.get("explain")))
         prepared.image = image  # type: ignore[assignment]  (opened later, in parallel)
         return prepared
+
+    def _window_all(self, prepared: Sequence[_Prepared]) -> None:
+        """Tokenize the texts in one call and cut each into windows (`text_windows`)."""
+        todo = [p for p in prepared if not p.encodings]
+        texts = [p.text for p in todo]
+        try:
+            fulls = self._aligner.encode_texts(texts)
+        except Exception:  # let the failing item's own call raise, as one at a time would
+            fulls = [self._aligner.encode_text(t) for t in texts]
+        for p, full in zip(todo, fulls):
+            p.windows, p.encodings = text_windows(full, self.max_length, self.stride)
 
     def _open_image(self, prepared: _Prepared) -> None:
         """Replace the raw image input by a decoded image, or apply the missing-image policy."""
@@ -452,6 +498,7 @@ class Extractor:
 
         def fail(i: int, e: DataError) -> None:
             if errors == "raise":
+                self._window_all(prepared)  # an earlier item's tokenizer error comes first
                 if not prefix:
                     raise e
                 raise DataError(f"item {offset + i}: {e}", reason=e.reason) from None
@@ -463,6 +510,7 @@ class Extractor:
                 prepared.append(self._prepare(i, item))
             except DataError as e:
                 fail(i, e)
+        self._window_all(prepared)
         if self.uses_image and prepared:
             outcomes = self._map(self._try_open_image, prepared)
             good = []
@@ -505,31 +553,41 @@ class Extractor:
         if self.uses_image:
             image_feats = self._image_features([p.image for p in prepared])
         examples = []
-        L = self.schema.num_attributes
+        no_labels = np.zeros(self.schema.num_attributes, dtype=np.float32)
+        no_labels.flags.writeable = False  # shared by every example: prediction has no labels
         for k, p in enumerate(prepared):
             record = Record(id=str(p.index), text=p.text, category=p.category)
             for enc in p.encodings:
                 p.example_rows.append(len(examples))
-                examples.append(Example(record, enc, np.zeros(L, dtype=np.float32),
-                                        text_feats[len(examples)], image_feats[k]))
-        decoded, probs = predict_examples(self.model.net, examples, self.schema,
-                                          batch_size=self.model.config.train.eval_batch_size,
-                                          device=self.device, threshold=self.threshold,
-                                          pad_id=self.model.aligner.pad_id,
-                                          restrict_to_category=self.restrict_to_category)
+                examples.append(Example(record, enc, no_labels, text_feats[len(examples)],
+                                        image_feats[k]))
+        rows_of: list[tuple[SpanBatch, int]] = []    # per example: its batch and row
+        singles: list[dict[str, Any]] = []            # per example: its result, if alone
+        for _, spans in predict_batches(self.model.net, examples, self.schema,
+                                        batch_size=self.model.config.train.eval_batch_size,
+                                        device=self.device, threshold=self.threshold,
+                                        pad_id=self.model.aligner.pad_id,
+                                        restrict_to_category=self.restrict_to_category,
+                                        bf16=self.bf16):
+            rows_of.extend((spans, r) for r in range(len(spans)))
+            singles.extend(result_dicts(spans))
         out = []
         for p in prepared:
             rows = p.example_rows
             if len(rows) == 1:
-                spans, scores = decoded[rows[0]].spans, decoded[rows[0]].span_scores
-                attr_probs = probs[rows[0]]
+                result = singles[rows[0]]
+                if p.warning:
+                    result["warning"] = p.warning
+                if p.explain:
+                    batch, r = rows_of[rows[0]]
+                    attr_probs = batch.attr_probs[r]
             else:
-                spans, scores = merge_spans(p.windows, [decoded[r].spans for r in rows],
-                                            [decoded[r].span_scores for r in rows])
-                attr_probs = merge_attribute_probs([probs[r] for r in rows])
-            merged = Decoded(list(spans), list(scores), [])
-            result = result_dict(p.text, merged, attr_probs, self.schema, self.threshold,
-                                 p.warning)
+                decoded = [b.decoded_row(r) for b, r in (rows_of[x] for x in rows)]
+                spans, scores = merge_spans(p.windows, [d.spans for d in decoded],
+                                            [d.span_scores for d in decoded])
+                attr_probs = merge_attribute_probs([d.attr_probs for d in decoded])
+                result = result_dict(p.text, Decoded(spans, scores, []), attr_probs,
+                                     self.schema, self.threshold, p.warning)
             if p.explain:
                 result["explain"] = self._explain(p, [examples[r] for r in rows], attr_probs)
             out.append(result)
@@ -540,7 +598,8 @@ class Extractor:
         """One more forward pass over the windows of `p`, for its gates (`explain_dict`)."""
         batch = collate(examples, pad_id=self.model.aligner.pad_id, device=self.device)
         self.model.net.eval()
-        out = self.model.net(batch, with_labels=False)
+        with autocast(self.bf16):
+            out = self.model.net(batch, with_labels=False)
         return explain_dict(p.text, p.windows, p.encodings, out, p.image is not None,
                             attr_probs, self.schema)
 
@@ -580,4 +639,4 @@ class Extractor:
 
 
 __all__ = ["Extractor", "check_category", "check_text", "explain_dict", "open_image",
-           "parse_item", "result_dict"]
+           "parse_item", "result_dict", "result_dicts"]

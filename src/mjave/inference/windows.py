@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import lt
 from typing import Sequence
 
 import numpy as np
@@ -65,10 +66,30 @@ def _word_starts(word_ids: Sequence[int | None]) -> list[bool]:
 
 
 def _char_extent(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
-    real = [(a, b) for a, b in offsets[start:end] if a < b]
+    """Lowest start and highest end of the pieces that cover characters (C-level iterators
+    when every piece does, as WordPiece's do: this runs once per text when predicting)."""
+    part = offsets[start:end]
+    if not part:
+        return (0, 0)
+    begins, ends = zip(*part)
+    if all(map(lt, begins, ends)):
+        return (min(begins), max(ends))
+    real = [(a, b) for a, b in part if a < b]
     if not real:
         return (0, 0)
     return (min(a for a, _ in real), max(b for _, b in real))
+
+
+def _sizes(max_length: int, stride: int | None) -> tuple[int, int]:
+    """(content pieces per window, stride), checked."""
+    budget = max_length - 2
+    if budget < 1:
+        raise ValueError(f"max_length must leave room for [CLS], one piece and [SEP], "
+                         f"got {max_length}")
+    stride = max(1, budget // 2) if stride is None else stride
+    if not 1 <= stride <= budget:
+        raise ValueError(f"stride must be between 1 and {budget} pieces, got {stride}")
+    return budget, stride
 
 
 def plan_windows(encoded: Encoded, max_length: int, stride: int | None = None) -> list[Window]:
@@ -78,13 +99,7 @@ def plan_windows(encoded: Encoded, max_length: int, stride: int | None = None) -
     apart (default: half a window), both moved back to a word start where one is in reach.
     A text that fits gives one window covering all of it.
     """
-    budget = max_length - 2
-    if budget < 1:
-        raise ValueError(f"max_length must leave room for [CLS], one piece and [SEP], "
-                         f"got {max_length}")
-    stride = max(1, budget // 2) if stride is None else stride
-    if not 1 <= stride <= budget:
-        raise ValueError(f"stride must be between 1 and {budget} pieces, got {stride}")
+    budget, stride = _sizes(max_length, stride)
     offsets, word_ids = _content(encoded)
     n = len(offsets)
     starts = _word_starts(word_ids)
@@ -116,19 +131,64 @@ def plan_windows(encoded: Encoded, max_length: int, stride: int | None = None) -
 
 def window_encoding(encoded: Encoded, window: Window) -> Encoded:
     """The model input of one window: [CLS] + its pieces + [SEP], offsets into the full text."""
-    content_ids = encoded.input_ids[1:-1]
-    offsets, word_ids = _content(encoded)
+    offsets, word_ids = _window_lists(encoded, window)
     s, e = window.start, window.end
     return Encoded(
-        input_ids=[encoded.input_ids[0], *content_ids[s:e], encoded.input_ids[-1]],
-        offsets=[(0, 0), *offsets[s:e], (0, 0)],
-        word_ids=[None, *word_ids[s:e], None],
+        input_ids=[encoded.input_ids[0], *_content_slice(encoded.input_ids, s, e),
+                   encoded.input_ids[-1]],
+        offsets=[(0, 0), *offsets, (0, 0)],
+        word_ids=[None, *word_ids, None],
         labels=[-100] * (e - s + 2),
         truncated=False,
         has_labels=False,
         id=encoded.id,
         num_pieces=e - s,
     )
+
+
+def _window_lists(encoded: Encoded, window: Window) -> tuple[list, list]:
+    """The window's content offsets and word ids (checks that the text is whole)."""
+    if encoded.truncated:
+        _content(encoded)  # raises: windows need the whole text
+    s, e = window.start, window.end
+    return (_content_slice(encoded.offsets, s, e), _content_slice(encoded.word_ids, s, e))
+
+
+def _content_slice(values: list, start: int, end: int) -> list:
+    """`values[1:-1][start:end]` without copying all of `values` first (a long text has many
+    windows)."""
+    n = len(values) - 2
+    if start < 0 or end < 0 or n < 0:
+        return values[1:-1][start:end]
+    return values[1 + min(start, n):1 + min(end, n)]
+
+
+def text_windows(encoded: Encoded, max_length: int, stride: int | None = None
+                 ) -> tuple[list[Window], list[Encoded]]:
+    """`plan_windows` and the `window_encoding` of each window.
+
+    A text that fits in one window (almost every product title) is its own window encoding
+    when it is an unlabelled whole-text encoding (`TextAligner.encode_text`): then
+    `window_encoding` would rebuild an equal object, so `encoded` itself is returned.
+    """
+    budget, stride = _sizes(max_length, stride)
+    n = len(encoded.input_ids) - 2
+    if n <= budget and _is_whole_text(encoded):
+        a, b = _char_extent(encoded.offsets, 1, n + 1)
+        return [Window(0, n, a, b, cut_left=False, cut_right=False)], [encoded]
+    windows = plan_windows(encoded, max_length, stride)
+    return windows, [window_encoding(encoded, w) for w in windows]
+
+
+def _is_whole_text(encoded: Encoded) -> bool:
+    """True when `window_encoding` of a window over all of `encoded` equals `encoded`."""
+    e = encoded
+    return (not e.truncated and not e.has_labels and e.num_pieces == len(e.input_ids) - 2
+            and e.cut_spans == e.dropped_overlaps == e.unaligned_spans == 0
+            and len(e.offsets) == len(e.word_ids) == len(e.labels) == len(e.input_ids)
+            and e.offsets[0] == e.offsets[-1] == (0, 0)
+            and e.word_ids[0] is None and e.word_ids[-1] is None
+            and e.labels.count(-100) == len(e.labels))
 
 
 def merge_spans(windows: Sequence[Window], spans: Sequence[Sequence[Span]],
@@ -165,4 +225,5 @@ def merge_attribute_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
     return np.max(np.stack([np.asarray(p) for p in probs]), axis=0)
 
 
-__all__ = ["Window", "merge_attribute_probs", "merge_spans", "plan_windows", "window_encoding"]
+__all__ = ["Window", "merge_attribute_probs", "merge_spans", "plan_windows", "text_windows",
+           "window_encoding"]
