@@ -1,6 +1,7 @@
 """The equations of section 2: shapes, masks, switches, gradients and the KL mapping."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -246,3 +247,37 @@ def test_span_score_is_the_tag_mean_times_the_chance_it_ends_where_it_does():
     probs[4] = [1.0, 0, 0, 0, 0.0]
     d = decode_example(enc, text, probs, np.array([0.9, 0.9]), schema)
     assert d.span_scores == pytest.approx([0.9, 0.8 * (1 - 0.1)])
+
+
+def test_paper_kl_goes_negative_and_the_bernoulli_kl_does_not():
+    """Eq. 13 over vectors of independent probabilities is no divergence: a tagger that marks
+    more than the classifier predicts lowers it below 0. The Bernoulli form is >= 0 and 0 only
+    at agreement; hand-computed for one pair."""
+    p = torch.tensor([[0.3, 0.1]])
+    q = torch.tensor([[0.9, 0.8]])
+    paper = 0.3 * math.log(0.3 / 0.9) + 0.1 * math.log(0.1 / 0.8)
+    assert kl_term(p, q).item() == pytest.approx(paper, abs=1e-6)
+    assert paper < 0
+    bern = paper + 0.7 * math.log(0.7 / 0.1) + 0.9 * math.log(0.9 / 0.2)
+    assert kl_term(p, q, "bernoulli").item() == pytest.approx(bern, abs=1e-5)
+    assert kl_term(p, p, "bernoulli").item() == pytest.approx(0.0, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(64, 5, generator=g), torch.rand(64, 5, generator=g)
+    assert (torch.stack([kl_term(a[i:i + 1], b[i:i + 1], "bernoulli") for i in range(64)])
+            >= 0).all()
+    # saturated probabilities stay finite in float32 (1 - 1e-8 rounds to 1)
+    ones = torch.ones(1, 2, requires_grad=True)
+    out = kl_term(ones * 0.5, ones, "bernoulli")
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(ones.grad).all()
+
+
+def test_attr_loss_weight_scales_the_attribute_loss_only():
+    b = batch()
+    base = make()(**b)
+    for form in ("paper", "bernoulli"):
+        out = make(attr_loss_weight=0.1, kl_form=form)(**b)
+        assert torch.allclose(out.loss_attr, base.loss_attr)
+        assert torch.allclose(out.loss, 0.1 * out.loss_attr + out.loss_value + 0.5 * out.loss_kl)
+        if form == "paper":
+            assert torch.allclose(out.loss_kl, base.loss_kl)

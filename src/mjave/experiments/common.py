@@ -297,13 +297,14 @@ class TrainedModel:
         """Predict `records` (or the given examples of them, e.g. with shuffled images)."""
         if self.wsm is not None:
             return Predictions(list(records), list(self.wsm.predict(list(records))))
-        from mjave.inference.predict import as_records, predict_examples
+        from mjave.inference.predict import as_records, decode_options, predict_examples
         model = self.loaded
         if examples is None:
             examples = self.examples(records, image_root, features_dir)
         tc = model.config.train
         decoded, probs = predict_examples(model.net, examples, model.schema, tc.eval_batch_size,
-                                          model.device, tc.threshold, model.aligner.pad_id)
+                                          model.device, tc.threshold, model.aligner.pad_id,
+                                          **decode_options(model.config.model))
         out = Predictions(list(records), as_records(examples, decoded), probs,
                           list(model.schema.attributes), tc.threshold)
         if self.variant.kind == "attr-upper-bound":

@@ -75,9 +75,9 @@ def run_config(cfg: DemoConfig, name: str, catalog: Path, use_image: bool) -> Ru
 
 
 def write_predictions(path: Path, model: LoadedModel, examples) -> None:
-    from mjave.inference.predict import predict_examples
+    from mjave.inference.predict import decode_options, predict_examples
     decoded, _ = predict_examples(model.net, examples, model.schema, device=model.device,
-                                  pad_id=model.aligner.pad_id)
+                                  pad_id=model.aligner.pad_id, **decode_options(model.config.model))
     with open(path, "w", encoding="utf-8") as f:
         for e, d in zip(examples, decoded):
             f.write(json.dumps({

@@ -2,8 +2,10 @@
 
 Evaluation, batch prediction and serving all decode through `decode_spans` (`decode_batch` and
 `decode_example`, a batch of one, wrap it), so a fix here fixes every user-facing path at once. Tags are the argmax at the first piece
-of each word; chunking and the repair of an `I-X` without a `B-X` are those of
-`mjave.data.spans.bio_to_spans` (it starts a new chunk). A span's score is the mean probability
+of each word (`decoding="argmax"`, the paper's), or the most probable tag sequence that is valid
+BIO (`decoding="viterbi"`: an `I-X` only after `B-X` or `I-X`; `viterbi_tags`); chunking and the
+repair of an `I-X` without a `B-X` are those of `mjave.data.spans.bio_to_spans` (it starts a
+new chunk). A span's score is the mean probability
 of the tags chosen on its words times the probability that the span does not extend past either
 end (`span_scores`).
 
@@ -24,6 +26,9 @@ import numpy as np
 from mjave.data.records import Span
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded
+
+DECODINGS = ("argmax", "viterbi")
+"""How tags are chosen from the per-word tag probabilities (`ModelConfig.decoding`)."""
 
 _FAR = np.iinfo(np.int64).max
 """Offset of a padding word: never inside a span."""
@@ -170,7 +175,8 @@ def _extents(key: np.ndarray, begin: np.ndarray, end: np.ndarray
 
 def decode_example(encoded: Encoded, text: str, tag_probs: np.ndarray, attr_probs: np.ndarray,
                    schema: AttributeSchema, threshold: float = 0.5,
-                   allowed: Collection[str] | None = None) -> Decoded:
+                   allowed: Collection[str] | None = None, decoding: str = "argmax",
+                   min_span_score: float = 0.0) -> Decoded:
     """`tag_probs` (T_padded, num_tags) and `attr_probs` (L,) of one text, as numpy arrays.
 
     `allowed`: restrict the output to these attributes (e.g. those its category has in
@@ -180,16 +186,18 @@ def decode_example(encoded: Encoded, text: str, tag_probs: np.ndarray, attr_prob
     if len(tag_probs) < len(encoded.input_ids):
         raise ValueError(f"{len(tag_probs)} tag ids for {len(encoded.input_ids)} tokens")
     return decode_batch(TokenLayout.from_encodings([encoded]), [text], tag_probs[None],
-                        np.asarray(attr_probs)[None], schema, threshold, [allowed])[0]
+                        np.asarray(attr_probs)[None], schema, threshold, [allowed],
+                        decoding, min_span_score)[0]
 
 
 def decode_batch(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
-                 allowed: Sequence[Collection[str] | None] | None = None) -> list[Decoded]:
+                 allowed: Sequence[Collection[str] | None] | None = None,
+                 decoding: str = "argmax", min_span_score: float = 0.0) -> list[Decoded]:
     """`decode_example` of every row of a batch: `tag_probs` (B, T_padded, num_tags),
     `attr_probs` (B, L), `allowed` one restriction (or None) per row, or None for none."""
     return decode_spans(layout, texts, tag_probs, attr_probs, schema, threshold,
-                        allowed).decoded()
+                        allowed, decoding, min_span_score).decoded()
 
 
 @dataclass
@@ -248,8 +256,12 @@ class SpanBatch:
 
 def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
-                 allowed: Sequence[Collection[str] | None] | None = None) -> SpanBatch:
-    """`decode_batch` as arrays (`SpanBatch`)."""
+                 allowed: Sequence[Collection[str] | None] | None = None,
+                 decoding: str = "argmax", min_span_score: float = 0.0) -> SpanBatch:
+    """`decode_batch` as arrays (`SpanBatch`). `decoding`: "argmax" (per word) or "viterbi"
+    (`viterbi_tags`); spans scoring below `min_span_score` are dropped."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
     if tag_probs.shape[1] < int(layout.lengths.max(initial=0)):
         raise ValueError(f"{tag_probs.shape[1]} tag ids for "
                          f"{int(layout.lengths.max())} tokens")
@@ -259,11 +271,17 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
     if tag_keep is not None:
         probs = np.where(tag_keep[words.row], probs, 0.0)
         attr_probs = np.where(attr_keep, attr_probs, 0.0)
-    tags = probs.argmax(-1)
+    if decoding == "viterbi":
+        tags = viterbi_tags(probs, words)
+    else:
+        tags = probs.argmax(-1)
     _check_tags(tags, words, schema.num_tags)
     chosen = probs[np.arange(len(tags)), tags]
     rows, begins, ends, attrs = _chunks(tags, words)
     scores = _score(words, probs, chosen, rows, begins, ends, attrs)
+    if min_span_score > 0.0:
+        keep = scores >= min_span_score
+        rows, begins, ends, attrs, scores = (a[keep] for a in (rows, begins, ends, attrs, scores))
     return SpanBatch(texts, schema, threshold, rows, begins, ends, attrs, scores, attr_probs)
 
 
@@ -292,6 +310,58 @@ def _restrictions(allowed: Sequence[Collection[str] | None] | None, schema: Attr
         if a is not None:
             tag_keep[b], attr_keep[b] = _keep_masks(schema, tuple(a))
     return tag_keep, attr_keep
+
+
+_LOG_FLOOR = 1e-30
+"""Probabilities are floored here before the log: a tag a restriction zeroed stays possible
+only when every tag of its word is (it then costs the same as any other)."""
+
+
+def viterbi_tags(probs: np.ndarray, words: _Words) -> np.ndarray:
+    """(W,) tags: per row, the valid BIO sequence with the largest product of the words' tag
+    probabilities (`probs` (W, 1 + 2L), words in flat order, O at 0, B-l at 1 + 2l and I-l
+    at 2 + 2l). Valid: an I-l only right after B-l or I-l. Words without characters are left
+    out (they break nothing in the chunking) and get O.
+
+    Per-word argmax often yields an I-X after another attribute's tag or after O, which the
+    chunker turns into a separate, truncated span ("25 Mg" -> "Mg"); the sequence maximum
+    decides the boundary from both words' evidence. When the argmax sequence is valid it is
+    the maximum, so this changes nothing there. The recursion needs no K x K transition
+    matrix: O and B-l may follow anything, I-l only B-l or I-l."""
+    tags = np.zeros(len(probs), dtype=np.int64)
+    live = np.flatnonzero(words.begin != words.end)
+    if not len(live):
+        return tags
+    row = words.row[live]
+    counts = np.bincount(row, minlength=len(words.counts))
+    rank = np.arange(len(live)) - (np.cumsum(counts) - counts)[row]
+    B, W, K = len(counts), int(counts.max()), probs.shape[-1]
+    lp = np.zeros((B, W, K))
+    lp[row, rank] = np.log(np.maximum(probs[live].astype(np.float64), _LOG_FLOOR))
+    b_cols, i_cols = np.arange(1, K, 2), np.arange(2, K, 2)
+    score = lp[:, 0].copy()
+    score[:, i_cols] = -np.inf                       # a sequence cannot open with I
+    back = np.zeros((B, W, K), dtype=np.int64)
+    rows = np.arange(B)
+    for k in range(1, W):
+        best_prev = score.argmax(-1)                 # O and B-l follow anything
+        from_b = score[:, b_cols] >= score[:, i_cols]
+        new = np.empty_like(score)
+        new[:] = score[rows, best_prev][:, None]
+        back[:, k] = best_prev[:, None]
+        new[:, i_cols] = np.where(from_b, score[:, b_cols], score[:, i_cols])
+        back[:, k, i_cols] = np.where(from_b, b_cols, i_cols)
+        active = (k < counts)[:, None]
+        score = np.where(active, new + lp[:, k], score)
+    best = np.zeros((B, W), dtype=np.int64)
+    cur = score.argmax(-1)
+    for k in range(W - 1, -1, -1):
+        active = k < counts
+        best[:, k] = np.where(active, cur, 0)
+        if k:
+            cur = np.where(active, back[rows, k, cur], cur)
+    tags[live] = best[row, rank]
+    return tags
 
 
 def _check_tags(tags: np.ndarray, words: _Words, num_tags: int) -> None:

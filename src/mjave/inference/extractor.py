@@ -40,7 +40,7 @@ from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded, TextAligner, batch_pad
 from mjave.inference.decode import Decoded, SpanBatch
 from mjave.inference.loading import LoadedModel
-from mjave.inference.predict import autocast, predict_batches
+from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import Window, merge_attribute_probs, merge_spans, text_windows
 from mjave.model.batches import Example, collate
 from mjave.training.config import RunConfig
@@ -400,6 +400,8 @@ class Extractor:
             "uses_image": self.uses_image,
             "missing_image": self.missing_image,
             "restrict_to_category": self.restrict_to_category,
+            "decoding": self.model.config.model.decoding,
+            "min_span_score": self.model.config.model.min_span_score,
             "categories": sorted(getattr(self.schema, "categories", {}) or {}),
             "max_length": self.max_length,
             "window_stride": self.stride,
@@ -567,8 +569,8 @@ class Extractor:
                                         batch_size=self.model.config.train.eval_batch_size,
                                         device=self.device, threshold=self.threshold,
                                         pad_id=self.model.aligner.pad_id,
-                                        restrict_to_category=self.restrict_to_category,
-                                        bf16=self.bf16):
+                                        bf16=self.bf16,
+                                        **decode_options(self.model.config.model)):
             rows_of.extend((spans, r) for r in range(len(spans)))
             singles.extend(result_dicts(spans))
         out = []

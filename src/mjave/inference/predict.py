@@ -15,19 +15,31 @@ from mjave.model.batches import Example, batches
 from mjave.model.network import TextImageModel
 
 
+def decode_options(model_config: Any) -> dict[str, Any]:
+    """The decoding keywords of `predict_examples`/`predict_batches` a model's `ModelConfig`
+    asks for (category restriction, argmax or viterbi, span-score cut): every path that scores
+    or serves a model decodes through this, so they all decode alike."""
+    return {"restrict_to_category": bool(getattr(model_config, "restrict_to_category", False)),
+            "decoding": getattr(model_config, "decoding", "argmax"),
+            "min_span_score": float(getattr(model_config, "min_span_score", 0.0))}
+
+
 @torch.no_grad()
 def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: AttributeSchema,
                      batch_size: int = 256, device: torch.device | str = "cpu",
                      threshold: float = 0.5, pad_id: int = 0,
-                     restrict_to_category: bool = False, bf16: bool = False
+                     restrict_to_category: bool = False, bf16: bool = False,
+                     decoding: str = "argmax", min_span_score: float = 0.0
                      ) -> tuple[list[Decoded], np.ndarray]:
     """Decoded spans and attributes per example, plus the (N, L) attribute probabilities.
 
     `restrict_to_category`: decode only attributes the schema saw with each record's category.
-    `bf16`: run the forward under CUDA bfloat16 autocast (outputs are decoded in float32)."""
+    `bf16`: run the forward under CUDA bfloat16 autocast (outputs are decoded in float32).
+    `decoding`, `min_span_score`: how spans are decoded (`mjave.inference.decode.decode_spans`)."""
     decoded: list[Decoded] = []
     for _, spans in predict_batches(net, examples, schema, batch_size, device, threshold,
-                                    pad_id, restrict_to_category, bf16):
+                                    pad_id, restrict_to_category, bf16, decoding,
+                                    min_span_score):
         decoded.extend(spans.decoded())
     probs = [d.attr_probs for d in decoded]
     return decoded, (np.stack(probs) if probs else np.zeros((0, schema.num_attributes)))
@@ -37,7 +49,8 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
 def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: AttributeSchema,
                     batch_size: int = 256, device: torch.device | str = "cpu",
                     threshold: float = 0.5, pad_id: int = 0,
-                    restrict_to_category: bool = False, bf16: bool = False
+                    restrict_to_category: bool = False, bf16: bool = False,
+                    decoding: str = "argmax", min_span_score: float = 0.0
                     ) -> Iterator[tuple[list[Example], SpanBatch]]:
     """`predict_examples` batch by batch, decoded as arrays (`SpanBatch`): the Extractor builds
     its results from these without a `Span` object per value."""
@@ -51,7 +64,8 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
         allowed = ([schema.allowed_attributes(e.record.category) for e in chunk]
                    if restrict_to_category else None)
         yield chunk, decode_spans(layout, [e.record.text for e in chunk], tag_probs,
-                                  attr_probs, schema, threshold, allowed)
+                                  attr_probs, schema, threshold, allowed, decoding,
+                                  min_span_score)
 
 
 def host_outputs(out: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -44,7 +45,23 @@ class ModelConfig:
     multitask: bool = True
     gold_attr_conditioning: bool = False
     kl_lambda: float = 0.5
+    # Eq. 13 as printed ("paper") sums y^a_l log(y^a_l / y^{v->a}_l) over attributes. Neither
+    # vector is a distribution (each entry is its own probability), so that sum is no divergence:
+    # it goes below 0 and rewards y^{v->a} above y^a, i.e. B/I tags of every predicted
+    # attribute somewhere in the text. "bernoulli" sums the KL of the L Bernoulli pairs
+    # (adds (1-p) log((1-p)/(1-q))): >= 0, 0 only at agreement, so spurious tags cost.
+    kl_form: Literal["paper", "bernoulli"] = "paper"
+    # Weight of the attribute loss in Eq. 14 (the paper: 1). Eq. 8 sums the BCE over the L
+    # attributes, so with many attributes it dwarfs the per-token tag loss and, under a
+    # fine-tuned encoder, shapes the shared token states for classification, not tagging.
+    attr_loss_weight: float = 1.0
     restrict_to_category: bool = False  # decode only attributes seen with the text's category
+    # How tags are read off the tag probabilities: "argmax" per word (the paper's) or "viterbi",
+    # the most probable valid BIO sequence (no I-X after O or another attribute's tag).
+    decoding: Literal["argmax", "viterbi"] = "argmax"
+    # Decoded spans whose score (`mjave.inference.decode.span_scores`) is below this are dropped
+    # (0 keeps every span, the paper's behaviour).
+    min_span_score: float = 0.0
 
     @property
     def num_tags(self) -> int:

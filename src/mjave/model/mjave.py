@@ -28,6 +28,7 @@ from mjave.model.registry import register
 
 NEG_INF = -1e9
 EPS = 1e-8
+BERNOULLI_EPS = 1e-6
 
 
 def _attend(q: Tensor, k: Tensor, key_mask: Tensor | None, softmax: bool) -> Tensor:
@@ -149,11 +150,20 @@ def value_to_attribute_probs(tag_probs: Tensor, tag_mask: Tensor) -> Tensor:
     return 0.5 * (best[:, 1::2] + best[:, 2::2])            # B_l at 1+2l, I_l at 2+2l
 
 
-def kl_term(attr_probs: Tensor, value_attr_probs: Tensor) -> Tensor:
-    """Eq. 13: sum_l y^a_l log(y^a_l / y^{v->a}_l), averaged over the batch."""
-    p = attr_probs.clamp_min(EPS)
-    q = value_attr_probs.clamp_min(EPS)
-    return (p * (p.log() - q.log())).sum(-1).mean()
+def kl_term(attr_probs: Tensor, value_attr_probs: Tensor, form: str = "paper") -> Tensor:
+    """Eq. 13: sum_l y^a_l log(y^a_l / y^{v->a}_l), averaged over the batch ("paper"), or the
+    sum of the L Bernoulli KLs, which adds (1 - y^a_l) log((1 - y^a_l) / (1 - y^{v->a}_l))
+    ("bernoulli"; see `ModelConfig.kl_form`)."""
+    if form == "bernoulli":
+        eps = BERNOULLI_EPS   # 1 - 1e-8 rounds to 1 in float32: log(1 - q) would be -inf
+        p = attr_probs.clamp(eps, 1.0 - eps)
+        q = value_attr_probs.clamp(eps, 1.0 - eps)
+        kl = p * (p.log() - q.log()) + (1.0 - p) * ((1.0 - p).log() - (1.0 - q).log())
+    else:
+        p = attr_probs.clamp_min(EPS)
+        q = value_attr_probs.clamp_min(EPS)
+        kl = p * (p.log() - q.log())
+    return kl.sum(-1).mean()
 
 
 @dataclass
@@ -247,13 +257,14 @@ class MJAVE(nn.Module):
                                    unknown_attr_weight)                               # Eq. 8
         loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
                               outside_weight)                                         # Eq. 11
-        loss = loss_attr + loss_value
+        loss = cfg.attr_loss_weight * loss_attr + loss_value
         loss_kl = None
         # The KL term (Eq. 12-13) compares two predicted distributions and reads no label, so
         # partial labels leave it as it is: for an attribute the record does not know it is the
         # only attribute-side signal left, and it keeps y^a consistent with the tagger.
         if cfg.kl_enabled:
             tag_probs = out.tag_logits.float().softmax(-1)
-            loss_kl = kl_term(attr_probs.float(), value_to_attribute_probs(tag_probs, tag_mask))
+            loss_kl = kl_term(attr_probs.float(), value_to_attribute_probs(tag_probs, tag_mask),
+                              cfg.kl_form)
             loss = loss + cfg.kl_lambda * loss_kl                                     # Eq. 14
         out.loss, out.loss_attr, out.loss_value, out.loss_kl = loss, loss_attr, loss_value, loss_kl

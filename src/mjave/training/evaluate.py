@@ -15,7 +15,7 @@ from mjave.data.records import Record, Span
 from mjave.evaluation.metrics import evaluate_records
 from mjave.inference.examples import build_examples
 from mjave.inference.loading import LoadedModel
-from mjave.inference.predict import as_records, predict_examples
+from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.model.batches import Example
 
 
@@ -60,7 +60,7 @@ def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Exam
     threshold = model.config.train.threshold if threshold is None else threshold
     decoded, probs = predict_examples(model.net, examples, model.schema,
                                       model.config.train.eval_batch_size, model.device, threshold,
-                                      model.aligner.pad_id, model.config.model.restrict_to_category)
+                                      model.aligner.pad_id, **decode_options(model.config.model))
     gold, pred = list(records), as_records(examples, decoded)
     if any(r.known_attributes() is not None for r in gold):
         gold, pred, probs = known_attributes_only(gold, pred, probs, model.schema.attributes)

@@ -29,7 +29,7 @@ from mjave.evaluation.metrics import evaluate_records
 from mjave.inference.examples import build_examples
 from mjave.inference.loading import (build_network, make_aligner, make_tokenizer, resolve_device,
                                      text_in_loop)
-from mjave.inference.predict import as_records, predict_examples
+from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training import distributed
@@ -117,7 +117,7 @@ def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, c
     (`known_attributes_only`)."""
     decoded, probs = predict_examples(net, split.examples, schema, config.train.eval_batch_size,
                                       device, config.train.threshold, pad_id,
-                                      config.model.restrict_to_category)
+                                      **decode_options(config.model))
     gold, pred = split.records, as_records(split.examples, decoded)
     if any(r.known_attributes() is not None for r in gold):
         gold, pred, probs = known_attributes_only(gold, pred, probs, schema.attributes)
