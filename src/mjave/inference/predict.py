@@ -12,16 +12,17 @@ from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.decode import Decoded, SpanBatch, TokenLayout, decode_spans
 from mjave.model.batches import Example, batches
+from mjave.model.config import ModelConfig
 from mjave.model.network import TextImageModel
 
 
-def decode_options(model_config: Any) -> dict[str, Any]:
+def decode_options(model_config: ModelConfig) -> dict[str, Any]:
     """The decoding keywords of `predict_examples`/`predict_batches` a model's `ModelConfig`
     asks for (category restriction, argmax or viterbi, span-score cut): every path that scores
     or serves a model decodes through this, so they all decode alike."""
-    return {"restrict_to_category": bool(getattr(model_config, "restrict_to_category", False)),
-            "decoding": getattr(model_config, "decoding", "argmax"),
-            "min_span_score": float(getattr(model_config, "min_span_score", 0.0))}
+    return {"restrict_to_category": model_config.restrict_to_category,
+            "decoding": model_config.decoding,
+            "min_span_score": model_config.min_span_score}
 
 
 @torch.no_grad()
