@@ -281,3 +281,42 @@ def test_attr_loss_weight_scales_the_attribute_loss_only():
         assert torch.allclose(out.loss, 0.1 * out.loss_attr + out.loss_value + 0.5 * out.loss_kl)
         if form == "paper":
             assert torch.allclose(out.loss_kl, base.loss_kl)
+
+
+def test_mean_attribute_pooling_is_the_sum_over_the_token_count():
+    """Eq. 7 with attr_pooling="mean": W3 and W4 see means over the real tokens, W5 the [CLS]."""
+    b = batch(lengths=(6, 4), T=9)
+    m = make(attr_pooling="mean", use_image=False)
+    out = m(**b)
+    head, mask = m.attribute_head, b["mask"]
+    h_prime = m.cross(b["h"], mask, None, None).h_prime
+    n = mask.sum(1, keepdim=True).float()
+    w = mask.unsqueeze(-1).float()
+    expected = (head.w3((b["h"] * w).sum(1) / n) + head.w4((h_prime * w).sum(1) / n)
+                + head.w5(b["h"][:, 0]))
+    assert torch.allclose(out.attr_logits, expected, atol=1e-5)
+    summed = make(use_image=False)(**b)        # same seed, same weights
+    assert not torch.allclose(out.attr_logits, summed.attr_logits, atol=1e-3)
+
+
+def test_mean_pooling_is_free_of_the_text_length():
+    """A text whose tokens are repeated k times (the [CLS] stays first) has the same means and,
+    with the softmax attention, the same h': under the mean its attribute logits do not move and
+    each token gets 1/k of the attribute loss's gradient; under the paper's sum they change."""
+    def run(pooling, reps):
+        torch.manual_seed(3)
+        base = torch.randn(1, 4, DT)
+        h = base.repeat(1, reps, 1).requires_grad_()
+        mask = torch.ones(1, 4 * reps, dtype=torch.bool)
+        m = make(attr_pooling=pooling, use_image=False, kl_lambda=0.0)
+        out = m(h=h, mask=mask, tag_mask=mask, attr_labels=torch.ones(1, L),
+                tag_labels=torch.zeros(1, 4 * reps, dtype=torch.long))
+        out.loss_attr.backward()
+        return out.attr_logits.detach(), h.grad[0, 1:4]   # tokens 1-3 (token 0 also feeds W5)
+    mean1, grad1 = run("mean", 1)
+    mean3, grad3 = run("mean", 3)
+    assert torch.allclose(mean1, mean3, atol=1e-5)
+    assert torch.allclose(grad3 * 3, grad1, atol=1e-5)
+    sum1, _ = run("sum", 1)
+    sum3, _ = run("sum", 3)
+    assert not torch.allclose(sum1, sum3, atol=1e-2)

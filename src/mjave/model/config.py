@@ -55,6 +55,11 @@ class ModelConfig:
     # attributes, so with many attributes it dwarfs the per-token tag loss and, under a
     # fine-tuned encoder, shapes the shared token states for classification, not tagging.
     attr_loss_weight: float = 1.0
+    # How Eq. 7 pools the token states: "sum" (the paper's) or "mean" over the real tokens. A sum
+    # hands every token the attribute loss's whole gradient while the tag loss gives it 1/T of
+    # its own, so on long texts (WDC-PAVE: ~200 tokens) the attribute task owns the shared
+    # encoder; the mean makes the balance independent of the text's length.
+    attr_pooling: Literal["sum", "mean"] = "sum"
     restrict_to_category: bool = False  # decode only attributes seen with the text's category
     # How tags are read off the tag probabilities: "argmax" per word (the paper's) or "viterbi",
     # the most probable valid BIO sequence (no I-X after O or another attribute's tag).

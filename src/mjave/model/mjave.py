@@ -90,16 +90,20 @@ class GlobalGatedCrossModalAttention(nn.Module):
 
 
 class AttributeHead(nn.Module):
-    """Eq. 7: y^a = sigmoid(W3 sum_i h_i + W4 sum_i h'_i + W5 h0); returns logits."""
+    """Eq. 7: y^a = sigmoid(W3 sum_i h_i + W4 sum_i h'_i + W5 h0); returns logits. With
+    `attr_pooling="mean"` the two sums are means over the real tokens."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.mean = cfg.attr_pooling == "mean"
         self.w3 = nn.Linear(cfg.text_dim, cfg.num_attributes, bias=False)
         self.w4 = nn.Linear(cfg.attention_size, cfg.num_attributes, bias=False)
         self.w5 = nn.Linear(cfg.text_dim, cfg.num_attributes, bias=True)
 
     def forward(self, h: Tensor, h_prime: Tensor, mask: Tensor) -> Tensor:
         m = mask.unsqueeze(-1).to(h.dtype)
+        if self.mean:
+            m = m / m.sum(1, keepdim=True).clamp_min(1.0)
         return self.w3((h * m).sum(1)) + self.w4((h_prime * m).sum(1)) + self.w5(h[:, 0])
 
 
