@@ -388,3 +388,28 @@ def test_realdata_recipes_load_and_compare_with_the_plain_tagger():
         assert "token-classification" in archs and archs <= set(architectures())
         assert cfg.reference in {m.name for m in cfg.models}
         assert cfg.eval_data.endswith(f"{path.stem}/valid.jsonl")
+
+
+def test_table_significance_pairs_the_seed_means_of_each_text():
+    """With repeats, each text's F1 is averaged over the seeds before the paired t-test, so
+    one lucky seed of either model does not decide the p value."""
+    from types import SimpleNamespace
+
+    from mjave.experiments.common import VariantRuns
+    from mjave.experiments.stats import paired_test
+    from mjave.experiments.table import significance_rows
+
+    def runs(name, *per_seed):
+        preds = [SimpleNamespace(instance_scores=lambda v=np.array(v, float):
+                                 {"attribute": v, "value": v, "pair": v}) for v in per_seed]
+        return VariantRuns(name, predictions=preds)
+
+    ref = runs("ref", [1, 1, 1, 1, 0, 1], [0, 0, 1, 0, 0, 1], [0, 1, 0, 0, 1, 0])
+    other = runs("other", [0, 0, 0, 1, 0, 0], [1, 1, 0, 1, 1, 0], [1, 0, 1, 1, 0, 1])
+    rows = significance_rows({"ref": ref, "other": other}, "ref")
+    want = paired_test(np.array([1, 2, 2, 1, 1, 2]) / 3, np.array([2, 1, 1, 3, 1, 1]) / 3,
+                       "ttest").to_dict()
+    assert rows["other"]["value"] == want
+    first_seed_only = paired_test(np.array([1, 1, 1, 1, 0, 1.]), np.array([0, 0, 0, 1, 0, 0.]),
+                                  "ttest").to_dict()
+    assert rows["other"]["value"] != first_seed_only

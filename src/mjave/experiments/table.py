@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mjave.experiments import plots
 from mjave.experiments.common import (BASELINES, TASKS, ExperimentBase, ExperimentResult,
                                       ModelVariant, Progress, VariantRuns, baseline, eval_file,
@@ -29,7 +31,7 @@ class TableConfig(ExperimentBase):
     """Models compared on `eval_data` (default base.data.test, else base.data.valid).
 
     `reference`: the model every other one is t-tested against (per-instance F1, paired over
-    the evaluation texts; first run when repeats > 1). `repeats` > 1 trains each neural model
+    the evaluation texts; with repeats > 1 each text's F1 is its mean over the seeds). `repeats` > 1 trains each neural model
     with seeds seed, seed+1, ... and reports mean ± std.
     """
 
@@ -40,17 +42,24 @@ class TableConfig(ExperimentBase):
     repeats: int = 1
 
 
+def seed_mean_scores(r: VariantRuns) -> dict[str, np.ndarray]:
+    """Per-instance F1 averaged over the variant's runs: a test on one seed's predictions
+    would call a seed's luck a difference between the models."""
+    per_run = [p.instance_scores() for p in r.predictions]
+    return {t: np.mean([s[t] for s in per_run], axis=0) for t in per_run[0]}
+
+
 def significance_rows(runs: dict[str, VariantRuns], reference: str) -> dict[str, dict]:
     """Paired t-tests (two-sided) of the reference against every other model that ran."""
     ref = runs.get(reference)
     if ref is None or not ref.predictions:
         return {}
-    ref_scores = ref.predictions[0].instance_scores()
+    ref_scores = seed_mean_scores(ref)
     out = {}
     for name, r in runs.items():
         if name == reference or not r.predictions or len(ref_scores["value"]) < 2:
             continue
-        scores = r.predictions[0].instance_scores()
+        scores = seed_mean_scores(r)
         out[name] = {t: paired_test(ref_scores[t], scores[t], "ttest").to_dict()
                      for t in ("attribute", "value")}
     return out
@@ -92,8 +101,9 @@ def run(cfg: TableConfig, progress: Progress | None = None) -> ExperimentResult:
         errors={n: [runs[n].f1(t)[1] for t in TASKS] for n in ran} if cfg.repeats > 1 else None)
     notes = [f"evaluated on `{path}` ({len(records)} texts); micro F1 in percent"]
     if tests:
-        notes.append(f"p: two-sided paired t-test of per-instance F1, {cfg.reference} against "
-                     "the row's model")
+        notes.append(f"p: two-sided paired t-test of per-instance F1"
+                     f"{' (mean over the seeds)' if cfg.repeats > 1 else ''}, "
+                     f"{cfg.reference} against the row's model")
     missing = [n for n, r in runs.items() if r.unavailable]
     if missing:
         notes.append("not available (code not installed): " + ", ".join(
