@@ -31,8 +31,8 @@ class TableConfig(ExperimentBase):
     """Models compared on `eval_data` (default base.data.test, else base.data.valid).
 
     `reference`: the model every other one is t-tested against (per-instance F1, paired over
-    the evaluation texts; with repeats > 1 each text's F1 is its mean over the seeds). `repeats` > 1 trains each neural model
-    with seeds seed, seed+1, ... and reports mean ± std.
+    the evaluation texts; with repeats > 1 each text's F1 is its mean over the seeds).
+    `repeats` > 1 trains each neural model with seeds seed, seed+1, ... and reports mean ± std.
     """
 
     output_dir: str = "runs/experiments/table"

@@ -56,9 +56,9 @@ class ModelConfig:
     # fine-tuned encoder, shapes the shared token states for classification, not tagging.
     attr_loss_weight: float = 1.0
     # How Eq. 7 pools the token states: "sum" (the paper's) or "mean" over the real tokens. A sum
-    # hands every token the attribute loss's whole gradient while the tag loss gives it 1/T of
-    # its own, so on long texts (WDC-PAVE: ~200 tokens) the attribute task owns the shared
-    # encoder; the mean makes the balance independent of the text's length.
+    # hands every token the attribute loss's whole gradient while the tag loss (a mean over the
+    # batch's tagged words) gives it a share, so on long texts (WDC-PAVE: median 77 words) the
+    # attribute task owns the shared encoder; the mean makes the balance length-free.
     attr_pooling: Literal["sum", "mean"] = "sum"
     restrict_to_category: bool = False  # decode only attributes seen with the text's category
     # How tags are read off the tag probabilities: "argmax" per word (the paper's) or "viterbi",
