@@ -1,5 +1,6 @@
 """Decoding options of `ModelConfig`: BIO-constrained decoding (`decoding="viterbi"`, the most
-probable valid tag sequence) and the span-score cut (`min_span_score`)."""
+probable valid tag sequence), the span-score cut (`min_span_score`) and the cap on values per
+attribute (`max_values_per_attribute`)."""
 
 from __future__ import annotations
 
@@ -184,6 +185,65 @@ def test_min_span_score_drops_exactly_the_spans_below_it():
         np.testing.assert_array_equal(kept.attr_probs, every.attr_probs)  # attributes untouched
 
 
+def test_max_values_per_attribute_keeps_the_best_spans_of_each_attribute_of_each_text():
+    rng = np.random.default_rng(4)
+    texts = [" ".join("w" * int(rng.integers(1, 4)) for _ in range(int(rng.integers(3, 12))))
+             for _ in range(40)]
+    encs = [encoding(t) for t in texts]
+    T = max(len(e) for e in encs)
+    probs = np.stack([np.pad(random_probs(rng, len(e)), ((0, T - len(e)), (0, 0)))
+                      for e in encs])
+    attr = np.full((len(texts), SCHEMA.num_attributes), 0.9)
+    layout = TokenLayout.from_encodings(encs)
+    every = decode_spans(layout, texts, probs, attr, SCHEMA, decoding="viterbi")
+    spans = list(zip(every.rows.tolist(), every.attrs.tolist(), every.scores.tolist(),
+                     every.begins.tolist(), every.ends.tolist()))
+    several = sum(1 for r in range(len(texts)) for a in range(SCHEMA.num_attributes)
+                  if sum(1 for s in spans if s[:2] == (r, a)) > 1)
+    assert several > 10   # the case does exercise texts with several spans of an attribute
+    for k in (1, 2):
+        capped = decode_spans(layout, texts, probs, attr, SCHEMA, decoding="viterbi",
+                              max_values_per_attribute=k)
+        want = set()
+        for r, a in {s[:2] for s in spans}:
+            group = sorted((s for s in spans if s[:2] == (r, a)), key=lambda s: (-s[2], s[3]))
+            want |= {(s[0], s[3], s[4], s[1]) for s in group[:k]}
+        got = list(zip(capped.rows.tolist(), capped.begins.tolist(), capped.ends.tolist(),
+                       capped.attrs.tolist()))
+        assert set(got) == want
+        # decoding order (rows ascending, then position) and the scores travel with the spans
+        keep = [i for i, s in enumerate(spans) if (s[0], s[3], s[4], s[1]) in want]
+        assert got == [(spans[i][0], spans[i][3], spans[i][4], spans[i][1]) for i in keep]
+        np.testing.assert_array_equal(capped.scores, every.scores[keep])
+        np.testing.assert_array_equal(capped.attr_probs, every.attr_probs)
+
+
+def test_max_values_per_attribute_hand_computed():
+    """Two Brand chunks and one Dosage: the cap of one drops the weaker Brand only."""
+    text = "acme x 5mg y acmeco"
+    enc = encoding(text)
+    O, BD, BB = 0, 1, 3
+    probs = np.full((len(enc), SCHEMA.num_tags), 0.025)
+    for pos, tag, p in ((1, BB, 0.6), (2, O, 0.9), (3, BD, 0.9), (4, O, 0.9), (5, BB, 0.8)):
+        probs[pos, tag] = p
+    attr = np.ones(SCHEMA.num_attributes)
+    full = decode_example(enc, text, probs, attr, SCHEMA)
+    assert [(s.attr, s.value) for s in full.spans] == [
+        ("Brand", "acme"), ("Dosage", "5mg"), ("Brand", "acmeco")]
+    capped = decode_example(enc, text, probs, attr, SCHEMA, max_values_per_attribute=1)
+    assert [(s.attr, s.value) for s in capped.spans] == [("Dosage", "5mg"), ("Brand", "acmeco")]
+    with pytest.raises(ValueError, match="positive"):
+        from mjave.inference.decode import best_per_attribute
+        best_per_attribute(np.zeros(1, int), np.zeros(1, int), np.ones(1), np.zeros(1, int), 0)
+
+
+def test_model_config_max_values_per_attribute_round_trips_and_is_checked():
+    assert ModelConfig().max_values_per_attribute == 0   # no cap by default (the paper's)
+    assert from_dict(ModelConfig, {"max_values_per_attribute": 1}).max_values_per_attribute == 1
+    with pytest.raises(ValueError, match="max_values_per_attribute"):
+        ModelConfig(max_values_per_attribute=-1)
+
+
 def test_every_scoring_path_decodes_as_the_model_config_says(tmp_path):
     """Evaluation, the Extractor and the experiments' scoring all read the decoding options of
     the model folder (the experiments once ignored them, category restriction included)."""
@@ -200,16 +260,20 @@ def test_every_scoring_path_decodes_as_the_model_config_says(tmp_path):
     model_dir, data = train_tiny_mjave(tmp_path, use_image=False, epochs=3)
     records, _ = read_records(data / "train.jsonl")
 
-    def spans_per_path(min_span_score: float) -> dict[str, int]:
+    distinct: list[int] = []   # per call: the (text, attribute) pairs the Extractor found
+
+    def spans_per_path(min_span_score: float, cap: int = 0) -> dict[str, int]:
         path = model_dir / "config.json"
         cfg = json.loads(path.read_text())
-        cfg["model"].update(decoding="viterbi", min_span_score=min_span_score)
+        cfg["model"].update(decoding="viterbi", min_span_score=min_span_score,
+                            max_values_per_attribute=cap)
         path.write_text(json.dumps(cfg))
         run_cfg = load_model_files(model_dir)[0]
         trained = TrainedModel(ModelVariant("JAVE"), run_cfg, model_dir)
         report = evaluate_model(model_dir, str(data / "train.jsonl"), device="cpu")
         results = Extractor.load(model_dir, device="cpu").predict_batch(
             [r.text for r in records])
+        distinct.append(sum(len({v["attribute"] for v in r["values"]}) for r in results))
         return {"experiments": sum(len(r.spans) for r in trained.predict(records).pred),
                 "evaluate": report["value"]["tp"] + report["value"]["fp"],
                 "extractor": sum(len(r["values"]) for r in results)}
@@ -217,3 +281,6 @@ def test_every_scoring_path_decodes_as_the_model_config_says(tmp_path):
     some = spans_per_path(0.0)
     assert min(some.values()) > 0 and len(set(some.values())) == 1, some
     assert spans_per_path(1.01) == {"experiments": 0, "evaluate": 0, "extractor": 0}
+    # a cap of one value per attribute keeps exactly one span per (text, attribute), everywhere
+    capped = spans_per_path(0.0, cap=1)
+    assert set(capped.values()) == {distinct[0]}, (capped, distinct)

@@ -257,6 +257,28 @@ def test_guard_accepts_a_stored_config_that_predates_a_defaulted_field(base, tmp
         _guard(folder, replace(base, train=replace(base.train, threshold=0.3)))
 
 
+def test_guard_reuses_weights_when_only_decoding_differs_and_nothing_is_validated(base, tmp_path):
+    """Without a valid split training never decodes, so a changed decoding option re-scores the
+    trained weights instead of refusing the folder; with one, it picked the best epoch."""
+    from mjave.experiments.common import _guard
+    no_valid = replace(base, data=replace(base.data, valid=None))
+    folder = tmp_path / "model"
+    _guard(folder, no_valid)
+    decoded_anew = replace(no_valid, model=replace(no_valid.model, max_values_per_attribute=1,
+                                                   decoding="viterbi", min_span_score=0.5),
+                           train=replace(no_valid.train, threshold=0.3))
+    _guard(folder, decoded_anew)
+    stored = json.loads((folder / "experiment-run.json").read_text())
+    assert stored["model"]["max_values_per_attribute"] == 1   # the folder says how it is scored
+    assert stored["train"]["threshold"] == 0.3
+    with pytest.raises(ExperimentError, match="differs in model"):
+        _guard(folder, replace(decoded_anew, model=replace(decoded_anew.model, dropout=0.3)))
+    validated = tmp_path / "validated"
+    _guard(validated, base)
+    with pytest.raises(ExperimentError, match="differs in model"):
+        _guard(validated, replace(base, model=replace(base.model, max_values_per_attribute=1)))
+
+
 def test_ablation_has_every_row_and_both_upper_bounds(base, out_root):
     from mjave.experiments.ablation import AblationConfig
     from mjave.model.config import ABLATIONS

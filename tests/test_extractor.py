@@ -263,6 +263,22 @@ def test_merge_prefers_the_span_farther_from_a_cut_edge_then_the_higher_score():
     assert spans == [other, Span(90, 95, "Color", "red")] and scores == [0.8, 0.7]
 
 
+def test_merge_caps_the_values_of_each_attribute_across_windows():
+    """Each window keeps its best Color, so the whole text may hold two: the cap applies again
+    to the merged list, keeping the best-scoring span (position breaks a tie)."""
+    a, b = _w(0, 60, False, True), _w(30, 100, True, False)
+    red, blue, fit = Span(5, 8, "Color", "red"), Span(80, 84, "Color", "blue"), Span(90, 93, "Fit", "fit")
+    spans, scores = merge_spans([a, b], [[red], [blue, fit]], [[0.7], [0.9, 0.5]],
+                                max_values_per_attribute=1)
+    assert spans == [blue, fit] and scores == [0.9, 0.5]
+    spans, _ = merge_spans([a, b], [[red], [blue, fit]], [[0.9], [0.9, 0.5]],
+                           max_values_per_attribute=1)
+    assert spans == [red, fit]
+    spans, _ = merge_spans([a, b], [[red], [blue, fit]], [[0.7], [0.9, 0.5]],
+                           max_values_per_attribute=2)
+    assert spans == [red, blue, fit]
+
+
 def test_merge_attribute_probs_is_the_max_over_windows():
     got = merge_attribute_probs([np.array([0.1, 0.9]), np.array([0.7, 0.2])])
     assert got.tolist() == pytest.approx([0.7, 0.9])

@@ -42,6 +42,7 @@ def test_dataset_stats_concrete_values():
     assert s["spans_per_text"]["histogram"]["10+"] == 0
     assert s["text_length"] == {"p50": 8, "p90": 9, "p99": 9, "max": 9}
     assert s["overlaps"] == {"dropped_spans": 1, "texts": 1}
+    assert s["values_per_attribute"] == {"max": 1, "text_attributes_with_several": 0}
     assert s["rows_read"] == 6
     assert s["skipped"] == {"rows": 2, "by_reason": {"empty text": 2}}
     json.dumps(s)  # JSON-ready
@@ -62,9 +63,23 @@ def test_format_stats_is_a_readable_table():
     assert color.split() == ["Color", "3", "2", "3"]
 
 
+def test_values_per_attribute_counts_each_text_attribute_pair_once():
+    records = [*small_dataset(),
+               Record("5", "red or blue or green", [Span(0, 3, "Color", "red"),
+                                                    Span(7, 11, "Color", "blue"),
+                                                    Span(15, 20, "Color", "green")]),
+               Record("6", "red and blue hat", [Span(0, 3, "Color", "red"),
+                                                Span(8, 12, "Color", "blue"),
+                                                Span(13, 16, "Type", "hat")])]
+    s = dataset_stats(records)
+    assert s["values_per_attribute"] == {"max": 3, "text_attributes_with_several": 2}
+    assert "values of one attribute in one text: max 3 (2 text-attribute pairs" in format_stats(s)
+
+
 def test_empty_dataset_stats():
     s = dataset_stats([])
     assert s["instances"] == 0 and s["text_length"]["max"] == 0
+    assert s["values_per_attribute"] == {"max": 0, "text_attributes_with_several": 0}
     assert "instances  0" in format_stats(s)
 
 

@@ -33,6 +33,7 @@ def dataset_stats(records: Iterable[Record], issues: RowIssues | None = None) ->
     per_text: Counter = Counter()
     lengths: list[int] = []
     dropped = texts_with_drops = 0
+    most_values = several = 0   # spans of one attribute in one text; (text, attribute)s with 2+
     for r in records:
         n += 1
         products.add(r.product_id)
@@ -42,6 +43,9 @@ def dataset_stats(records: Iterable[Record], issues: RowIssues | None = None) ->
             attr_spans[s.attr] += 1
             attr_values[s.attr].add(s.value)
         attr_texts.update(set(r.attributes()))
+        per_attr = Counter(s.attr for s in r.spans)
+        most_values = max(most_values, *per_attr.values(), 0)
+        several += sum(1 for c in per_attr.values() if c > 1)
         per_text[len(r.spans)] += 1
         lengths.append(len(r.text))
         lost = len(resolve_overlaps(r.spans)[1])
@@ -66,6 +70,7 @@ def dataset_stats(records: Iterable[Record], issues: RowIssues | None = None) ->
         "text_length": {"p50": percentile(lengths, 50), "p90": percentile(lengths, 90),
                         "p99": percentile(lengths, 99), "max": lengths[-1] if lengths else 0},
         "overlaps": {"dropped_spans": dropped, "texts": texts_with_drops},
+        "values_per_attribute": {"max": most_values, "text_attributes_with_several": several},
         "rows_read": issues.rows_read if issues is not None else n,
         "skipped": {"rows": sum(skipped.values()), "by_reason": dict(skipped.most_common())},
     }
@@ -90,6 +95,7 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
 def format_stats(stats: dict[str, Any], max_rows: int = 30) -> str:
     """A plain-text report of `dataset_stats` for the terminal."""
     sp, tl, ov = stats["spans_per_text"], stats["text_length"], stats["overlaps"]
+    vp = stats["values_per_attribute"]
     out = [f"instances  {stats['instances']}  (rows read {stats['rows_read']}, "
            f"skipped {stats['skipped']['rows']})",
            f"products   {stats['products']}",
@@ -97,7 +103,10 @@ def format_stats(stats: dict[str, Any], max_rows: int = 30) -> str:
            f"text length in characters: p50 {tl['p50']}, p90 {tl['p90']}, p99 {tl['p99']}, "
            f"max {tl['max']}",
            f"overlapping spans BIO drops: {ov['dropped_spans']} in {ov['texts']} texts "
-           "(policy: keep the longer, then the earlier)"]
+           "(policy: keep the longer, then the earlier)",
+           f"values of one attribute in one text: max {vp['max']} "
+           f"({vp['text_attributes_with_several']} text-attribute pairs have several; "
+           "model.max_values_per_attribute can cap predictions to match)"]
     if stats["skipped"]["by_reason"]:
         out.append("skipped rows by reason:")
         out += _table([(r, str(c)) for r, c in stats["skipped"]["by_reason"].items()],

@@ -314,11 +314,29 @@ class TrainedModel:
         return out
 
 
+DECODING_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("decoding", "min_span_score", "max_values_per_attribute", "restrict_to_category"),
+    "train": ("threshold", "eval_batch_size"),
+}
+"""Config fields only the decoder and the scorer read: training reads them just to score the
+valid split each epoch (early stopping), so without a valid split they do not change weights."""
+
+
+def _without_decoding(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    for section, names in DECODING_FIELDS.items():
+        if isinstance(out.get(section), Mapping):
+            out[section] = {k: v for k, v in out[section].items() if k not in names}
+    return out
+
+
 def _guard(folder: Path, cfg: RunConfig) -> None:
     """A model folder is resumed by the trainer; refuse one that was trained from another config
     (a rerun with a changed config file must not silently reuse old weights). The stored config
     is read back through `RunConfig`, so a field added to mjave later, at its default, is no
-    difference."""
+    difference. A run without a valid split may differ in `DECODING_FIELDS` alone: its weights
+    are reused and scored with the new decoding (a decoding option is tuned without retraining),
+    and the folder's configs are updated to say so."""
     path = folder / "experiment-run.json"
     want = json.loads(json.dumps(to_dict(cfg)))
     if path.exists():
@@ -327,6 +345,14 @@ def _guard(folder: Path, cfg: RunConfig) -> None:
             have = json.loads(json.dumps(to_dict(from_dict(RunConfig, have))))
         except ConfigError:
             pass  # not a config this mjave reads: compare as stored, which reports the fields
+        if have != want and not cfg.data.valid and _without_decoding(have) == _without_decoding(want):
+            changed = [f"{section}.{k}" for section, names in DECODING_FIELDS.items()
+                       for k in names if have.get(section, {}).get(k) != want[section][k]]
+            log.info("%s: only decoding differs (%s): reusing the trained weights", folder,
+                     ", ".join(changed))
+            path.write_text(json.dumps(want, indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+            return
         if have != want:
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise ExperimentError(f"{folder} holds a model trained with another config "

@@ -176,7 +176,7 @@ def _extents(key: np.ndarray, begin: np.ndarray, end: np.ndarray
 def decode_example(encoded: Encoded, text: str, tag_probs: np.ndarray, attr_probs: np.ndarray,
                    schema: AttributeSchema, threshold: float = 0.5,
                    allowed: Collection[str] | None = None, decoding: str = "argmax",
-                   min_span_score: float = 0.0) -> Decoded:
+                   min_span_score: float = 0.0, max_values_per_attribute: int = 0) -> Decoded:
     """`tag_probs` (T_padded, num_tags) and `attr_probs` (L,) of one text, as numpy arrays.
 
     `allowed`: restrict the output to these attributes (e.g. those its category has in
@@ -187,17 +187,19 @@ def decode_example(encoded: Encoded, text: str, tag_probs: np.ndarray, attr_prob
         raise ValueError(f"{len(tag_probs)} tag ids for {len(encoded.input_ids)} tokens")
     return decode_batch(TokenLayout.from_encodings([encoded]), [text], tag_probs[None],
                         np.asarray(attr_probs)[None], schema, threshold, [allowed],
-                        decoding, min_span_score)[0]
+                        decoding, min_span_score, max_values_per_attribute)[0]
 
 
 def decode_batch(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
                  allowed: Sequence[Collection[str] | None] | None = None,
-                 decoding: str = "argmax", min_span_score: float = 0.0) -> list[Decoded]:
+                 decoding: str = "argmax", min_span_score: float = 0.0,
+                 max_values_per_attribute: int = 0) -> list[Decoded]:
     """`decode_example` of every row of a batch: `tag_probs` (B, T_padded, num_tags),
     `attr_probs` (B, L), `allowed` one restriction (or None) per row, or None for none."""
     return decode_spans(layout, texts, tag_probs, attr_probs, schema, threshold,
-                        allowed, decoding, min_span_score).decoded()
+                        allowed, decoding, min_span_score,
+                        max_values_per_attribute).decoded()
 
 
 @dataclass
@@ -257,9 +259,12 @@ class SpanBatch:
 def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
                  allowed: Sequence[Collection[str] | None] | None = None,
-                 decoding: str = "argmax", min_span_score: float = 0.0) -> SpanBatch:
+                 decoding: str = "argmax", min_span_score: float = 0.0,
+                 max_values_per_attribute: int = 0) -> SpanBatch:
     """`decode_batch` as arrays (`SpanBatch`). `decoding`: "argmax" (per word) or "viterbi"
-    (`viterbi_tags`); spans scoring below `min_span_score` are dropped."""
+    (`viterbi_tags`); spans scoring below `min_span_score` are dropped; with
+    `max_values_per_attribute` k > 0 only the k best-scoring spans of each attribute of a text
+    are kept (`best_per_attribute`; 0 keeps them all)."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
     if tag_probs.shape[1] < int(layout.lengths.max(initial=0)):
@@ -282,7 +287,31 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
     if min_span_score > 0.0:
         keep = scores >= min_span_score
         rows, begins, ends, attrs, scores = (a[keep] for a in (rows, begins, ends, attrs, scores))
+    if max_values_per_attribute > 0:
+        keep = best_per_attribute(rows, attrs, scores, begins, max_values_per_attribute)
+        rows, begins, ends, attrs, scores = (a[keep] for a in (rows, begins, ends, attrs, scores))
     return SpanBatch(texts, schema, threshold, rows, begins, ends, attrs, scores, attr_probs)
+
+
+def best_per_attribute(rows: np.ndarray, attrs: np.ndarray, scores: np.ndarray,
+                       begins: np.ndarray, k: int) -> np.ndarray:
+    """(S,) mask of the spans to keep when each text reports at most `k` values per attribute:
+    per (row, attribute) the k highest `scores`, the earlier span on a tie.
+
+    Catalogs such as OA-Mine and WDC-PAVE annotate one value per attribute and product; a
+    tagger that marks two stretches of a title as Brand is then wrong at least once, and the
+    span score says which one to believe."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    order = np.lexsort((begins, -scores, attrs, rows))      # last key sorts first
+    r, a = rows[order], attrs[order]
+    n = len(order)
+    start = np.ones(n, dtype=bool)
+    start[1:] = (r[1:] != r[:-1]) | (a[1:] != a[:-1])
+    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    keep = np.zeros(n, dtype=bool)
+    keep[order] = np.arange(n) - first < k
+    return keep
 
 
 @lru_cache(maxsize=4096)

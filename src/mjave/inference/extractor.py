@@ -402,6 +402,7 @@ class Extractor:
             "restrict_to_category": self.restrict_to_category,
             "decoding": self.model.config.model.decoding,
             "min_span_score": self.model.config.model.min_span_score,
+            "max_values_per_attribute": self.model.config.model.max_values_per_attribute,
             "categories": sorted(getattr(self.schema, "categories", {}) or {}),
             "max_length": self.max_length,
             "window_stride": self.stride,
@@ -585,8 +586,9 @@ class Extractor:
                     attr_probs = batch.attr_probs[r]
             else:
                 decoded = [b.decoded_row(r) for b, r in (rows_of[x] for x in rows)]
-                spans, scores = merge_spans(p.windows, [d.spans for d in decoded],
-                                            [d.span_scores for d in decoded])
+                spans, scores = merge_spans(
+                    p.windows, [d.spans for d in decoded], [d.span_scores for d in decoded],
+                    self.model.config.model.max_values_per_attribute)
                 attr_probs = merge_attribute_probs([d.attr_probs for d in decoded])
                 result = result_dict(p.text, Decoded(spans, scores, []), attr_probs,
                                      self.schema, self.threshold, p.warning)

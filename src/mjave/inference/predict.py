@@ -18,11 +18,13 @@ from mjave.model.network import TextImageModel
 
 def decode_options(model_config: ModelConfig) -> dict[str, Any]:
     """The decoding keywords of `predict_examples`/`predict_batches` a model's `ModelConfig`
-    asks for (category restriction, argmax or viterbi, span-score cut): every path that scores
+    asks for (category restriction, argmax or viterbi, span-score cut, values per attribute):
+    every path that scores
     or serves a model decodes through this, so they all decode alike."""
     return {"restrict_to_category": model_config.restrict_to_category,
             "decoding": model_config.decoding,
-            "min_span_score": model_config.min_span_score}
+            "min_span_score": model_config.min_span_score,
+            "max_values_per_attribute": model_config.max_values_per_attribute}
 
 
 @torch.no_grad()
@@ -30,17 +32,19 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
                      batch_size: int = 256, device: torch.device | str = "cpu",
                      threshold: float = 0.5, pad_id: int = 0,
                      restrict_to_category: bool = False, bf16: bool = False,
-                     decoding: str = "argmax", min_span_score: float = 0.0
+                     decoding: str = "argmax", min_span_score: float = 0.0,
+                     max_values_per_attribute: int = 0
                      ) -> tuple[list[Decoded], np.ndarray]:
     """Decoded spans and attributes per example, plus the (N, L) attribute probabilities.
 
     `restrict_to_category`: decode only attributes the schema saw with each record's category.
     `bf16`: run the forward under CUDA bfloat16 autocast (outputs are decoded in float32).
-    `decoding`, `min_span_score`: how spans are decoded (`mjave.inference.decode.decode_spans`)."""
+    `decoding`, `min_span_score`, `max_values_per_attribute`: how spans are decoded
+    (`mjave.inference.decode.decode_spans`)."""
     decoded: list[Decoded] = []
     for _, spans in predict_batches(net, examples, schema, batch_size, device, threshold,
                                     pad_id, restrict_to_category, bf16, decoding,
-                                    min_span_score):
+                                    min_span_score, max_values_per_attribute):
         decoded.extend(spans.decoded())
     probs = [d.attr_probs for d in decoded]
     return decoded, (np.stack(probs) if probs else np.zeros((0, schema.num_attributes)))
@@ -51,7 +55,8 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                     batch_size: int = 256, device: torch.device | str = "cpu",
                     threshold: float = 0.5, pad_id: int = 0,
                     restrict_to_category: bool = False, bf16: bool = False,
-                    decoding: str = "argmax", min_span_score: float = 0.0
+                    decoding: str = "argmax", min_span_score: float = 0.0,
+                    max_values_per_attribute: int = 0
                     ) -> Iterator[tuple[list[Example], SpanBatch]]:
     """`predict_examples` batch by batch, decoded as arrays (`SpanBatch`): the Extractor builds
     its results from these without a `Span` object per value."""
@@ -66,7 +71,7 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                    if restrict_to_category else None)
         yield chunk, decode_spans(layout, [e.record.text for e in chunk], tag_probs,
                                   attr_probs, schema, threshold, allowed, decoding,
-                                  min_span_score)
+                                  min_span_score, max_values_per_attribute)
 
 
 def host_outputs(out: Any) -> tuple[np.ndarray, np.ndarray]:

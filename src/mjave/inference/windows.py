@@ -192,9 +192,12 @@ def _is_whole_text(encoded: Encoded) -> bool:
 
 
 def merge_spans(windows: Sequence[Window], spans: Sequence[Sequence[Span]],
-                scores: Sequence[Sequence[float]]) -> tuple[list[Span], list[float]]:
+                scores: Sequence[Sequence[float]], max_values_per_attribute: int = 0
+                ) -> tuple[list[Span], list[float]]:
     """One non-overlapping span list from per-window spans (see the module docstring).
 
+    `max_values_per_attribute` k > 0: of the merged spans, only the k best-scoring of each
+    attribute are kept (each window was limited alone, so the text may hold more).
     Returns spans sorted by position and their scores.
     """
     if not (len(windows) == len(spans) == len(scores)):
@@ -214,6 +217,14 @@ def merge_spans(windows: Sequence[Window], spans: Sequence[Sequence[Span]],
     for _, score, span in ranked:
         if all(span.end <= k.begin or k.end <= span.begin for k, _ in kept):
             kept.append((span, score))
+    if max_values_per_attribute > 0:
+        counts: dict[str, int] = {}
+        best_first = sorted(kept, key=lambda t: (-t[1], t[0].begin, t[0].end))
+        kept = []
+        for span, score in best_first:
+            if counts.get(span.attr, 0) < max_values_per_attribute:
+                counts[span.attr] = counts.get(span.attr, 0) + 1
+                kept.append((span, score))
     kept.sort(key=lambda t: (t[0].begin, t[0].end, t[0].attr))
     return [s for s, _ in kept], [sc for _, sc in kept]
 

@@ -67,6 +67,15 @@ class ModelConfig:
     # Decoded spans whose score (`mjave.inference.decode.span_scores`) is below this are dropped
     # (0 keeps every span, the paper's behaviour).
     min_span_score: float = 0.0
+    # At most this many values (spans) per attribute in a text, the best-scoring ones; 0: no
+    # limit (the paper's). OA-Mine and WDC-PAVE annotate one value per attribute and product
+    # (`mjave data stats` shows a dataset's largest count).
+    max_values_per_attribute: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_values_per_attribute < 0:
+            raise ValueError("max_values_per_attribute must be 0 (no limit) or more, got "
+                             f"{self.max_values_per_attribute}")
 
     @property
     def num_tags(self) -> int:
