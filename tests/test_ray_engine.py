@@ -238,3 +238,19 @@ def run_cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     return args.func(args)
 
+
+
+def test_duplicate_pass_returns_each_repeated_id_with_its_first_row(local_ray, tmp_path):
+    """Counted by a group-by on the workers: ids seen once never come back, and a repeated id
+    maps to its earliest (shard, row) however the shards are scheduled."""
+    from mjave.inference.ray_engine import ROW_BITS, find_duplicates
+    shards = [write_jsonl(tmp_path / f"{i}.jsonl", rows) for i, rows in enumerate([
+        [{"id": "u0", "text": "t"}, {"id": "u1", "text": "t"}, {"id": "x", "text": "t"},
+         {"id": "y", "text": "t"}],
+        [{"id": "x", "text": "t"}, {"id": "u2", "text": "t"}, {"id": "z", "text": "t"}],
+        [{"id": "z", "text": "t"}, {"id": "y", "text": "t"}, {"id": "x", "text": "t"},
+         {"text": "no id"}],
+    ])]
+    dups = find_duplicates(local_ray, shards, None)
+    rows = {"x": (0, 3), "y": (0, 4), "z": (1, 3)}   # (shard, line): lines count from 1
+    assert dups == {k: s << ROW_BITS | n for k, (s, n) in rows.items()}

@@ -20,9 +20,9 @@ One streamed Ray Data pipeline per run:
    engine's Parquet columns plus `reason` (the failure category of an error row, which the
    summary is counted from).
 
-Duplicate ids need the whole input: a first pass reads the ids only and the driver keeps each
-id's first row (memory: the set of ids, like the local engine); the main pass marks the later
-rows `duplicate id`. `check_duplicates=False` skips that pass when the ids are known unique.
+Duplicate ids need the whole input: a first pass reads the ids only and counts them with a Ray
+Data group-by, so only the repeated ids and their first rows reach the driver (its memory grows
+with the duplicates, not the catalog); the main pass marks the later rows `duplicate id`. `check_duplicates=False` skips that pass when the ids are known unique.
 Rows come out in no particular order. Resume is not supported: a run replaces its output folder.
 """
 
@@ -501,23 +501,30 @@ def _shards_dataset(ray: Any, shards: Sequence[Path]) -> Any:
     return ray.data.from_items(items, override_num_blocks=len(items))
 
 
+def _repeated_only(batch: Any) -> Any:
+    """Ray stage: the (key, count, first) rows of keys seen more than once."""
+    import pyarrow.compute as pc
+    return batch.filter(pc.greater(batch["n"], 1))
+
+
 def find_duplicates(ray: Any, shards: Sequence[Path], input_format: str | None
                     ) -> dict[str, int]:
-    """Ids that occur more than once -> the `_ord` of their first row (the duplicate pass)."""
+    """Ids that occur more than once -> the `_ord` of their first row (the duplicate pass).
+
+    Counted by a Ray Data group-by, so only the repeated ids reach the driver: the driver's
+    memory grows with the duplicates, not with the catalog (a dict of every id of 100 million
+    products would not fit it)."""
+    from ray.data.aggregate import Count, Min
     keys = _shards_dataset(ray, shards).map_batches(
         read_shards, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"input_format": input_format, "names": [], "dups": {}, "keys_only": True})
-    first: dict[str, int] = {}
-    repeated: set[str] = set()
-    for batch in keys.iter_batches(batch_format="pyarrow", batch_size=None):
-        for key, ord_ in zip(batch.column("_key").to_pylist(), batch.column("_ord").to_pylist()):
-            seen = first.get(key)
-            if seen is None:
-                first[key] = ord_
-            else:
-                repeated.add(key)
-                first[key] = min(seen, ord_)
-    return {k: first[k] for k in repeated}
+    counted = keys.groupby("_key", num_partitions=min(len(shards), 200)).aggregate(
+        Count(alias_name="n"), Min("_ord", alias_name="first"))
+    repeated = counted.map_batches(_repeated_only, batch_format="pyarrow")
+    out: dict[str, int] = {}
+    for batch in repeated.iter_batches(batch_format="pyarrow", batch_size=None):
+        out.update(zip(batch.column("_key").to_pylist(), batch.column("first").to_pylist()))
+    return out
 
 
 @dataclass
