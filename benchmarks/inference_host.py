@@ -79,7 +79,6 @@ STAGES: list[tuple[str, str, str]] = [
     ("mjave.inference.extractor", "Record", "examples"),
     ("mjave.inference.extractor", "Example", "examples"),
     ("mjave.inference.predict", "collate", "collate"),
-    ("mjave.inference.predict", "collate_examples", "collate"),
     ("mjave.inference.extractor", "predict_examples", SOFTMAX),
     ("mjave.inference.predict", "host_outputs", SOFTMAX),
     ("mjave.inference.extractor", "Extractor._window_all", "window"),

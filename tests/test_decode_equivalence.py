@@ -1,7 +1,7 @@
 """The vectorised host path of prediction equals the per-token code it replaced, bit for bit.
 
 `ref_*` below is that code as it was (per token, in Python); the new code runs with numpy over a
-whole batch (`mjave.inference.decode`, `predict.collate_examples`, `extractor.result_dicts`,
+whole batch (`mjave.inference.decode`, `mjave.model.batches.collate`, `extractor.result_dicts`,
 `windows.text_windows`, `HFTokenizerAdapter.tokenize_many`). Random cases with a fixed seed:
 continuation pieces, pieces without characters, odd word ids, spans at the text ends, empty
 texts, padding, float32 and float64 probabilities, ties, category restrictions. Scores must be
@@ -30,7 +30,7 @@ from mjave.data.tagging import (Encoded, Pieces, TextAligner, _renumber_words,
 from mjave.inference.decode import (Decoded, TokenLayout, decode_batch, decode_example,
                                     decode_spans, span_scores)
 from mjave.inference.extractor import result_dict, result_dicts
-from mjave.inference.predict import autocast, collate_examples
+from mjave.inference.predict import autocast
 from mjave.inference.windows import Window, plan_windows, text_windows, window_encoding
 from mjave.model.batches import Example, collate
 
@@ -347,7 +347,38 @@ def test_result_dicts_equal_result_dict_with_key_order():
                 c.text, ref_d, ref_d.attr_probs, SCHEMA, 0.3, "note"))
 
 
-def test_collate_examples_equals_collate():
+def ref_collate(examples: Sequence[Example], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """The per-example collate `mjave.model.batches.collate` replaced (tensor by tensor)."""
+    B, T = len(examples), max(len(e.encoded) for e in examples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    tag_mask = torch.zeros(B, T, dtype=torch.bool)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e.encoded)
+        input_ids[b, :n] = torch.tensor(e.encoded.input_ids)
+        mask[b, :n] = True
+        tag_mask[b, :n] = torch.tensor(e.encoded.label_mask)
+        labels[b, :n] = torch.tensor(e.encoded.labels)
+    out = {"input_ids": input_ids, "mask": mask, "tag_mask": tag_mask, "tag_labels": labels,
+           "attr_labels": torch.from_numpy(np.stack([e.attr_labels for e in examples]))}
+    if any(e.attr_known is not None for e in examples):
+        L = len(examples[0].attr_labels)
+        out["attr_known"] = torch.from_numpy(np.stack(
+            [np.ones(L, dtype=bool) if e.attr_known is None else e.attr_known.astype(bool)
+             for e in examples]))
+    if examples[0].text_features is not None:
+        h = torch.zeros(B, T, examples[0].text_features.shape[-1], dtype=torch.float32)
+        for b, e in enumerate(examples):
+            h[b, :len(e.encoded)] = torch.from_numpy(e.text_features.astype(np.float32))
+        out["h"] = h
+    if examples[0].image_features is not None:
+        img = torch.from_numpy(np.stack([e.image_features for e in examples]).astype(np.float32))
+        out["v_global"], out["v"] = img[:, 0], img[:, 1:]
+    return out
+
+
+def test_collate_equals_the_per_example_collate():
     rng = np.random.default_rng(7)
     for variant in range(6):
         cases = [random_case(rng) for _ in range(int(rng.integers(1, 9)))]
@@ -363,13 +394,21 @@ def test_collate_examples_equals_collate():
             known = (rng.random(4) < 0.5) if variant >= 4 and i % 2 else None
             examples.append(Example(Record(id=str(i), text=c.text), enc,
                                     rng.random(4).astype(np.float32), feats, image, known))
-        new = collate_examples(examples, TokenLayout.from_encodings([e.encoded for e in
-                                                                       examples]), pad_id=9)
-        ref = collate(examples, pad_id=9)
-        assert list(new) == list(ref)
-        for k in ref:
-            assert new[k].dtype == ref[k].dtype and new[k].shape == ref[k].shape, k
-            assert torch.equal(new[k], ref[k]), k
+        ref = ref_collate(examples, pad_id=9)
+        layout = TokenLayout.from_encodings([e.encoded for e in examples])
+        for new in (collate(examples, pad_id=9), collate(examples, pad_id=9, layout=layout)):
+            assert list(new) == list(ref)
+            for k in ref:
+                assert new[k].dtype == ref[k].dtype and new[k].shape == ref[k].shape, k
+                assert torch.equal(new[k], ref[k]), k
+
+
+def test_collate_names_the_record_whose_stored_features_do_not_fit():
+    enc = random_case(np.random.default_rng(9)).enc
+    bad = Example(Record(id="r7", text="x"), enc, np.zeros(4, np.float32),
+                  np.zeros((len(enc) + 1, 5), np.float16))
+    with pytest.raises(ValueError, match="record r7: stored text features have"):
+        collate([bad])
 
 
 def test_text_windows_equal_plan_windows_and_window_encoding():

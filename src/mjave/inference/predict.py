@@ -11,7 +11,7 @@ import torch
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.decode import Decoded, SpanBatch, TokenLayout, decode_spans
-from mjave.model.batches import Example, batches
+from mjave.model.batches import Example, batches, collate
 from mjave.model.config import ModelConfig
 from mjave.model.network import TextImageModel
 
@@ -63,7 +63,7 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
     net.eval()
     for chunk in batches(examples, batch_size):
         layout = TokenLayout.from_encodings([e.encoded for e in chunk])
-        batch = collate_examples(chunk, layout, pad_id=pad_id, device=device)
+        batch = collate(chunk, pad_id=pad_id, device=device, layout=layout)
         with autocast(bf16):
             out = net(batch, with_labels=False)
         tag_probs, attr_probs = host_outputs(out)
@@ -86,51 +86,6 @@ def autocast(bf16: bool) -> Any:
     if bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def collate_examples(examples: Sequence[Example], layout: TokenLayout, pad_id: int = 0,
-                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """`mjave.model.batches.collate` of `examples` (the same tensors, keys and order) built from
-    their `TokenLayout`: whole-batch numpy, no tensor per example."""
-    flat_labels = _flat_labels(examples, layout)
-    out = {"input_ids": torch.from_numpy(layout.padded(layout.ids, pad_id)),
-           "mask": torch.from_numpy(layout.padded(np.ones(len(layout.ids), dtype=bool), False)),
-           "tag_mask": torch.from_numpy(layout.padded(layout.first, False)),
-           "tag_labels": torch.from_numpy(layout.padded(flat_labels, -100)),
-           "attr_labels": torch.from_numpy(np.stack([e.attr_labels for e in examples]))}
-    if any(e.attr_known is not None for e in examples):
-        L = len(examples[0].attr_labels)
-        out["attr_known"] = torch.from_numpy(np.stack(
-            [np.ones(L, dtype=bool) if e.attr_known is None else e.attr_known.astype(bool)
-             for e in examples]))
-    if examples[0].text_features is not None:
-        out["h"] = torch.from_numpy(_text_features(examples, layout))
-    if examples[0].image_features is not None:
-        img = torch.from_numpy(np.stack([e.image_features for e in examples]).astype(np.float32))
-        out["v_global"], out["v"] = img[:, 0], img[:, 1:]
-    return {k: v.to(device) for k, v in out.items()}
-
-
-def _flat_labels(examples: Sequence[Example], layout: TokenLayout) -> np.ndarray:
-    """Labels of every token, row after row (prediction encodings are all -100: no copy)."""
-    labels = [e.encoded.labels for e in examples]
-    if all(lab.count(-100) == len(lab) for lab in labels):
-        return np.full(len(layout.ids), -100, dtype=np.int64)
-    return np.concatenate([np.asarray(lab, dtype=np.int64) for lab in labels])
-
-
-def _text_features(examples: Sequence[Example], layout: TokenLayout) -> np.ndarray:
-    """(B, T, d) float32 cached token states, zero on padding (as `collate` pads them)."""
-    d = examples[0].text_features.shape[-1]
-    h = np.zeros((len(examples), int(layout.lengths.max()), d), dtype=np.float32)
-    for b, e in enumerate(examples):
-        if e.text_features.shape[0] != len(e.encoded):
-            raise ValueError(f"record {e.record.id}: stored text features have "
-                             f"{e.text_features.shape[0]} tokens but the tokenizer gives "
-                             f"{len(e.encoded)}; the feature store was built with other "
-                             "encoder settings")
-        h[b, :len(e.encoded)] = e.text_features
-    return h
 
 
 def as_records(examples: Sequence[Example], decoded: Sequence[Decoded]) -> list[Record]:

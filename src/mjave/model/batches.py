@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mjave.data.layout import TokenLayout
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded
@@ -49,27 +50,30 @@ def known_attribute_mask(record: Record, schema: AttributeSchema) -> np.ndarray 
     return mask
 
 
-def collate(examples: Sequence[Example], pad_id: int = 0,
-            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def check_text_features(examples: Sequence[Example]) -> None:
+    """Stored token states must match the tokenizer's pieces one for one."""
+    for e in examples:
+        if e.text_features.shape[0] != len(e.encoded):
+            raise ValueError(f"record {e.record.id}: stored text features have "
+                             f"{e.text_features.shape[0]} tokens but the tokenizer gives "
+                             f"{len(e.encoded)}; the feature store was built with other "
+                             "encoder settings")
+
+
+def collate(examples: Sequence[Example], pad_id: int = 0, device: torch.device | str = "cpu",
+            layout: TokenLayout | None = None) -> dict[str, torch.Tensor]:
     """Pad to the longest text of the batch; masks say which positions are real and tagged.
 
-    `attr_known` (B, L) bool is emitted only when some example of the batch is partially
-    labelled (its rows for fully labelled examples are all True), so ordinary batches are
-    unchanged and take the ordinary losses."""
-    B = len(examples)
-    T = max(len(e.encoded) for e in examples)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    tag_mask = torch.zeros(B, T, dtype=torch.bool)
-    labels = torch.full((B, T), -100, dtype=torch.long)
-    for b, e in enumerate(examples):
-        n = len(e.encoded)
-        input_ids[b, :n] = torch.tensor(e.encoded.input_ids)
-        mask[b, :n] = True
-        tag_mask[b, :n] = torch.tensor(e.encoded.label_mask)
-        labels[b, :n] = torch.tensor(e.encoded.labels)
-    out = {"input_ids": input_ids, "mask": mask, "tag_mask": tag_mask,
-           "tag_labels": labels,
+    Built from the batch's `TokenLayout` (whole-batch numpy, no tensor per example; prediction
+    passes the layout its decoder reads too). `attr_known` (B, L) bool is emitted only when
+    some example of the batch is partially labelled (its rows for fully labelled examples are
+    all True), so ordinary batches are unchanged and take the ordinary losses."""
+    if layout is None:
+        layout = TokenLayout.from_encodings([e.encoded for e in examples])
+    out = {"input_ids": torch.from_numpy(layout.padded(layout.ids, pad_id)),
+           "mask": torch.from_numpy(layout.padded(np.ones(len(layout.ids), dtype=bool), False)),
+           "tag_mask": torch.from_numpy(layout.padded(layout.first, False)),
+           "tag_labels": torch.from_numpy(layout.padded(_flat_labels(examples, layout), -100)),
            "attr_labels": torch.from_numpy(np.stack([e.attr_labels for e in examples]))}
     if any(e.attr_known is not None for e in examples):
         L = len(examples[0].attr_labels)
@@ -77,20 +81,29 @@ def collate(examples: Sequence[Example], pad_id: int = 0,
             [np.ones(L, dtype=bool) if e.attr_known is None else e.attr_known.astype(bool)
              for e in examples]))
     if examples[0].text_features is not None:
-        d = examples[0].text_features.shape[-1]
-        h = torch.zeros(B, T, d, dtype=torch.float32)
-        for b, e in enumerate(examples):
-            if e.text_features.shape[0] != len(e.encoded):
-                raise ValueError(f"record {e.record.id}: stored text features have "
-                                 f"{e.text_features.shape[0]} tokens but the tokenizer gives "
-                                 f"{len(e.encoded)}; the feature store was built with other "
-                                 "encoder settings")
-            h[b, :len(e.encoded)] = torch.from_numpy(e.text_features.astype(np.float32))
-        out["h"] = h
+        out["h"] = torch.from_numpy(_text_features(examples, layout))
     if examples[0].image_features is not None:
         img = torch.from_numpy(np.stack([e.image_features for e in examples]).astype(np.float32))
         out["v_global"], out["v"] = img[:, 0], img[:, 1:]
     return {k: v.to(device) for k, v in out.items()}
+
+
+def _flat_labels(examples: Sequence[Example], layout: TokenLayout) -> np.ndarray:
+    """Labels of every token, row after row (prediction encodings are all -100: no copy)."""
+    labels = [e.encoded.labels for e in examples]
+    if all(lab.count(-100) == len(lab) for lab in labels):
+        return np.full(len(layout.ids), -100, dtype=np.int64)
+    return np.concatenate([np.asarray(lab, dtype=np.int64) for lab in labels])
+
+
+def _text_features(examples: Sequence[Example], layout: TokenLayout) -> np.ndarray:
+    """(B, T, d) float32 cached token states, zero on padding."""
+    check_text_features(examples)
+    d = examples[0].text_features.shape[-1]
+    h = np.zeros((len(examples), int(layout.lengths.max()), d), dtype=np.float32)
+    for b, e in enumerate(examples):
+        h[b, :len(e.encoded)] = e.text_features
+    return h
 
 
 def batches(examples: Sequence[Example], batch_size: int,

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mjave.model.batches import Example
+from mjave.model.batches import Example, check_text_features
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ResidentData:
         data = cls(**_text_tensors(examples, T, pad_id, device), lengths=lengths, partial=partial,
                    attr_known=_known_tensor(examples, device) if partial.any() else None)
         if examples[0].text_features is not None:
-            _check_text_features(examples)
+            check_text_features(examples)
             d = examples[0].text_features.shape[-1]
             data.h = _chunked(examples, (T, d), feature_dtype, device, _fill_text)
         if examples[0].image_features is not None:
@@ -133,15 +133,6 @@ def _known_tensor(examples: Sequence[Example], device: torch.device) -> Tensor:
     known = np.stack([np.ones(L, dtype=bool) if e.attr_known is None
                       else e.attr_known.astype(bool) for e in examples])
     return torch.from_numpy(known).to(device)
-
-
-def _check_text_features(examples: Sequence[Example]) -> None:
-    for e in examples:
-        if e.text_features.shape[0] != len(e.encoded):
-            raise ValueError(f"record {e.record.id}: stored text features have "
-                             f"{e.text_features.shape[0]} tokens but the tokenizer gives "
-                             f"{len(e.encoded)}; the feature store was built with other "
-                             "encoder settings")
 
 
 def _fill_text(buf: np.ndarray, e: Example) -> None:
