@@ -202,6 +202,26 @@ def test_try_page_renders_markup_as_text(page, serve):
     assert not page.errors
 
 
+def test_api_docs_render_without_the_internet(page, serve):
+    """Swagger UI at /docs shows the operations with every request answered by the server
+    itself (any other host is refused and recorded)."""
+    server, _ = serve
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector('.opblock-summary-path:has-text("/v1/extract")')
+    assert page.locator(".opblock").count() >= 4   # extract, model, healthz, readyz
+    assert not outside and not page.errors, (outside, page.errors)
+
+
 # ---- the review page ----
 
 PRODUCTS = [

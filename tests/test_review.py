@@ -611,6 +611,11 @@ def _no_proxy(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def test_review_api_docs_need_no_internet(client):
+    from mjave.testing import page_assets_served_locally
+    assert any(a.endswith(".js") for a in page_assets_served_locally(client, "/docs"))
+
+
 def test_api_refuses_out_of_range_ids(client):
     for path in ("/api/items/99999999999999999999999", "/api/items/-1",
                  "/api/image/99999999999999999999999"):

@@ -132,6 +132,14 @@ def test_health_and_readiness_follow_the_lifespan(fake):
     assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_pages_load_nothing_from_the_internet(client, page):
+    """FastAPI's default pages pull Swagger UI / ReDoc from a CDN; ours serve their own files."""
+    from mjave.testing import page_assets_served_locally
+    assets = page_assets_served_locally(client, page)
+    assert any(a.endswith(".js") for a in assets) and "/openapi.json" in assets
+
+
 def test_model_endpoint(client):
     body = client.get("/v1/model").json()
     assert body["version"] == "fake-1"

@@ -1,4 +1,5 @@
-"""Tiny real-architecture models for tests and benchmarks (no download, seconds to train).
+"""Tiny real-architecture models for tests and benchmarks (no download, seconds to train), and
+checks the HTTP apps' tests share.
 
 A randomly initialised one-layer BERT saved next to the real MiniLM-L6 tokenizer files: the
 tokenization, offsets and loading code paths are the production ones, only the weights are small.
@@ -93,3 +94,20 @@ def train_tiny_mjave(root: str | Path, *, use_image: bool = True, missing_image:
         train=TrainConfig(epochs=epochs, batch_size=8, lr=1e-3, patience=100, device="cpu",
                           seed=seed))
     return Path(train(cfg).output_dir), data
+
+
+def page_assets_served_locally(client, page: str) -> list[str]:
+    """The files an HTML page of a FastAPI test `client` loads (scripts, styles, icons, the
+    OpenAPI document), after checking each is a local path that the app answers: the API docs
+    pages must work where the server has no internet. Returns them for further checks."""
+    import re
+
+    r = client.get(page)
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"], (page, r)
+    assets = re.findall(r"""(?:src|href|spec-url)=["']([^"']+)["']""", r.text)
+    assets += re.findall(r"""url: ?["']([^"']+)["']""", r.text)
+    assert assets and not [a for a in assets if "//" in a], (page, assets)
+    for asset in assets:
+        got = client.get(asset)
+        assert got.status_code == 200 and got.content, (page, asset, got.status_code)
+    return assets

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Path as PathParam, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -139,8 +140,8 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
         if not root.is_dir():
             raise NotADirectoryError(f"image root is not a folder: {image_root}")
 
-    app = FastAPI(title="M-JAVE review", version=__version__,
-                  description="Review completion suggestions and conflicts.")
+    app = FastAPIOffline(title="M-JAVE review", version=__version__,   # /docs without a CDN
+                         description="Review completion suggestions and conflicts.")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.state.db = db
 

@@ -145,6 +145,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         return 0
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn
     except ImportError:
         print("error: mjave review needs the [serve] extra: pip install 'mjave[serve]'",

@@ -3,7 +3,8 @@
 Endpoints: `POST /v1/extract` (one item or `{"items": [...]}`; `"explain": true` adds the
 visual gates and token offsets), `GET /healthz` (the process is alive), `GET /readyz` (the model
 is loaded and the micro-batcher runs), `GET /v1/model` (schema, version, info), FastAPI's
-`/openapi.json`, and the try page at `/` (static files of `mjave.web`, no CDN).
+`/openapi.json` with `/docs` and `/redoc` (fastapi-offline's bundled files, no CDN), and the try
+page at `/` (static files of `mjave.web`, no CDN).
 
 Client input never causes a 500: a body, item count, text or image over its limit is 413 (the
 message names the limit), a body that does not fit the schema 422, bad base64, an undecodable
@@ -29,6 +30,7 @@ from typing import Annotated, Any, AsyncIterator, Optional, Protocol, Sequence, 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       create_model, field_validator, model_validator)
 from starlette.concurrency import run_in_threadpool
@@ -480,9 +482,12 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="M-JAVE attribute extraction", version=__version__, lifespan=lifespan,
-                  description="Multimodal attribute prediction and value extraction. Limits: "
-                  f"{limits}.")
+    # /docs and /redoc from fastapi-offline's bundled Swagger UI / ReDoc files: FastAPI's own
+    # pages load them from a CDN, so behind a catalog team's firewall they stay blank.
+    app = FastAPIOffline(title="M-JAVE attribute extraction", version=__version__,
+                         lifespan=lifespan,
+                         description="Multimodal attribute prediction and value extraction. "
+                         f"Limits: {limits}.")
     app.state.batcher = batcher
     app.state.config = config
     app.state.extractor = extractor

@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model, then run uvicorn until interrupted (Ctrl-C / SIGTERM: graceful stop)."""
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn
     except ImportError:
         print(f"error: {SERVE_EXTRA_HINT}", file=sys.stderr)

@@ -55,6 +55,11 @@ class TrainConfig:
     # partially labelled record (partial labels only): 0 = the marginal over O and the unknown
     # attributes' tags alone, 1 = naive. See `mjave.model.losses.tag_loss`.
     partial_outside_weight: float = 0.1
+    # Mention replacement (`mjave.data.augment`, text-only models): `augment_copies` extra copies
+    # of each labelled training record, each value swapped with probability `augment_mentions`
+    # for another value of its category and attribute; 0 = off (the paper's).
+    augment_mentions: float = 0.0
+    augment_copies: int = 1
 
 
 @dataclass

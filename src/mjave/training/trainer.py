@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mjave.config import ConfigError, to_dict
+from mjave.data.augment import mention_replacement
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
 from mjave.data.records import Record
@@ -73,6 +74,25 @@ def load_split(path: str, config: RunConfig) -> tuple[list[Record], RowIssues]:
     if issues.skipped:
         log.warning("%s: %s", path, issues.summary())
     return records, issues
+
+
+def augmented(records: list[Record], config: RunConfig) -> list[Record]:
+    """The mention-replacement copies `train.augment_mentions` asks for (none when 0)."""
+    tc = config.train
+    if tc.augment_mentions == 0.0:
+        return []
+    if config.model.use_image:
+        raise ConfigError("train.augment_mentions swaps values in the text, which then no longer "
+                          "match the product image: use it with model.use_image: false")
+    try:
+        extra, stats = mention_replacement(records, tc.augment_mentions, tc.augment_copies,
+                                           seed=tc.seed)
+    except ValueError as e:
+        raise ConfigError(f"train.augment_mentions / augment_copies: {e}") from None
+    log.info("mention replacement: %d copies, %d values swapped (not copied: %d with "
+             "overlapping spans, %d unlabelled)", stats.copies, stats.swapped,
+             stats.skipped_overlapping, stats.skipped_unlabelled)
+    return extra
 
 
 def _optimizer(net: TextImageModel, config: RunConfig) -> torch.optim.Optimizer:
@@ -173,6 +193,7 @@ def _train(config: RunConfig, progress: Progress | None,
     schema = AttributeSchema.from_records(train_records)
     if schema.num_attributes == 0:
         raise ValueError(f"{config.data.train}: no labelled spans, nothing to learn")
+    train_records = train_records + augmented(train_records, config)
     tokenizer = make_tokenizer(config.encoder)
     aligner = make_aligner(config.encoder, schema, tokenizer)
     net, model_cfg = build_network(config, schema, tokenizer)
