@@ -28,6 +28,7 @@ import numpy as np
 
 from mjave.data.records import Span
 from mjave.data.tagging import Encoded, first_piece_mask
+from mjave.inference.decode import best_per_attribute
 
 
 @dataclass(frozen=True)
@@ -217,14 +218,14 @@ def merge_spans(windows: Sequence[Window], spans: Sequence[Sequence[Span]],
     for _, score, span in ranked:
         if all(span.end <= k.begin or k.end <= span.begin for k, _ in kept):
             kept.append((span, score))
-    if max_values_per_attribute > 0:
-        counts: dict[str, int] = {}
-        best_first = sorted(kept, key=lambda t: (-t[1], t[0].begin, t[0].end))
-        kept = []
-        for span, score in best_first:
-            if counts.get(span.attr, 0) < max_values_per_attribute:
-                counts[span.attr] = counts.get(span.attr, 0) + 1
-                kept.append((span, score))
+    if max_values_per_attribute > 0 and kept:
+        ids = {a: j for j, a in enumerate(sorted({span.attr for span, _ in kept}))}
+        keep = best_per_attribute(np.zeros(len(kept), dtype=np.int64),
+                                  np.array([ids[span.attr] for span, _ in kept]),
+                                  np.array([score for _, score in kept]),
+                                  np.array([span.begin for span, _ in kept]),
+                                  max_values_per_attribute)
+        kept = [t for t, k in zip(kept, keep.tolist()) if k]
     kept.sort(key=lambda t: (t[0].begin, t[0].end, t[0].attr))
     return [s for s, _ in kept], [sc for _, sc in kept]
 
