@@ -56,10 +56,10 @@ def write_inputs(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
 def train_tiny_model(folder: Path) -> Path:
     from mjave.data.formats import write_records
     from mjave.data.records import Record, Span
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
     from mjave.testing import save_tiny_bert
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     rng = random.Random(1)

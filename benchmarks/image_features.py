@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     store_rate = None
     if not a.no_store:
         from mjave.data.records import Record
-        from mjave.encoders.features import EncoderConfig, extract_features
+        from mjave.config import EncoderConfig
+        from mjave.encoders.features import extract_features
         records = [Record(id=f"r{i}", text="x", cid=f"p{i}", image=str(p))
                    for i, p in enumerate(paths)]
         cfg = EncoderConfig(text_encoder="minilm", image_encoder="efficientnet-lite0",

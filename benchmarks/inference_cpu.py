@@ -81,11 +81,10 @@ def build_model_folder(folder: Path, records: list, *, fine_tune: bool, image: b
     import dataclasses
 
     from mjave.data.schema import AttributeSchema
-    from mjave.encoders.features import EncoderConfig
-    from mjave.inference.loading import build_network, make_tokenizer
-    from mjave.model.config import ModelConfig
-    from mjave.training.checkpoint import save_model
-    from mjave.training.config import RunConfig, TrainConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
+    from mjave.pretrained import build_network, make_tokenizer, save_model
+    from mjave.config import RunConfig, TrainConfig
 
     schema = AttributeSchema.from_records(records)
     cfg = RunConfig(output_dir=str(folder),

@@ -115,11 +115,11 @@ def build_extractor(train: Sequence, max_length: int, batch_size: int) -> Any:
     weights (the stub is put in later): a text-only model whose encoder runs inside the network
     (`fine_tune`), so the forward is the only device work."""
     from mjave.data.schema import AttributeSchema
-    from mjave.encoders.features import EncoderConfig
+    from mjave.config import EncoderConfig
     from mjave.inference.extractor import Extractor
-    from mjave.inference.loading import LoadedModel, make_aligner
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import RunConfig, TrainConfig
+    from mjave.pretrained import LoadedModel, make_aligner
+    from mjave.config import ModelConfig
+    from mjave.config import RunConfig, TrainConfig
 
     schema = AttributeSchema.from_records(train)
     cfg = RunConfig(output_dir="stub",

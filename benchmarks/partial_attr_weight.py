@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from mjave.data.formats import read_records, write_records
-from mjave.encoders.features import EncoderConfig
-from mjave.inference.loading import LoadedModel
+from mjave.config import EncoderConfig
+from mjave.pretrained import LoadedModel
 from mjave.inference.predict import predict_examples
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.evaluate import featurize, score
 from mjave.training.trainer import train
 

@@ -1,6 +1,6 @@
 """Real-data quality: mjave's models against a plain token classifier, measured in the same run.
 
-Trains every model of a recipe (`configs/realdata/<dataset>.yaml`: an `mjave experiment table`
+Trains every model of a recipe (`configs/experiments/<dataset>-realdata.yaml`: an `mjave experiment table`
 config) on the dataset's train split with N seeds, scores valid, and prints attribute, value
 (span) and pair F1 as mean ± std next to the plain token-classification baseline (the same
 MiniLM-L6 encoder plus one linear BIO layer, fine-tuned the same way), with the difference.
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--dataset", choices=("oamine", "wdcpave"),
-                       help="use configs/realdata/<dataset>.yaml")
+                       help="use configs/experiments/<dataset>-realdata.yaml")
     which.add_argument("--config", help="an `mjave experiment table` config file")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per model (repeats)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from mjave.experiments.runner import run_experiment
     from mjave.experiments.table import TableConfig
 
-    path = Path(a.config) if a.config else ROOT / "configs" / "realdata" / f"{a.dataset}.yaml"
+    path = Path(a.config) if a.config else ROOT / "configs" / "experiments" / f"{a.dataset}-realdata.yaml"
     cfg = apply_overrides(load(TableConfig, path), [f"repeats={a.seeds}", *a.set])
     if a.output:
         cfg.output_dir = a.output

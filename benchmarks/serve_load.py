@@ -44,9 +44,9 @@ def train_tiny_model(folder: Path, use_image: bool, image_size: int) -> Path:
     import torch
     from PIL import Image
 
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     bert = folder / "bert"

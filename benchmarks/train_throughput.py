@@ -49,7 +49,7 @@ import torch
 from mjave.data.records import Record
 from mjave.data.tagging import Encoded
 from mjave.model.batches import Example, batches, collate
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.network import TextImageModel
 from mjave.model.registry import build_model
 from mjave.training.resident import (ResidentData, autocast_context, make_train_step,

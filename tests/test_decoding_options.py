@@ -13,7 +13,7 @@ from mjave.config import ConfigError, from_dict
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded
 from mjave.inference.decode import TokenLayout, _words, decode_example, decode_spans, viterbi_tags
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 
 SCHEMA = AttributeSchema(("Dosage", "Brand"))   # tags: O, B-Dosage, I-Dosage, B-Brand, I-Brand
 
@@ -254,7 +254,7 @@ def test_every_scoring_path_decodes_as_the_model_config_says(tmp_path):
     from mjave.experiments.common import ModelVariant, TrainedModel
     from mjave.inference.extractor import Extractor
     from mjave.testing import train_tiny_mjave
-    from mjave.training.checkpoint import load_model_files
+    from mjave.pretrained import read_config
     from mjave.training.evaluate import evaluate_model
 
     model_dir, data = train_tiny_mjave(tmp_path, use_image=False, epochs=3)
@@ -268,7 +268,7 @@ def test_every_scoring_path_decodes_as_the_model_config_says(tmp_path):
         cfg["model"].update(decoding="viterbi", min_span_score=min_span_score,
                             max_values_per_attribute=cap)
         path.write_text(json.dumps(cfg))
-        run_cfg = load_model_files(model_dir)[0]
+        run_cfg = read_config(model_dir)
         trained = TrainedModel(ModelVariant("JAVE"), run_cfg, model_dir)
         report = evaluate_model(model_dir, str(data / "train.jsonl"), device="cpu")
         results = Extractor.load(model_dir, device="cpu").predict_batch(

@@ -16,13 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from mjave.config import save
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig
 from mjave.model import ModelConfig
 from mjave.model.baselines import NEURAL_BASELINES
 from mjave.model.losses import shard_loss, tag_count
 from mjave.model.registry import build_model
 from mjave.training import distributed
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.trainer import train
 
 L = 3

@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 
 from mjave.config import load, save
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig
 from mjave.experiments.common import (ExperimentError, ModelVariant, apply_mapping, jave, mjave,
                                       registered_baselines, wsm)
 from mjave.experiments.runner import EXPERIMENTS, make_config, run_experiment
 from mjave.experiments.stats import (chi2_sf_even, fisher_combine, instance_f1, instance_f1s,
                                      mean_std, paired_test)
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 
 # --------------------------------------------------------------------------------------------
 # Statistics, checked by hand
@@ -200,7 +200,7 @@ def outputs_ok(result, name, pngs):
 
 
 def run_cli(argv, capsys):
-    from mjave.experiments.cli import add_experiment_command
+    from mjave.cli.experiment import add_experiment_command
     parser = argparse.ArgumentParser(prog="mjave")
     add_experiment_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
@@ -281,7 +281,7 @@ def test_guard_reuses_weights_when_only_decoding_differs_and_nothing_is_validate
 
 def test_ablation_has_every_row_and_both_upper_bounds(base, out_root):
     from mjave.experiments.ablation import AblationConfig
-    from mjave.model.config import ABLATIONS
+    from mjave.config import ABLATIONS
     result = run_experiment("ablation", AblationConfig(output_dir=str(out_root / "ablation"),
                                                       base=base))
     md, data = outputs_ok(result, "ablation", ["ablation.png"])
@@ -355,8 +355,15 @@ def test_domain_gap(base, catalogs, out_root):
         r = data["results"]["models"][model]
         assert r["gap"]["b"]["value"] == pytest.approx(
             r["scores"]["a"]["value"]["f1"] - r["scores"]["b"]["value"]["f1"])
-    # catalog b reuses catalog a's record ids: it must get its own feature store
-    assert (out_root / "domain" / "features" / "b").is_dir()
+    # catalog b reuses catalog a's record ids: it must be scored on its own texts and images
+    # (through the Extractor, which reads them afresh: exactly what `mjave evaluate` gives on b)
+    from mjave.training.evaluate import evaluate_model
+    for model, folder in (("JAVE", "jave"), ("M-JAVE", "m-jave")):
+        own = evaluate_model(out_root / "domain" / "models" / folder, str(b / "test.jsonl"),
+                             image_root=str(b), device="cpu")
+        for task in ("attribute", "value", "pair"):
+            assert data["results"]["models"][model]["scores"]["b"][task]["f1"] == \
+                pytest.approx(own[task]["f1"]), (model, task)
 
 
 def test_significance_is_reproducible(base, out_root):
@@ -397,19 +404,23 @@ def test_visualise_gate_maps(base, out_root):
 
 
 def test_realdata_recipes_load_and_compare_with_the_plain_tagger():
-    from mjave.config import load
+    from mjave.config import RunConfig, load
     from mjave.experiments.table import TableConfig
     from mjave.model.registry import architectures
-    folder = Path(__file__).resolve().parents[1] / "configs" / "realdata"
-    paths = sorted(folder.glob("*.yaml"))
-    assert [p.stem for p in paths] == ["oamine", "wdcpave"]
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted((configs / "experiments").glob("*-realdata.yaml"))
+    assert [p.stem for p in paths] == ["oamine-realdata", "wdcpave-realdata"]
     for path in paths:
+        dataset = path.stem.split("-")[0]
         cfg = load(TableConfig, path)
         assert cfg.base.encoder.fine_tune and cfg.base.encoder.text_encoder == "minilm"
         archs = {m.overrides.get("model.architecture", "mjave") for m in cfg.models}
         assert "token-classification" in archs and archs <= set(architectures())
         assert cfg.reference in {m.name for m in cfg.models}
-        assert cfg.eval_data.endswith(f"{path.stem}/valid.jsonl")
+        assert cfg.eval_data.endswith(f"{dataset}/valid.jsonl")
+        # the comparison trains the recipe itself, written once in configs/runs/
+        assert cfg.base == load(RunConfig, configs / "runs" / f"{dataset}.yaml")
+        assert cfg.base.data.train.endswith(f"{dataset}/train.jsonl")
 
 
 def test_table_significance_pairs_the_seed_means_of_each_text():

@@ -92,9 +92,9 @@ def build_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
 
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     bert = root / "tiny-bert"

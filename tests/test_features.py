@@ -7,7 +7,8 @@ import pytest
 
 from mjave.config import ConfigError, apply_overrides, from_dict, to_dict
 from mjave.data.records import Record
-from mjave.encoders.features import EncoderConfig, extract_features, resolve_image_path
+from mjave.config import EncoderConfig
+from mjave.encoders.features import extract_features, resolve_image_path
 from mjave.encoders.store import FeatureStore
 
 

@@ -14,13 +14,13 @@ from mjave.config import ConfigError, apply_overrides, load, save
 from mjave.data.records import Record, Span
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig
 from mjave.model import MJAVE, ModelConfig
 from mjave.model.baselines import NEURAL_BASELINES
 from mjave.model.batches import Example, collate, known_attribute_mask
 from mjave.model.losses import allowed_outside_tags, attribute_loss, tag_loss
 from mjave.model.registry import build_model
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.evaluate import known_attributes_only
 from mjave.training.trainer import resolve_partial_labels, train
 

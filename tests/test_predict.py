@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from mjave.cli.predict import add_predict_command
 from mjave.data.errors import DataError
-from mjave.inference.batch import (CSV_COLUMNS, add_predict_command, parquet_parts,
-                                   predict_file, read_input)
+from mjave.inference.batch import CSV_COLUMNS, parquet_parts, predict_file, read_input
 from test_extractor import build_tiny_models, valid_rows
 
 pa = pytest.importorskip("pyarrow")

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from mjave.cli.predict import add_predict_command
 from mjave.data.errors import DataError
-from mjave.inference.batch import add_predict_command, predict_file
+from mjave.inference.batch import predict_file
 
 ray = pytest.importorskip("ray")  # the [ray] extra; installed with [dev]
 pa = pytest.importorskip("pyarrow")

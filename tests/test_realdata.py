@@ -8,9 +8,9 @@ import json
 import pytest
 
 from mjave.data.formats import read_records, write_records
-from mjave.encoders.features import EncoderConfig
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import EncoderConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.evaluate import evaluate_model
 from mjave.training.trainer import train
 

@@ -57,7 +57,8 @@ class FakeExtractor:
             time.sleep(self.delay)
         out = []
         for item in items:
-            assert set(item) == {"text", "image"} and isinstance(item["text"], str)
+            assert {"text", "image"} <= set(item) <= {"text", "image", "category"}
+            assert isinstance(item["text"], str)
             if "BOOM" in item["text"]:
                 raise RuntimeError("model exploded")
             if "BADINPUT" in item["text"]:
@@ -499,7 +500,7 @@ def test_config_is_checked():
 def test_serve_command_defaults_to_loopback():
     import argparse
 
-    from mjave.serving.cli import add_serve_command, cmd_serve
+    from mjave.cli.serve import add_serve_command, cmd_serve
     parser = argparse.ArgumentParser()
     add_serve_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve", "some/model"])
@@ -514,14 +515,14 @@ def test_serve_command_defaults_to_loopback():
 def test_serve_command_without_the_extra(monkeypatch, capsys):
     import sys
 
-    from mjave.serving.cli import main
+    from mjave.cli.serve import main
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ImportError
     assert main(["some/model"]) == 1
     assert "pip install 'mjave[serve]'" in capsys.readouterr().err
 
 
 def test_serve_command_rejects_bad_settings(capsys, tmp_path):
-    from mjave.serving.cli import main
+    from mjave.cli.serve import main
     assert main([str(tmp_path), "--max-batch-size", "0"]) == 1
     assert "max_batch_size" in capsys.readouterr().err
     assert main([str(tmp_path), "--image-root", str(tmp_path / "nope")]) == 1

@@ -16,7 +16,8 @@ from torch import nn
 from mjave.data.errors import DataError
 from mjave.data.records import Record
 from mjave.data.tagging import TextAligner
-from mjave.encoders.features import EncoderConfig, extract_features
+from mjave.config import EncoderConfig
+from mjave.encoders.features import extract_features
 from mjave.encoders.image import ImageEncoder
 from mjave.encoders.store import FeatureStore, StoreMismatchError, tensor_name
 from mjave.encoders.text import HFTextEncoder, default_english_encoder_path, load_tokenizer

@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mjave.config import save
-from mjave.encoders.features import EncoderConfig
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import EncoderConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 from mjave.training.evaluate import evaluate_model
 from mjave.training.trainer import train
 

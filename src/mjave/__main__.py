@@ -2,7 +2,7 @@
 
 import sys
 
-from mjave.cli import main
+from mjave.cli.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

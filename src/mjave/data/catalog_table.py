@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.tabular import read_rows, required_text
+from mjave.data.io import read_table as read_rows
+from mjave.data.tabular import required_text
 
 PathLike = str | os.PathLike
 TABLE_COLUMNS = ("product_id", "attribute", "value")

@@ -1,5 +1,8 @@
 """Read and write Records as JSONL, MEPAVE/JAVE TSV or CoNLL BIO, losing nothing silently.
 
+These are the text formats of the reader registry (`mjave.data.io`, which also reads CSV and
+Parquet and detects the format); this module parses and writes them.
+
 Every reader goes through `iter_records`, which numbers rows by their 1-based line, validates each
 (`mjave.data.validate`) and either raises (strict) or skips and tallies (lenient). Writers validate
 too, write to a temporary file and rename, so a failed write never leaves half a file behind.
@@ -16,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from mjave.data import io
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.records import Record, Span
 from mjave.data.spans import bio_to_spans, resolve_overlaps, spans_to_bio
 from mjave.data.validate import (IdTracker, check_columns, check_json_row, check_record,
                                  describe_difference)
 
-FORMATS = ("jsonl", "jave", "conll")
-EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "jave", ".sample": "jave",
-              ".txt": "jave", ".conll": "conll", ".bio": "conll"}
+FORMATS = io.RECORD_FORMATS
+EXTENSIONS = {ext: fmt for ext, fmt in io.EXTENSIONS.items() if fmt in FORMATS}
 
 PathLike = str | os.PathLike
 
@@ -64,19 +67,9 @@ class WriteIssues(RowIssues):
 
 
 def detect_format(path: PathLike, format: str | None = None) -> str:
-    """The explicit format if given, else the one the file extension names."""
-    if format is not None:
-        if format not in FORMATS:
-            raise DataError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}",
-                            path=str(path), reason="unknown format")
-        return format
-    ext = Path(path).suffix.lower()
-    if ext not in EXTENSIONS:
-        known = ", ".join(sorted(EXTENSIONS))
-        raise DataError(f"cannot tell the format from the extension {ext or '(none)'!r}; "
-                        f"use one of {known} or name the format ({', '.join(FORMATS)})",
-                        path=str(path), reason="unknown format")
-    return EXTENSIONS[ext]
+    """The explicit format if given, else the one the file extension names (one of `FORMATS`:
+    the registry's detection, `mjave.data.io.detect_format`, limited to these formats)."""
+    return io.detect_format(path, format, FORMATS)
 
 
 # ----------------------------------------------------------------------------- line reading
@@ -477,19 +470,7 @@ def iter_records(path: PathLike, format: str | None = None, strict: bool = True,
 
 
 def _iter(path: PathLike, fmt: str, strict: bool, issues: RowIssues) -> Iterator[Record]:
-    ids = IdTracker(_ID_FIELD[fmt])
-    for line, parse in _ROWS[fmt](path):
-        issues.rows_read += 1
-        try:
-            record = parse()
-            ids.check(record.id, line)
-        except DataError as e:
-            err = e.located(str(path), line)
-            if strict:
-                raise err from None
-            issues.skip(err)
-            continue
-        yield record
+    return io.validated_records(_ROWS[fmt](path), path, strict, issues, _ID_FIELD[fmt])
 
 
 def read_records(path: PathLike, format: str | None = None,

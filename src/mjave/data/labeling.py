@@ -46,7 +46,7 @@ from mjave.data.catalog_table import SynonymRow, TableRow, read_synonyms, read_t
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import WriteIssues, detect_format, write_records
 from mjave.data.normalize import Normalized, find_value, normalize, normalize_value
-from mjave.data.products import iter_products
+from mjave.data.io import iter_records
 from mjave.data.records import Record, Span
 from mjave.data.spans import resolve_overlaps
 
@@ -460,7 +460,7 @@ def label_files(products: PathLike, catalog: PathLike, output: PathLike,
         raise DataError("JAVE TSV cannot hold known_attributes, unmatched or calibration; "
                         "write .jsonl (or .conll)", path=str(output), reason="unknown format")
     issues = {"products": RowIssues(), "catalog": RowIssues(), "synonyms": RowIssues()}
-    records = list(iter_products(products, products_format, strict, issues["products"]))
+    records = list(iter_records(products, products_format, strict, issues["products"]))
     if not records:
         raise DataError("no products to label", path=str(products), reason="no valid rows")
     rows = read_table(catalog, strict, issues["catalog"])

@@ -18,13 +18,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence, get_args
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from mjave.data.errors import DataError
 from mjave.data.records import Record
+from mjave.data.rows import resolve_image_path  # noqa: F401  (re-exported)
 from mjave.data.tagging import CharTokenizer, TextAligner, Tokenizer, batch_pad
 from mjave.encoders.image import (
     EFFICIENTNET_LITE_MEAN,
@@ -38,67 +39,11 @@ from mjave.encoders.image import (
     packaged_efficientnet_weights,
     resnet_weights_required,
 )
+from mjave.config.encoder import IMAGE_EXTENSIONS, EncoderConfig
 from mjave.encoders.store import FeatureStore
 from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
 
 log = logging.getLogger(__name__)
-
-TextKind = Literal["hf", "bilstm"]
-ImageEncoderName = Literal["efficientnet-lite0", "efficientnet-lite2", "resnet101", "resnet50",
-                           "none"]
-MissingImage = Literal["error", "zeros"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-"""Tried, in order, as `<image_root>/<product_id><ext>` for records that name no image."""
-
-
-@dataclass
-class EncoderConfig:
-    """Which encoders turn text and images into features (section 2.2) and how.
-
-    text_encoder: "minilm" (the pip MiniLM-L6, 384-d) or a local Hugging Face model folder.
-    text_kind: "hf" (pretrained, frozen features are cached) or "bilstm" (trained in the model).
-    fine_tune: train the HF encoder with the model (then its features are not cached).
-    char_level: one token per character (the JAVE scheme for Chinese) from the folder's vocab.txt.
-    image_encoder: "efficientnet-lite0" (pip weights, 1280-d), "efficientnet-lite2",
-        "resnet101" / "resnet50" (the paper's 2048-d features; weights must be given), "none".
-    image_weights: local .pth / .safetensors file; None = the packaged weights where they exist.
-    image_size: square input side; 224 gives the paper's 7 x 7 = 49 regions.
-    max_length: tokens per text including [CLS] and [SEP] (the paper's 46 + 2).
-    missing_image: "error" stops on a missing/unreadable image; "zeros" stores zero features
-        (counted, and retried on the next run).
-    """
-
-    text_encoder: str = "minilm"
-    text_kind: TextKind = "hf"
-    fine_tune: bool = False
-    char_level: bool = False
-    image_encoder: ImageEncoderName = "efficientnet-lite0"
-    image_weights: str | None = None
-    image_size: int = 224
-    max_length: int = 48
-    missing_image: MissingImage = "error"
-
-    def __post_init__(self) -> None:
-        for name, tp in (("text_kind", TextKind), ("image_encoder", ImageEncoderName),
-                         ("missing_image", MissingImage)):
-            if getattr(self, name) not in get_args(tp):
-                raise ValueError(f"encoder.{name} must be one of {list(get_args(tp))}, "
-                                 f"not {getattr(self, name)!r}")
-        if self.image_size < 32:
-            raise ValueError(f"encoder.image_size must be at least 32, not {self.image_size}")
-        if self.max_length < 3:
-            raise ValueError(f"encoder.max_length must be at least 3, not {self.max_length}")
-
-    @property
-    def caches_text(self) -> bool:
-        """Only a frozen pretrained encoder gives features that can be computed once."""
-        return self.text_kind == "hf" and not self.fine_tune
-
-    @property
-    def uses_images(self) -> bool:
-        return self.image_encoder != "none"
-
 
 @dataclass
 class FeatureStats:
@@ -182,7 +127,8 @@ def _text_meta(config: EncoderConfig, tokenizer: Tokenizer, hidden_size: int,
     }
 
 
-def _hidden_size_from_config(folder: Path) -> int:
+def hidden_size_from_config(folder: Path) -> int:
+    """The hidden size in a Hugging Face model folder's config.json."""
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg["dim"])
@@ -190,8 +136,13 @@ def _hidden_size_from_config(folder: Path) -> int:
         raise ValueError(f"{folder}/config.json: cannot read the hidden size ({e})") from None
 
 
-_IMAGE_DIMS = {"efficientnet-lite0": 1280, "efficientnet-lite2": 1280,
-               "resnet101": 2048, "resnet50": 2048}
+IMAGE_FEATURE_DIMS = {"efficientnet-lite0": 1280, "efficientnet-lite2": 1280,
+                      "resnet101": 2048, "resnet50": 2048}
+
+
+def image_feature_dim(name: str) -> int:
+    """The feature size of the named image encoder."""
+    return IMAGE_FEATURE_DIMS[name]
 
 
 def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str, Any]:
@@ -210,7 +161,7 @@ def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str
         side = math.ceil(config.image_size / 32)
         lite = name.startswith("efficientnet")
         d = {"name": name, "weights": file_fingerprint(weights_path),
-             "image_size": config.image_size, "feature_dim": _IMAGE_DIMS[name],
+             "image_size": config.image_size, "feature_dim": image_feature_dim(name),
              "num_regions": side * side,
              "mean": list(EFFICIENTNET_LITE_MEAN if lite else IMAGENET_MEAN),
              "std": list(EFFICIENTNET_LITE_STD if lite else IMAGENET_STD)}
@@ -222,26 +173,6 @@ def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_image_path(record: Record, image_root: str | os.PathLike[str] | None
-                       ) -> tuple[Path | None, list[Path]]:
-    """The image file of a record and the candidate paths looked at (for error messages).
-
-    `record.image` is taken relative to `image_root` unless absolute. A record naming no image
-    falls back to `<image_root>/<product_id>.jpg` (or .jpeg/.png/.webp), the MEPAVE convention
-    of naming images by product id.
-    """
-    root = Path(image_root) if image_root is not None else None
-    if record.image:
-        p = Path(record.image).expanduser()
-        if not p.is_absolute() and root is not None:
-            p = root / p
-        return p, [p]
-    if root is None:
-        return None, []
-    tried = [root / f"{record.product_id}{ext}" for ext in IMAGE_EXTENSIONS]
-    return next((p for p in tried if p.is_file()), None), tried
 
 
 def _make_bar(progress: bool | Callable[..., Any] | None, total: int, desc: str, unit: str
@@ -308,7 +239,7 @@ def extract_features(records: Sequence[Record], store_dir: str | os.PathLike[str
         if tokenizer is None:
             tokenizer = load_tokenizer(folder, char_level=config.char_level)
         hidden = (text_encoder.hidden_size if text_encoder is not None
-                  else _hidden_size_from_config(folder))
+                  else hidden_size_from_config(folder))
         meta["text"] = _text_meta(config, tokenizer, hidden, folder)
     if do_image:
         meta["image"] = _image_meta(config, image_encoder)

@@ -5,7 +5,7 @@ Table 5 (attributes and values): JAVE, JAVE w/o MTL / AttrPred / KL loss, and th
 bounds: the attribute task trained with the gold value distribution in the KL term (its values
 are the gold ones, value F1 100; a second row uses gold presence 1 instead of Eq. 12's B/I mean,
 see `mjave.experiments.upper_bound`), and the value task conditioned on the gold attributes (its
-attributes are the gold ones, attribute F1 100). Rows come from `mjave.model.config.ABLATIONS`.
+attributes are the gold ones, attribute F1 100). Rows come from `mjave.config.ABLATIONS`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mjave.experiments import plots, upper_bound
 from mjave.experiments.common import (ExperimentBase, ExperimentResult, ModelVariant, Progress,
                                       VariantRuns, apply_mapping, eval_file, md_table, read_data,
                                       run_variants, uses_image, write_results)
-from mjave.model.config import ABLATIONS
+from mjave.config import ABLATIONS, path_field
 
 ATTR_UPPER_BOUND = "JAVE upper bound (attribute task)"
 ATTR_UPPER_BOUND_PRESENCE = "JAVE upper bound (attribute task, gold presence)"
@@ -48,7 +48,7 @@ class AblationConfig(ExperimentBase):
     """
 
     output_dir: str = "runs/experiments/ablation"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     models: list[ModelVariant] = field(default_factory=default_models)
     text_reference: str = "JAVE"
     image_reference: str = "M-JAVE"

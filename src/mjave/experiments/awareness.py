@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (ExperimentBase, ExperimentResult, ExperimentError,
                                       ModelVariant, Progress, eval_file, fmt_p, md_table, mjave,
@@ -35,7 +36,7 @@ class AwarenessConfig(ExperimentBase):
     else base.data.valid) over `permutations` derangements of the images."""
 
     output_dir: str = "runs/experiments/awareness"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     model: ModelVariant = field(default_factory=mjave)
     permutations: int = 8
     test: TestName = "ttest"

@@ -4,8 +4,9 @@ An experiment config composes a base `RunConfig` (data, encoders, training) with
 `ModelVariant`s, each a name plus dotted overrides of that base (`{"model.use_image": false}` is
 JAVE). Every variant trains through `mjave.training.trainer.train` into
 `<output_dir>/models/<variant>/...`, sharing one frozen-feature store, and is scored on the
-evaluation file into `Predictions`, which give both the paper's micro F1 (`report`) and the
-per-instance F1 the significance tests need (`instance_scores`).
+evaluation file through its `Extractor` (as `mjave evaluate` scores: windows, category
+restriction, decoding options) into `Predictions`, which give both the paper's micro F1
+(`report`) and the per-instance F1 the significance tests need (`instance_scores`).
 
 Each run writes `results.md`, `results.json` (numbers, the full config, the mjave version and the
 seed), `config.yaml` (rerun with `mjave experiment NAME --config <output>/config.yaml`) and PNG
@@ -27,13 +28,12 @@ import numpy as np
 from PIL import Image
 
 from mjave import __version__
-from mjave.config import ConfigError, from_dict, save as save_config, to_dict
+from mjave.config import ConfigError, RunConfig, from_dict, save as save_config, set_values, to_dict, path_field
 from mjave.data.formats import read_records, write_records
 from mjave.data.records import Record
-from mjave.evaluation.metrics import attributes_from_probs, evaluate_records, pair_set
+from mjave.evaluation.metrics import attributes_from_probs, pair_set
 from mjave.experiments import upper_bound
 from mjave.experiments.stats import instance_f1s, mean_std
-from mjave.training.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ModelVariant:
     name: str = "M-JAVE"
     overrides: dict[str, Any] = field(default_factory=dict)
     kind: Literal["neural", "wsm", "attr-upper-bound"] = "neural"
-    model_dir: str | None = None
+    model_dir: str | None = path_field()
 
 
 def model_variant(name: str, kind: Literal["neural", "wsm", "attr-upper-bound"] = "neural",
@@ -108,12 +108,23 @@ def registered_baselines() -> list[ModelVariant]:
 
 @dataclass
 class ExperimentBase:
-    """Fields every experiment config has. `seed` replaces `base.train.seed` in every run and
-    seeds all sampling (subsets, image permutations), so the file fully determines the run."""
+    """Fields every experiment config has. `base` is the run every model starts from: a mapping
+    or the path of a run config (`base: ../runs/oamine.yaml`, a recipe). `seed` seeds every
+    run (seed, seed + 1, ... for repeats) and all sampling (subsets, image permutations), so
+    the file fully determines the run; left out, it is the base's `train.seed`. Both set and
+    different is an error rather than one silently replacing the other."""
 
     output_dir: str = "runs/experiments/run"
-    seed: int = 0
+    seed: int | None = None
     base: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        base_seed = self.base.train.seed
+        if self.seed is None:
+            self.seed = base_seed
+        elif base_seed not in (0, self.seed):
+            raise ExperimentError(f"seed {self.seed} and base.train.seed {base_seed} disagree: "
+                                  "set one of them")
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,19 +132,13 @@ class ExperimentBase:
 
 
 def apply_mapping(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """`cfg` with dotted-key overrides set (typed values, type-checked by `from_dict`)."""
-    data = to_dict(cfg)
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node: Any = data
-        for p in parts[:-1]:
-            if not isinstance(node, dict) or p not in node:
-                raise ExperimentError(f"unknown key {key!r} in model overrides")
-            node = node[p]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise ExperimentError(f"unknown key {key!r} in model overrides")
-        node[parts[-1]] = value
-    return from_dict(RunConfig, data)
+    """`cfg` with a variant's dotted-key overrides set (`mjave.config.set_values`)."""
+    try:
+        return set_values(cfg, overrides)
+    except ExperimentError:
+        raise
+    except ConfigError as e:
+        raise ExperimentError(f"{e} in model overrides") from None
 
 
 def slug(name: str) -> str:
@@ -156,8 +161,9 @@ def run_config_for(base: RunConfig, variant: ModelVariant, out_dir: Path, seed: 
 
 
 def uses_image(cfg: RunConfig) -> bool:
-    """Whether a run of `cfg` reads images (what build_network decides)."""
-    return cfg.model.use_image and cfg.encoder.image_encoder != "none"
+    """Whether a run of `cfg` reads images (`mjave.pretrained.uses_image`, the one rule)."""
+    from mjave.pretrained import uses_image as model_uses_image
+    return model_uses_image(cfg)
 
 
 def eval_file(explicit: str | None, base: RunConfig) -> str:
@@ -205,8 +211,9 @@ class Predictions:
     given: tuple[str, ...] = ()
 
     def report(self) -> dict:
-        return evaluate_records(self.gold, self.pred, self.attr_probs, self.attributes,
-                                self.threshold)
+        """The metrics report, partial labels scored as `mjave evaluate` scores them."""
+        from mjave.training.evaluate import report_of
+        return report_of(self.gold, self.pred, self.attr_probs, self.attributes, self.threshold)
 
     def attribute_sets(self) -> list[set[str]]:
         if self.attr_probs is not None:
@@ -260,7 +267,7 @@ def _wsm_class() -> type:
 
 @dataclass
 class TrainedModel:
-    """A trained variant, ready to featurise and predict; loads its model folder lazily."""
+    """A trained variant, ready to predict; loads its model folder (as an Extractor) lazily."""
 
     variant: ModelVariant
     config: RunConfig
@@ -268,17 +275,24 @@ class TrainedModel:
     seconds: float = 0.0
     best_epoch: int | None = None
     wsm: Any = None
-    _loaded: Any = None
+    _extractor: Any = None
+
+    @property
+    def extractor(self):
+        """The folder's `Extractor` (None for WSM), loaded as `mjave evaluate` loads it."""
+        if self.wsm is not None:
+            return None
+        if self._extractor is None:
+            from mjave.inference.extractor import Extractor
+            from mjave.training.evaluate import EVAL_BATCH_SIZE
+            self._extractor = Extractor.load(self.folder, device=self.config.train.device,
+                                             batch_size=EVAL_BATCH_SIZE)
+        return self._extractor
 
     @property
     def loaded(self):
         """The `LoadedModel` of the folder (None for WSM)."""
-        if self.wsm is not None:
-            return None
-        if self._loaded is None:
-            from mjave.inference.loading import LoadedModel
-            self._loaded = LoadedModel.load(self.folder, device=self.config.train.device)
-        return self._loaded
+        return None if self.wsm is not None else self.extractor.model
 
     @property
     def uses_image(self) -> bool:
@@ -294,22 +308,36 @@ class TrainedModel:
     def predict(self, records: Sequence[Record], image_root: str | None = None,
                 features_dir: str | None = None, examples: Sequence | None = None
                 ) -> Predictions:
-        """Predict `records` (or the given examples of them, e.g. with shuffled images)."""
+        """Predict `records` through the Extractor, exactly as `mjave evaluate` scores them
+        (long texts windowed, the category restriction and decoding options of the model).
+
+        Cached-feature `examples` of them (e.g. with shuffled images) are predicted as given;
+        a model conditioned on gold attributes (Table 5's value-task bound) is always scored
+        on cached examples, since it reads the gold labels no Extractor input carries."""
         if self.wsm is not None:
             return Predictions(list(records), list(self.wsm.predict(list(records))))
-        from mjave.inference.predict import as_records, decode_options, predict_examples
         model = self.loaded
-        if examples is None:
-            examples = self.examples(records, image_root, features_dir)
-        tc = model.config.train
-        decoded, probs = predict_examples(model.net, examples, model.schema, tc.eval_batch_size,
-                                          model.device, tc.threshold, model.aligner.pad_id,
-                                          **decode_options(model.config.model))
-        out = Predictions(list(records), as_records(examples, decoded), probs,
-                          list(model.schema.attributes), tc.threshold)
+        oracle = model.config.model.gold_attr_conditioning
+        if examples is None and not oracle:
+            from mjave.training.evaluate import extractor_predictions
+            pred, probs = extractor_predictions(self.extractor, records,
+                                                image_root or self.config.data.image_root)
+            out = Predictions(list(records), pred, probs, self.extractor.attributes,
+                              self.extractor.threshold)
+        else:
+            from mjave.inference.predict import as_records, decode_options, predict_examples
+            if examples is None:
+                examples = self.examples(records, image_root, features_dir)
+            tc = model.config.train
+            decoded, probs = predict_examples(model.net, examples, model.schema,
+                                              tc.eval_batch_size, model.device, tc.threshold,
+                                              model.aligner.pad_id,
+                                              **decode_options(model.config.model))
+            out = Predictions(list(records), as_records(examples, decoded), probs,
+                              list(model.schema.attributes), tc.threshold)
         if self.variant.kind == "attr-upper-bound":
             out = out.with_gold_values()
-        if model.config.model.gold_attr_conditioning:
+        if oracle:
             out = out.with_gold_attributes()
         return out
 

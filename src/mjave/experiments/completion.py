@@ -49,13 +49,13 @@ import numpy as np
 
 from mjave.data.formats import write_records
 from mjave.data.records import Record
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig, path_field
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
                                       ModelVariant, Progress, md_table, read_data,
                                       train_variant, write_results)
 from mjave.experiments.stats import mean_std
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 
 RUNS = ("partial", "naive", "full_labels")
 Pair = tuple[str, str, str]  # (product_id, attribute, normalised value)
@@ -79,7 +79,7 @@ class CompletionConfig(ExperimentBase):
     data.train is replaced by each run's training file)."""
 
     output_dir: str = "runs/experiments/completion"
-    data: str = ""
+    data: str = path_field("")
     hide: float = 0.5
     seeds: int = 3
     min_precision: float = 0.9

@@ -2,8 +2,9 @@
 
 Steps: generate the catalog -> extract frozen features once (MiniLM-L6 text, EfficientNet-Lite0
 image) -> train JAVE (text only) and M-JAVE on the same features -> evaluate both on the test
-split -> image awareness of M-JAVE (true vs shuffled images) -> predictions JSONL and a gate
-heat-map PNG. Everything lands in one output folder with a `summary.json`.
+split through the Extractor (as `mjave evaluate` does) -> image awareness of M-JAVE (true vs
+shuffled images) -> predictions JSONL and a gate heat-map PNG. Everything lands in one output
+folder with a `summary.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,15 +22,18 @@ from PIL import Image
 
 from mjave.config import to_dict
 from mjave.data.formats import read_records
+from mjave.data.records import Record
 from mjave.data.synthetic import generate_catalog
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig
 from mjave.evaluation.report import format_comparison
 from mjave.experiments.visualise import save_gate_figure
-from mjave.inference.loading import LoadedModel
+from mjave.inference.extractor import Extractor
+from mjave.pretrained import LoadedModel
 from mjave.model.batches import collate
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
-from mjave.training.evaluate import featurize, image_awareness, score
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
+from mjave.training.evaluate import (EVAL_BATCH_SIZE, extractor_items, featurize,
+                                     image_awareness, score_records)
 from mjave.training.trainer import train
 
 log = logging.getLogger(__name__)
@@ -74,19 +78,19 @@ def run_config(cfg: DemoConfig, name: str, catalog: Path, use_image: bool) -> Ru
                           patience=cfg.patience, seed=cfg.seed, device="cpu"))
 
 
-def write_predictions(path: Path, model: LoadedModel, examples) -> None:
-    from mjave.inference.predict import decode_options, predict_examples
-    decoded, _ = predict_examples(model.net, examples, model.schema, device=model.device,
-                                  pad_id=model.aligner.pad_id, **decode_options(model.config.model))
+def write_predictions(path: Path, extractor: Extractor, records: Sequence[Record],
+                      image_root: Path) -> None:
+    """The Extractor's answer for every record, beside its gold spans (JSONL)."""
+    items = extractor_items(extractor, records, image_root)
     with open(path, "w", encoding="utf-8") as f:
-        for e, d in zip(examples, decoded):
+        for r, res in zip(records, extractor.predict_batch(items)):
             f.write(json.dumps({
-                "id": e.record.id, "cid": e.record.cid, "text": e.record.text,
-                "attributes": [{"name": n, "score": round(s, 4)} for n, s in d.attributes],
-                "values": [{"attribute": s.attr, "value": s.value, "begin": s.begin, "end": s.end,
-                            "score": round(sc, 4)} for s, sc in zip(d.spans, d.span_scores)],
+                "id": r.id, "cid": r.cid, "text": r.text,
+                "attributes": [{"name": a["name"], "score": round(a["score"], 4)}
+                               for a in res["attributes"]],
+                "values": [{**v, "score": round(v["score"], 4)} for v in res["values"]],
                 "gold": [{"attribute": s.attr, "value": s.value, "begin": s.begin, "end": s.end}
-                         for s in e.record.spans]}, ensure_ascii=False) + "\n")
+                         for s in r.spans]}, ensure_ascii=False) + "\n")
 
 
 @torch.no_grad()
@@ -116,26 +120,27 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: Callable | None = None) -
     generate_catalog(catalog, n_products=cfg.n_products, seed=cfg.seed)
     timings["generate"] = time.time() - t0
 
-    reports, models, test_examples = {}, {}, {}
+    reports, extractors = {}, {}
     test_records, _ = read_records(catalog / "test.jsonl")
     for name, use_image in (("JAVE", False), ("M-JAVE", True)):
         t = time.time()
         result = train(run_config(cfg, name, catalog, use_image), progress=progress)
         timings[f"train {name}"] = time.time() - t
-        model = LoadedModel.load(result.output_dir, device="cpu")
-        examples = featurize(model, test_records, str(catalog), str(out / "features"))
-        reports[name] = score(model, test_records, examples)
+        # Scored through the Extractor, as `mjave evaluate` scores (windows, decoding options).
+        extractor = Extractor.load(result.output_dir, device="cpu", batch_size=EVAL_BATCH_SIZE)
+        reports[name] = score_records(extractor, test_records, catalog)
         reports[name]["best_epoch"] = result.best_epoch
-        models[name], test_examples[name] = model, examples
+        extractors[name] = extractor
 
     t = time.time()
-    awareness = image_awareness(models["M-JAVE"], test_records, test_examples["M-JAVE"],
+    awareness = image_awareness(extractors["M-JAVE"], test_records, catalog,
                                 permutations=cfg.awareness_permutations, seed=cfg.seed)
     timings["awareness"] = time.time() - t
-    write_predictions(out / "predictions.jsonl", models["M-JAVE"], test_examples["M-JAVE"])
-    ambiguous = next((e for e in test_examples["M-JAVE"] if " with " in e.record.text),
-                     test_examples["M-JAVE"][0])
-    write_gate_figure(out / "gates.png", models["M-JAVE"], ambiguous, catalog)
+    write_predictions(out / "predictions.jsonl", extractors["M-JAVE"], test_records, catalog)
+    model = extractors["M-JAVE"].model
+    ambiguous = next((r for r in test_records if " with " in r.text), test_records[0])
+    example = featurize(model, [ambiguous], str(catalog), str(out / "features"))[0]
+    write_gate_figure(out / "gates.png", model, example, catalog)
     timings["total"] = time.time() - t0
 
     table = format_comparison(reports)

@@ -19,7 +19,7 @@ from mjave.experiments.common import (ExperimentBase, ExperimentError, Experimen
                                       ModelVariant, Progress, jave, md_table, mjave, read_data,
                                       slug, train_variant, write_data, write_results)
 from mjave.data.records import Record
-from mjave.training.config import RunConfig
+from mjave.config import RunConfig, path_field
 
 
 @dataclass
@@ -28,10 +28,10 @@ class DomainData:
     category filter (only records whose `category` is listed are kept)."""
 
     name: str = "source"
-    train: str | None = None
-    valid: str | None = None
-    test: str | None = None
-    image_root: str | None = None
+    train: str | None = path_field()
+    valid: str | None = path_field()
+    test: str | None = path_field()
+    image_root: str | None = path_field()
     categories: list[str] = field(default_factory=list)
     features_dir: str | None = None   # default: <output_dir>/features/<name>
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from mjave.config import path_field
 from mjave.encoders.features import resolve_image_path
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
                                       ModelVariant, Progress, eval_file, md_table, mjave,
@@ -28,7 +29,7 @@ class VisualiseConfig(ExperimentBase):
     the first `n_examples` texts that have a gold value."""
 
     output_dir: str = "runs/experiments/visualise"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     model: ModelVariant = field(default_factory=mjave)
     examples: list[str] = field(default_factory=list)
     n_examples: int = 4

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
                                       ModelVariant, Progress, eval_file, jave, md_table, mjave,
@@ -30,7 +31,7 @@ class LowResourceConfig(ExperimentBase):
     """Models trained on `fractions` of base.data.train, `samples` random subsets each."""
 
     output_dir: str = "runs/experiments/low-resource"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     fractions: list[float] = field(default_factory=_default_fractions)
     samples: int = 3
     models: list[ModelVariant] = field(default_factory=lambda: [jave(), mjave()])

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
                                       ModelVariant, Progress, eval_file, md_table, mjave,
@@ -25,9 +26,9 @@ class PerGroupConfig(ExperimentBase):
     """Per-category and per-attribute F1 of `model` on `eval_data`."""
 
     output_dir: str = "runs/experiments/per-group"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     model: ModelVariant = field(default_factory=mjave)
-    category_map: str | None = None
+    category_map: str | None = path_field()
     category_key: str = "category"
     id_key: str = "cid"
 

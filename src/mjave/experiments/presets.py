@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mjave.config import save
-from mjave.encoders.features import EncoderConfig
+from mjave.config import EncoderConfig
 from mjave.experiments.ablation import AblationConfig
 from mjave.experiments.awareness import AwarenessConfig
 from mjave.experiments.common import (BASELINES, ExperimentBase, ModelVariant, baseline, jave,
@@ -27,8 +27,8 @@ from mjave.experiments.low_resource import LowResourceConfig
 from mjave.experiments.per_group import PerGroupConfig
 from mjave.experiments.significance import SignificanceConfig
 from mjave.experiments.table import TableConfig
-from mjave.model.config import ModelConfig
-from mjave.training.config import DataConfig, RunConfig, TrainConfig
+from mjave.config import ModelConfig
+from mjave.config import DataConfig, RunConfig, TrainConfig
 
 CATALOG = "demo_output/catalog"
 SHIFTED_CATALOG = "demo_output/catalog-seed1-amb50"
@@ -38,7 +38,7 @@ SHARED_DATA = "../shared/data"
 def synthetic_base(catalog: str = CATALOG, features_dir: str = "runs/features/synthetic",
                    text_encoder: str = "minilm", epochs: int = 40, batch_size: int = 32,
                    lr: float = 1e-3, patience: int = 8, attention_size: int = 200,
-                   device: str = "cpu") -> RunConfig:
+                   device: str = "auto") -> RunConfig:
     """The demo's settings (`mjave.experiments.demo.DemoConfig`) on a generated catalog."""
     root = Path(catalog)
     return RunConfig(
@@ -86,7 +86,7 @@ TEXT_ONLY_MAX_LENGTH = {"oamine": 64, "wdcpave": 256}
 
 
 def text_only_base(dataset: str, data_root: str = SHARED_DATA, epochs: int = 30,
-                   device: str = "cpu") -> RunConfig:
+                   device: str = "auto") -> RunConfig:
     """Frozen MiniLM features, no image; fixed epochs (no early stopping: valid is reported)."""
     root = Path(data_root) / dataset
     max_length = TEXT_ONLY_MAX_LENGTH.get(dataset, 128)
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = Path(a.out)
     folder.mkdir(parents=True, exist_ok=True)
     for stem, cfg in all_presets().items():
-        save(cfg, folder / f"{stem}.yaml")
+        save(cfg, folder / f"{stem}.yaml", sparse=True)
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (TASKS, ExperimentBase, ExperimentError, ExperimentResult,
                                       ModelVariant, Progress, eval_file, fmt_p, jave, md_table,
@@ -23,7 +24,7 @@ class SignificanceConfig(ExperimentBase):
     """`model_a` against `model_b` on `eval_data` (default base.data.test, else valid)."""
 
     output_dir: str = "runs/experiments/significance"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     model_a: ModelVariant = field(default_factory=mjave)
     model_b: ModelVariant = field(default_factory=jave)
     test: TestName = "ttest"

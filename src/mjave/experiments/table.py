@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (BASELINES, TASKS, ExperimentBase, ExperimentResult,
                                       ModelVariant, Progress, VariantRuns, baseline, eval_file,
@@ -36,7 +37,7 @@ class TableConfig(ExperimentBase):
     """
 
     output_dir: str = "runs/experiments/table"
-    eval_data: str | None = None
+    eval_data: str | None = path_field()
     models: list[ModelVariant] = field(default_factory=default_models)
     reference: str = "M-JAVE"
     repeats: int = 1

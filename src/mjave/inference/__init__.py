@@ -12,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "Extractor": "extractor",
-    "predict_file": "batch", "PredictSummary": "batch", "add_predict_command": "batch",
+    "predict_file": "batch", "PredictSummary": "batch",
     "Window": "windows", "plan_windows": "windows", "window_encoding": "windows",
     "merge_spans": "windows", "merge_attribute_probs": "windows",
     "decode_example": "decode", "Decoded": "decode",

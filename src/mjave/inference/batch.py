@@ -1,12 +1,13 @@
 """Batch prediction over files: streaming, resumable, and a bad row never stops the sweep.
 
-`predict_file` reads JSONL, JAVE TSV, CSV or Parquet batch by batch and writes JSONL, CSV or
-Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
+`predict_file` reads JSONL, JAVE TSV, CoNLL, CSV or Parquet (the reader registry,
+`mjave.data.io`) batch by batch and writes JSONL, CSV or Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
 duplicate detection and `resume` need, move to a temporary SQLite file past 100,000
 (`mjave.inference.idset`), so memory is flat at any number of rows. A row that cannot be
 predicted (no id, no text, a text that is not a string, an unreadable image) becomes an output
 row `{"id", "error"}` and is
-counted by reason in the returned `PredictSummary`. Only what makes the whole run meaningless is
+counted by reason in the returned `PredictSummary`. Rows are checked and turned into the
+Extractor's inputs by `mjave.data.rows` (the checks and the image rule the Ray engine shares). Only what makes the whole run meaningless is
 fatal: a missing model, an unreadable input file, an input without id/text columns.
 
 `resume=True` skips ids the output already holds (error rows included: delete them from the
@@ -19,32 +20,30 @@ resumed run a new part `OUT.part-00001.parquet` beside it (read them together wi
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import re
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from mjave.data.errors import DataError, RowIssues
+from mjave.data.errors import DataError
+from mjave.data.io import (FORMATS, InputRow, detect_format, parquet_row_count, pyarrow_parquet,
+                           read_input)
+from mjave.data.rows import check_id, check_text, duplicate_id, id_key, to_item
 from mjave.inference.idset import IdRegistry
 
-INPUT_FORMATS = ("jsonl", "jave", "csv", "parquet")
-INPUT_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "jave",
-                    ".sample": "jave", ".txt": "jave", ".csv": "csv", ".parquet": "parquet",
-                    ".pq": "parquet"}
+INPUT_FORMATS = FORMATS
+"""Input formats: those of the reader registry (`mjave.data.io`)."""
 OUTPUT_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
                      ".pq": "parquet"}
 CSV_COLUMNS = ("id", "cid", "category", "text", "image", "attributes", "values", "warning",
                "error", "extra")
 """Output CSV columns; `attributes`, `values` and `extra` (other input fields) hold JSON."""
 
-_RESERVED = {"id", "text", "image", "attributes", "values", "warning", "error"}
 PathLike = str | os.PathLike
 
 
@@ -99,30 +98,9 @@ class PredictSummary:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class InputRow:
-    """One input row as read, before any check. `number` is its 1-based line (row for Parquet)."""
-
-    number: int
-    id: Any = None
-    text: Any = None
-    image: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    error: DataError | None = None
-
-
 def detect_input_format(path: PathLike, input_format: str | None = None) -> str:
-    if input_format is not None:
-        fmt = "jave" if input_format == "tsv" else input_format
-        if fmt not in INPUT_FORMATS:
-            raise DataError(f"unknown input format {input_format!r}; expected one of "
-                            f"{', '.join(INPUT_FORMATS)}", path=str(path), reason="unknown format")
-        return fmt
-    ext = Path(path).suffix.lower()
-    if ext not in INPUT_EXTENSIONS:
-        raise DataError(f"cannot tell the input format from {ext or '(no extension)'!r}; name it "
-                        f"({', '.join(INPUT_FORMATS)})", path=str(path), reason="unknown format")
-    return INPUT_EXTENSIONS[ext]
+    """The input's format: the registry's detection (`mjave.data.io.detect_format`)."""
+    return detect_format(path, input_format)
 
 
 def detect_output_format(path: PathLike) -> str:
@@ -134,185 +112,19 @@ def detect_output_format(path: PathLike) -> str:
     return OUTPUT_EXTENSIONS[ext]
 
 
-def _split_fields(obj: dict[str, Any], number: int) -> InputRow:
-    extra = {k: v for k, v in obj.items() if k not in _RESERVED}
-    return InputRow(number, obj.get("id"), obj.get("text"), obj.get("image"), extra)
-
-
-def _read_jsonl(path: Path) -> Iterator[InputRow]:
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                yield InputRow(n, error=DataError(f"not valid UTF-8 at byte {e.start}",
-                                                  reason="bad encoding"))
-                continue
-            except json.JSONDecodeError as e:
-                yield InputRow(n, error=DataError(f"invalid JSON: {e.msg} at column {e.colno}",
-                                                  reason="invalid JSON"))
-                continue
-            if not isinstance(obj, dict):
-                yield InputRow(n, error=DataError(f"expected a JSON object, found "
-                                                  f"{type(obj).__name__}", reason="not an object"))
-                continue
-            yield _split_fields(obj, n)
-
-
-def _read_jave(path: Path) -> Iterator[InputRow]:
-    """Through `mjave.data.formats` (the one TSV parser); its skipped rows become error rows."""
-    from mjave.data.formats import iter_records
-    issues = RowIssues()
-    reported = 0
-
-    def new_errors() -> Iterator[InputRow]:
-        nonlocal reported
-        for e in issues.skipped[reported:]:
-            yield InputRow(e.line or 0, error=DataError(e.message, field=e.field,
-                                                         reason=e.reason))
-        reported = len(issues.skipped)
-
-    for record in iter_records(path, "jave", strict=False, issues=issues):
-        yield from new_errors()
-        extra = {"cid": record.cid} if record.cid is not None else {}
-        yield InputRow(issues.rows_read, record.id, record.text, record.image, extra)
-    yield from new_errors()
-
-
-def _surrogate_lines(f: Any) -> Iterator[str]:
-    """Lines decoded so that a bad byte survives as a surrogate (found per row, not fatal)."""
-    for raw in f:
-        yield raw.decode("utf-8", "surrogateescape")
-
-
-def _has_surrogates(values: Sequence[Any]) -> bool:
-    return any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values)
-
-
-def _read_csv(path: Path) -> Iterator[InputRow]:
-    """Checks the header now (a missing id/text column is fatal), then streams the rows."""
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long texts are windowed
-    f = open(path, "rb")
-    try:
-        reader = csv.reader(_surrogate_lines(f))
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError("the CSV file is empty; it needs a header with id and text",
-                            path=str(path), reason="no header") from None
-        except csv.Error as e:
-            raise DataError(f"cannot read the CSV header: {e}", path=str(path),
-                            reason="no header") from None
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]
-        missing = [c for c in ("id", "text") if c not in header]
-        if missing:
-            raise DataError(f"the CSV header {header} lacks the column(s) {missing} (a header "
-                            "row naming id, text and optionally image is required)",
-                            path=str(path), reason="no header")
-    except BaseException:
-        f.close()
-        raise
-    return _csv_rows(f, reader, header)
-
-
-def _csv_rows(f: Any, reader: Any, header: list[str]) -> Iterator[InputRow]:
-    with f:
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield InputRow(reader.line_num, error=DataError(f"malformed CSV: {e}",
-                                                                reason="malformed CSV"))
-                continue
-            if not values:
-                continue
-            line = reader.line_num
-            if _has_surrogates(values):
-                yield InputRow(line, error=DataError("not valid UTF-8", reason="bad encoding"))
-                continue
-            if len(values) != len(header):
-                yield InputRow(line, error=DataError(f"{len(values)} fields for {len(header)} "
-                                                     "header columns",
-                                                     reason="wrong number of columns"))
-                continue
-            obj = dict(zip(header, values))
-            if obj.get("image") == "":
-                obj["image"] = None
-            yield _split_fields(obj, line)
-
-
-def _read_parquet(path: Path, batch_size: int) -> Iterator[InputRow]:
-    """Checks the columns now, then streams record batches."""
-    pq = _pyarrow_parquet()
-    try:
-        pf = pq.ParquetFile(str(path))
-    except Exception as e:  # ArrowInvalid, OSError: not a Parquet file
-        raise DataError(f"cannot read the Parquet file: {e}", path=str(path),
-                        reason="unreadable file") from None
-    names = pf.schema_arrow.names
-    missing = [c for c in ("id", "text") if c not in names]
-    if missing:
-        raise DataError(f"the Parquet columns {names} lack {missing}", path=str(path),
-                        reason="no header")
-    return _parquet_rows_of(pf, batch_size)
-
-
-def _parquet_rows_of(pf: Any, batch_size: int) -> Iterator[InputRow]:
-    n = 0
-    for batch in pf.iter_batches(batch_size=max(1, batch_size)):
-        for obj in batch.to_pylist():
-            n += 1
-            yield _split_fields(obj, n)
-
-
-def read_input(path: PathLike, input_format: str | None = None, batch_size: int = 32
-               ) -> Iterator[InputRow]:
-    """Stream the rows of an input file (fatal DataError if the file itself is unreadable)."""
-    path = Path(path)
-    fmt = detect_input_format(path, input_format)
-    if not path.is_file():
-        raise DataError("cannot read the input file: no such file", path=str(path),
-                        reason="unreadable file")
-    try:
-        open(path, "rb").close()
-    except OSError as e:
-        raise DataError(f"cannot read the input file: {e.strerror}", path=str(path),
-                        reason="unreadable file") from None
-    if fmt == "jsonl":
-        return _read_jsonl(path)
-    if fmt == "jave":
-        return _read_jave(path)
-    if fmt == "csv":
-        return _read_csv(path)
-    return _read_parquet(path, batch_size)
-
-
-def _pyarrow_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("Parquet needs pyarrow: pip install 'mjave[parquet]'") from None
-    return pq
-
-
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A value as compact JSON (non-JSON values as their str)."""
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else value if isinstance(value, str) else _json(value)
+def text_or_none(value: Any) -> str | None:
+    """A string as is, None as None, anything else as JSON (a Parquet string column)."""
+    return None if value is None else value if isinstance(value, str) else json_text(value)
 
 
 class _JsonlWriter:
@@ -322,7 +134,7 @@ class _JsonlWriter:
         self._f = open(path, "a" if append else "w", encoding="utf-8", newline="\n")
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._f.write("".join(_json(r) + "\n" for r in rows))
+        self._f.write("".join(json_text(r) + "\n" for r in rows))
         self._f.flush()  # a kill loses at most the batch being written (resume cuts it off)
 
     def close(self) -> None:
@@ -334,12 +146,12 @@ def _csv_values(row: dict[str, Any]) -> list[str]:
     out = []
     for col in CSV_COLUMNS:
         if col == "extra":
-            v: Any = _json(extra) if extra else ""
+            v: Any = json_text(extra) if extra else ""
         elif col in ("attributes", "values"):
-            v = _json(row[col]) if col in row else ""
+            v = json_text(row[col]) if col in row else ""
         else:
             v = row.get(col)
-            v = "" if v is None else v if isinstance(v, str) else _json(v)
+            v = "" if v is None else v if isinstance(v, str) else json_text(v)
         out.append(v)
     return out
 
@@ -382,7 +194,7 @@ class _ParquetWriter:
     `row_group_rows`, so memory stays bounded."""
 
     def __init__(self, path: Path, row_group_rows: int = 1024):
-        pq = _pyarrow_parquet()
+        pq = pyarrow_parquet()
         self.path = path
         self.files = [str(path)]
         self._tmp = path.with_name(path.name + ".tmp")
@@ -395,12 +207,12 @@ class _ParquetWriter:
         for r in rows:
             extra = {k: v for k, v in r.items() if k not in CSV_COLUMNS}
             self._rows.append({
-                "id": _text_or_none(r.get("id")), "cid": _text_or_none(r.get("cid")),
-                "category": _text_or_none(r.get("category")),
-                "text": _text_or_none(r.get("text")), "image": _text_or_none(r.get("image")),
+                "id": text_or_none(r.get("id")), "cid": text_or_none(r.get("cid")),
+                "category": text_or_none(r.get("category")),
+                "text": text_or_none(r.get("text")), "image": text_or_none(r.get("image")),
                 "attributes": r.get("attributes"), "values": r.get("values"),
                 "warning": r.get("warning"), "error": r.get("error"),
-                "extra": _json(extra) if extra else None})
+                "extra": json_text(extra) if extra else None})
         if len(self._rows) >= self._group:
             self._flush()
 
@@ -419,15 +231,6 @@ class _ParquetWriter:
 # --------------------------------------------------------------------------------------------
 # Resume: which ids the output already holds
 # --------------------------------------------------------------------------------------------
-
-
-def _id_key(value: Any) -> str | None:
-    """The comparable form of an id (JSON ints and CSV strings of one id are equal)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (str, int)):
-        return str(value)
-    return None
 
 
 def _jsonl_done(path: Path) -> tuple[IdRegistry, int]:
@@ -452,7 +255,7 @@ def _jsonl_done(path: Path) -> tuple[IdRegistry, int]:
                 cut = 1
                 break
             if isinstance(obj, dict):
-                key = _id_key(obj.get("id"))
+                key = id_key(obj.get("id"))
                 if key is not None:
                     done.add(key)
             good_end = pos
@@ -517,7 +320,7 @@ def parquet_parts(path: Path) -> list[Path]:
 
 
 def _parquet_done(path: Path) -> IdRegistry:
-    pq = _pyarrow_parquet()
+    pq = pyarrow_parquet()
     done = IdRegistry(folder=path.parent)
     for p in parquet_parts(path):
         try:
@@ -576,18 +379,11 @@ def _make_bar(progress: Any, total: int | None, desc: str) -> Any:
     return progress(total=total, desc=desc, unit="row")
 
 
-def _parquet_rows(path: Path) -> int | None:
-    try:
-        return int(_pyarrow_parquet().ParquetFile(str(path)).metadata.num_rows)
-    except Exception:
-        return None
-
-
 @dataclass
 class _Pending:
     row: InputRow
     out: dict[str, Any]
-    image: Any = None
+    item: dict[str, Any] | None = None   # the Extractor's input (`mjave.data.rows.to_item`)
     error: DataError | None = None
 
 
@@ -598,8 +394,8 @@ def _base_row(row: InputRow, include_text: bool) -> dict[str, Any]:
             out[k] = row.extra[k]
     if include_text and isinstance(row.text, str):
         out["text"] = row.text
-    if row.image is not None:
-        out["image"] = row.image
+    if row.image is not None and not isinstance(row.image, (bytes, bytearray)):
+        out["image"] = row.image  # a path; no image blobs in the output
     return out
 
 
@@ -626,8 +422,6 @@ class _Sweep:
         self.bar = bar
         self.buffer: list[_Pending] = []
         self.to_predict = 0
-        from mjave.inference.extractor import check_text  # imported here: the CLI stays light
-        self._check_text = check_text
 
     def add(self, row: InputRow) -> None:
         self.summary.rows += 1
@@ -635,12 +429,10 @@ class _Sweep:
         if row.error is not None:
             self._fail(row, out, row.error)
             return
-        key = _id_key(row.id)
-        if key is None or key == "":
-            what = "missing" if row.id in (None, "") else f"not a string or integer: {row.id!r}"
-            self._fail(row, out, DataError(f"the id is {what}", field="id",
-                                           reason="missing id" if row.id in (None, "")
-                                           else "bad id"))
+        try:
+            key = check_id(row.id)
+        except DataError as e:
+            self._fail(row, out, e)
             return
         if key in self.done:
             self.summary.skipped += 1
@@ -648,39 +440,20 @@ class _Sweep:
             return
         first = self.seen.get(key)
         if first is not None:
-            self._fail(row, out, DataError(f"duplicate id {key!r} (first at row "
-                                           f"{first})", field="id", reason="duplicate id"))
+            self._fail(row, out, duplicate_id(key, f"row {first}"))
             return
         self.seen.add(key, row.number)
         try:
-            self._check_text(row.text)
-            image = self._image(row, key)
+            check_text(row.text)
+            item = to_item(row, self.image_root, uses_image=self.extractor.uses_image,
+                           missing_image=self.extractor.missing_image)
         except DataError as e:
             self._fail(row, out, e)
             return
-        self.buffer.append(_Pending(row, out, image))
+        self.buffer.append(_Pending(row, out, item))
         self.to_predict += 1
         if self.to_predict >= self.batch_size:
             self.flush()
-
-    def _image(self, row: InputRow, key: str) -> Any:
-        """The image path to read (None: no image), as training resolved it."""
-        if not self.extractor.uses_image:
-            return None
-        if row.image is not None and not isinstance(row.image, str):
-            raise DataError(f"the image must be a path string, found {type(row.image).__name__}",
-                            field="image", reason="bad image field")
-        from mjave.data.records import Record
-        from mjave.encoders.features import resolve_image_path
-        cid = row.extra.get("cid")
-        record = Record(id=key, text="", cid=None if cid is None else str(cid),
-                        image=row.image or None)
-        path, tried = resolve_image_path(record, self.image_root)
-        if path is None and self.extractor.missing_image == "error":
-            where = (f"looked for {', '.join(map(str, tried))}" if tried
-                     else "give an image field or an image root")
-            raise DataError(f"no image ({where})", field="image", reason="missing image")
-        return path
 
     def _fail(self, row: InputRow, out: dict[str, Any], error: DataError) -> None:
         msg = str(error)
@@ -700,9 +473,7 @@ class _Sweep:
             return
         todo = [p for p in self.buffer if p.error is None]
         if todo:
-            results = self.extractor.predict_batch(
-                [{"text": p.row.text, "image": p.image, "category": p.row.extra.get("category")}
-                 for p in todo], errors="return")
+            results = self.extractor.predict_batch([p.item for p in todo], errors="return")
             for p, res in zip(todo, results):
                 if "error" in res:
                     p.out["error"] = f"row {p.row.number}: {res['error']}"
@@ -752,7 +523,7 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     else:
         extractor = model_dir_or_extractor
     summary = PredictSummary(str(input_path), str(output_path))
-    total = (_parquet_rows(input_path)
+    total = (parquet_row_count(input_path)
              if detect_input_format(input_path, input_format) == "parquet" else None)
     writer, done = _open_output(output_path, out_fmt, resume, summary)
     summary.files = list(writer.files)
@@ -773,72 +544,6 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     return summary
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def _tqdm_factory() -> Callable[..., Any]:
-    from tqdm.auto import tqdm
-
-    def make(**kwargs: Any) -> Any:
-        return tqdm(dynamic_ncols=True, disable=None, **kwargs)
-    return make
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """`mjave predict`: exit 0 when the sweep finished (error rows included), 1 when it could
-    not run (missing model, unreadable input, unwritable output)."""
-    from mjave.config import ConfigError
-    if args.engine == "ray":
-        from mjave.inference.ray_engine import cmd_predict_ray  # imports ray only when it runs
-        return cmd_predict_ray(args)
-    if args.ray_address is not None or args.num_workers is not None:
-        print("error: --ray-address and --num-workers need --engine ray", file=sys.stderr)
-        return 1
-    try:
-        summary = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
-                               device=args.device, resume=args.resume,
-                               image_root=args.image_root, progress=_tqdm_factory(),
-                               input_format=args.format, include_text=not args.no_text)
-    except (DataError, ConfigError, OSError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(summary.summary())
-    return 0
-
-
-def add_predict_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `mjave predict MODEL INPUT -o OUTPUT ...` on the top-level subparsers."""
-    p = commands.add_parser(
-        "predict", help="predict attributes and values for every row of a file",
-        description="Stream INPUT (JSONL, JAVE TSV, CSV with an id,text[,image] header, or "
-        "Parquet) through a trained model into OUTPUT (.jsonl, .csv or .parquet). Rows that "
-        "cannot be predicted become error rows; the summary counts them by reason.")
-    p.add_argument("model", help="model folder written by `mjave train`")
-    p.add_argument("input", help="input file (--engine ray: also a folder or a glob of shards)")
-    p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--resume", action="store_true",
-                   help="skip ids already in the output and append the rest")
-    p.add_argument("--image-root", help="folder image paths are relative to (and where "
-                   "<cid>.jpg etc. are looked for)")
-    p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
-                   help="input format (default: from the extension)")
-    p.add_argument("--no-text", action="store_true", help="leave the text out of the output")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process (default); ray: Ray Data over the shards of INPUT "
-                   "(a file, a folder or a quoted glob) into a folder of Parquet parts "
-                   "(pip install 'mjave[ray]'; see docs/inference.md)")
-    p.add_argument("--ray-address", help="with --engine ray: a running Ray cluster (auto, "
-                   "ray://host:10001); default: start a local Ray")
-    p.add_argument("--num-workers", type=int,
-                   help="with --engine ray: model actors, each loading the model once (default 2)")
-    p.set_defaults(func=cmd_predict)
-    return p
-
-
-__all__ = ["CSV_COLUMNS", "InputRow", "PredictSummary", "add_predict_command", "cmd_predict",
-           "detect_input_format", "detect_output_format", "parquet_parts", "parquet_schema",
-           "predict_file", "read_input"]
+__all__ = ["CSV_COLUMNS", "INPUT_FORMATS", "InputRow", "PredictSummary", "detect_input_format",
+           "detect_output_format", "json_text", "parquet_parts", "parquet_schema",
+           "predict_file", "read_input", "text_or_none"]

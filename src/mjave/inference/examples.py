@@ -14,7 +14,8 @@ from mjave.data.errors import RowIssues
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner
-from mjave.encoders.features import EncoderConfig, extract_features
+from mjave.config import EncoderConfig
+from mjave.encoders.features import extract_features
 from mjave.encoders.store import FeatureStore
 from mjave.model.batches import Example, attribute_targets, known_attribute_mask
 

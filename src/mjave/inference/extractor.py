@@ -18,7 +18,6 @@ gate g^G per piece and the regional gate g^R / image attention over the image re
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
@@ -36,14 +35,15 @@ from PIL import Image
 from mjave import __version__
 from mjave.data.errors import DataError
 from mjave.data.records import Record
+from mjave.data.rows import check_category, check_text  # the row checks all share
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded, TextAligner, batch_pad
 from mjave.inference.decode import Decoded, SpanBatch
-from mjave.inference.loading import LoadedModel
 from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import Window, merge_attribute_probs, merge_spans, text_windows
 from mjave.model.batches import Example, collate
-from mjave.training.config import RunConfig
+from mjave.pretrained import LoadedModel, read_versions, versions
+from mjave.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,6 @@ extractor's `batch_size` is used."""
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-
-
-def check_text(text: Any) -> str:
-    """The text of one item, or a DataError whose `reason` names what is wrong."""
-    if text is None:
-        raise DataError("the text is missing", field="text", reason="missing text")
-    if not isinstance(text, str):
-        raise DataError(f"the text must be a string, found {type(text).__name__}", field="text",
-                        reason="text not a string")
-    if not text.strip():
-        raise DataError("the text is empty", field="text", reason="empty text")
-    return text
 
 
 def open_image(image: ImageInput) -> Image.Image:
@@ -98,13 +86,6 @@ def open_image(image: ImageInput) -> Image.Image:
         return img
     raise DataError(f"the image must be a path, bytes or a PIL image, found "
                     f"{type(image).__name__}", field="image", reason="bad image type")
-
-
-def check_category(category: Any) -> str | None:
-    if category is not None and not isinstance(category, str):
-        raise DataError(f"the category must be a string, found {type(category).__name__}",
-                        field="category", reason="bad category")
-    return category
 
 
 def parse_item(item: Item) -> tuple[Any, ImageInput, Any]:
@@ -326,16 +307,9 @@ class Extractor:
             from mjave.encoders.image import build_image_encoder
             image_encoder = build_image_encoder(enc.image_encoder, enc.image_weights,
                                                 enc.image_size).to(model.device)
-        versions_file = Path(model_dir) / "versions.json"
-        trained = {}
-        if versions_file.is_file():
-            try:
-                trained = json.loads(versions_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                log.warning("%s is not readable JSON; the training versions are unknown",
-                            versions_file)
         return cls(model, text_encoder, image_encoder, batch_size=batch_size,
-                   threshold=threshold, stride=stride, trained_versions=trained, bf16=bf16)
+                   threshold=threshold, stride=stride, trained_versions=read_versions(model_dir),
+                   bf16=bf16)
 
     # ---- properties --------------------------------------------------------------------------
 
@@ -385,7 +359,6 @@ class Extractor:
         def name(value: str | None) -> str | None:
             return None if value is None else Path(value).name or value
 
-        from mjave.training.checkpoint import versions as current_versions
         return {
             "model": self.model.folder.name,
             "architecture": self.model.config.model.architecture,
@@ -408,7 +381,7 @@ class Extractor:
             "window_stride": self.stride,
             "threshold": self.threshold,
             "versions": {"trained_with": dict(self.trained_versions),
-                         "current": current_versions()},
+                         "current": versions()},
         }
 
     def __repr__(self) -> str:

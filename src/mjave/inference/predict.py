@@ -12,7 +12,7 @@ from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.decode import Decoded, SpanBatch, TokenLayout, decode_spans
 from mjave.model.batches import Example, batches, collate
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.network import TextImageModel
 
 

@@ -3,9 +3,10 @@ over a Ray cluster (or a local Ray instance) for inputs too big for one process.
 
 One streamed Ray Data pipeline per run:
 
-1. read: one task per input shard runs the local engine's own reader (`read_input`), so row
-   numbers, unreadable rows (bad JSON, bad CSV) and the fatal checks are those of
-   `mjave predict`. Every row is checked (id, duplicate id, text) and leaves the stage with fixed
+1. read: one task per input shard runs the reader registry's `read_input` (`mjave.data.io`), as
+   the local engine does, so row numbers, unreadable rows (bad JSON, bad CSV) and the fatal
+   checks are those of `mjave predict`. Every row is checked (id, duplicate id, text) by the
+   local engine's checks (`mjave.data.rows`) and leaves the stage with fixed
    column types, as a row to predict or as an error row. Ray's own `read_json` is not used: one
    bad line fails its whole file, and it knows no line numbers.
 2. images (image models only): a CPU `map_batches` function resolves image paths as training
@@ -29,11 +30,9 @@ Rows come out in no particular order. Resume is not supported: a run replaces it
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +40,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mjave.data.errors import DataError
-from mjave.inference.batch import (CSV_COLUMNS, INPUT_EXTENSIONS, InputRow, PathLike,
-                                   PredictSummary, _id_key, _json, _text_or_none,
-                                   parquet_schema, read_input)
+from mjave.data.io import EXTENSIONS, InputRow, read_input
+from mjave.data.rows import (bad_category, bad_image_field, check_id, check_text, duplicate_id,
+                             find_image, id_key, to_item)
+from mjave.inference.batch import (CSV_COLUMNS, PathLike, PredictSummary, json_text,
+                                   parquet_schema, text_or_none)
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mjave[ray]'"
 DEFAULT_WORKERS = 2
@@ -84,27 +85,12 @@ class ModelFacts:
 
     @classmethod
     def read(cls, model_dir: PathLike) -> "ModelFacts":
-        from mjave.config import from_dict
-        from mjave.model.registry import architecture_uses_image
-        from mjave.training.config import RunConfig
+        from mjave import pretrained
 
-        folder = Path(model_dir)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such model folder")
-        for name in ("config.json", "schema.json", "model.safetensors"):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name}: missing (is {folder} an mjave model "
-                                        "folder?)")
-        try:
-            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{folder / 'config.json'}: not valid JSON ({e})") from None
-        config = from_dict(RunConfig, raw)
+        config = pretrained.read_config(model_dir)
         enc = config.encoder
-        # The rule of `mjave.inference.loading.build_network`.
-        uses = bool(config.model.use_image and enc.image_encoder != "none"
-                    and architecture_uses_image(config.model.architecture))
-        return cls(uses, enc.missing_image, int(enc.image_size), enc.image_encoder)
+        return cls(pretrained.uses_image(config), enc.missing_image, int(enc.image_size),
+                   enc.image_encoder)
 
 
 def encoder_resample(image_encoder: str) -> int | None:
@@ -131,7 +117,7 @@ def _folder_files(folder: Path, input_format: str | None) -> list[Path]:
     """Input files under a folder (recursively); `_SUCCESS`, `.crc` and the like are skipped."""
     return sorted(p for p in folder.rglob("*")
                   if p.is_file() and not _is_hidden(p, folder)
-                  and (input_format is not None or p.suffix.lower() in INPUT_EXTENSIONS))
+                  and (input_format is not None or p.suffix.lower() in EXTENSIONS))
 
 
 def find_shards(inputs: PathLike | Sequence[PathLike], input_format: str | None = None
@@ -235,7 +221,7 @@ def _image_fields(image: Any) -> dict[str, Any]:
     """The output `image` column and what the image stage gets: a path, bytes, or a bad type."""
     if isinstance(image, (bytes, bytearray)):
         return {"image": None, "_image_bytes": bytes(image)}  # no blobs in the output
-    out: dict[str, Any] = {"image": _text_or_none(image)}
+    out: dict[str, Any] = {"image": text_or_none(image)}
     if isinstance(image, str):
         out["_image_path"] = image
     elif image is not None:
@@ -245,17 +231,16 @@ def _image_fields(image: Any) -> dict[str, Any]:
 
 def stage_row(row: InputRow, name: str, shard_index: int, dups: dict[str, int],
               names: Sequence[str]) -> dict[str, Any]:
-    """One input row as a typed staged row: checked like `_Sweep.add`, in the same order."""
-    from mjave.inference.extractor import check_text
-
+    """One input row as a typed staged row: checked by the checks the local engine runs
+    (`mjave.data.rows`), in the same order."""
     cid, category = row.extra.get("cid"), row.extra.get("category")
     extra = {k: v for k, v in row.extra.items() if k not in CSV_COLUMNS}
     ord_ = shard_index << ROW_BITS | row.number
     out: dict[str, Any] = {
-        "id": _text_or_none(row.id), "cid": _text_or_none(cid),
-        "category": _text_or_none(category),
+        "id": text_or_none(row.id), "cid": text_or_none(cid),
+        "category": text_or_none(category),
         "text": row.text if isinstance(row.text, str) else None,
-        "extra": _json(extra) if extra else None, "_where": _where(name, row.number),
+        "extra": json_text(extra) if extra else None, "_where": _where(name, row.number),
         "_ord": ord_, "_cid": None if cid is None else str(cid),
         "_category": category if isinstance(category, str) else None,
         "_category_type": None if category is None or isinstance(category, str)
@@ -264,20 +249,10 @@ def stage_row(row: InputRow, name: str, shard_index: int, dups: dict[str, int],
     if row.error is not None:
         _fail(out, row.error)
         return out
-    key = _id_key(row.id)
-    if key is None or key == "":
-        missing = row.id in (None, "")
-        what = "missing" if missing else f"not a string or integer: {row.id!r}"
-        _fail(out, DataError(f"the id is {what}", field="id",
-                             reason="missing id" if missing else "bad id"))
-        return out
-    out["_key"] = key
-    if key in dups and dups[key] != ord_:
-        _fail(out, DataError(f"duplicate id {key!r} (first at "
-                             f"{_first_at(dups[key], ord_, names)})", field="id",
-                             reason="duplicate id"))
-        return out
     try:
+        out["_key"] = key = check_id(row.id)
+        if key in dups and dups[key] != ord_:
+            raise duplicate_id(key, _first_at(dups[key], ord_, names))
         check_text(row.text)
     except DataError as e:
         _fail(out, e)
@@ -294,7 +269,7 @@ def read_shards(batch: Any, *, input_format: str | None, names: Sequence[str],
         chunk: list[dict[str, Any]] = []
         for row in read_input(shard["path"], input_format, READ_BLOCK_ROWS):
             if keys_only:
-                key = None if row.error is not None else _id_key(row.id)
+                key = None if row.error is not None else id_key(row.id)
                 if key:
                     chunk.append({"_key": key, "_ord": shard["index"] << ROW_BITS | row.number})
             else:
@@ -315,15 +290,8 @@ def _resolve_image(row: dict[str, Any], facts: ModelFacts, image_root: str | Non
                    base_dir: str) -> Path | None:
     """The image file of a row as training resolves it (relative paths from the driver's
     folder), or None; DataError when the model needs one and its policy is 'error'."""
-    from mjave.data.records import Record
-    from mjave.encoders.features import resolve_image_path
-
-    record = Record(id=row["_key"], text="", cid=row["_cid"], image=row["_image_path"] or None)
-    path, tried = resolve_image_path(record, image_root)
-    if path is None and facts.missing_image == "error":
-        where = (f"looked for {', '.join(map(str, tried))}" if tried
-                 else "give an image field or an image root")
-        raise DataError(f"no image ({where})", field="image", reason="missing image")
+    path = find_image({"id": row["_key"], "cid": row["_cid"], "image": row["_image_path"]},
+                      image_root, facts.missing_image)
     return None if path is None else Path(base_dir) / path
 
 
@@ -343,8 +311,7 @@ def _decode_row(row: dict[str, Any], facts: ModelFacts, image_root: str | None,
     from mjave.inference.extractor import open_image
 
     if row["_image_type"] is not None:
-        raise DataError(f"the image must be a path string or bytes, found {row['_image_type']}",
-                        field="image", reason="bad image field")
+        raise bad_image_field(row["_image_type"])
     if row["_image_bytes"] is not None:
         try:
             _pixels(row, open_image(row["_image_bytes"]), facts.image_size, resample)
@@ -419,8 +386,10 @@ class Predictor:
         for row in rows:
             if row["error"] is None and self._category_ok(row):
                 todo.append(row)
-        items = [{"text": r["text"], "category": r["_category"],
-                  "image": _image_input(r) if self.extractor.uses_image else None} for r in todo]
+        uses = self.extractor.uses_image
+        items = [to_item({"text": r["text"], "category": r["_category"],
+                          "image": _image_input(r) if uses else None}, uses_image=uses)
+                 for r in todo]  # images already resolved (stage 2): only passed through
         for row, result in zip(todo, self._predict(items)):
             _apply_result(row, result)
         if not self.include_text:
@@ -432,8 +401,7 @@ class Predictor:
         """A non-string category fails here, as `check_category` does for models that use it."""
         if row["_category_type"] is None or not self.extractor.restrict_to_category:
             return True
-        _fail(row, DataError(f"the category must be a string, found {row['_category_type']}",
-                             field="category", reason="bad category"))
+        _fail(row, bad_category(row["_category_type"]))
         return False
 
     def _predict(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -650,28 +618,7 @@ def predict_with_ray(model_dir: PathLike, inputs: PathLike | Sequence[PathLike],
     return summary
 
 
-def cmd_predict_ray(args: Any) -> int:
-    """`mjave predict --engine ray`: exit 0 when the job finished (error rows included), 1 when
-    it could not run."""
-    from mjave.config import ConfigError
-    if args.resume:
-        print("error: --resume is not supported with --engine ray (a run replaces its output "
-              "folder)", file=sys.stderr)
-        return 1
-    try:
-        summary = predict_with_ray(
-            args.model, args.input, args.output, address=args.ray_address,
-            num_workers=DEFAULT_WORKERS if args.num_workers is None else args.num_workers,
-            batch_size=args.batch_size, device=args.device, image_root=args.image_root,
-            input_format=args.format, include_text=not args.no_text)
-    except (DataError, ConfigError, OSError, ImportError, ValueError, RayEngineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(summary.summary())
-    return 0
-
-
-__all__ = ["ModelFacts", "Predictor", "RayEngineError", "build_pipeline", "cmd_predict_ray",
+__all__ = ["ModelFacts", "Predictor", "RayEngineError", "build_pipeline",
            "count_output", "decode_images", "find_duplicates", "find_shards",
            "output_schema", "predict_with_ray", "ray_session", "read_shards", "stage_row",
            "staged_schema"]

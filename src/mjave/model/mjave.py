@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.losses import attribute_loss, tag_loss
 from mjave.model.registry import register
 

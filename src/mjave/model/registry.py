@@ -11,7 +11,7 @@ from typing import Callable
 
 from torch import nn
 
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 
 _REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 

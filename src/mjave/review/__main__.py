@@ -2,6 +2,6 @@
 
 import sys
 
-from mjave.review.cli import main
+from mjave.cli.review import main
 
 sys.exit(main())

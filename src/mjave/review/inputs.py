@@ -10,20 +10,20 @@ file names one).
 
 Every bad row is reported, not only the first: `read_items` returns the items and a list of
 `DataError`s naming file, line and field (`FILE:LINE: field 'score': ...`), so the command can
-print them all and stop before the server starts. The products file is any format mjave reads
-(`mjave.data.products.iter_products` when present: JSONL, JAVE TSV, CoNLL, CSV, Parquet; else
-`mjave.data.formats.iter_records`); only the products the items name are kept.
+print them all and stop before the server starts. Both files are read by the one reader registry,
+`mjave.data.io`: the products file in any format mjave reads (JSONL, JAVE TSV, CoNLL, CSV,
+Parquet); only the products the items name are kept.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
 
 from mjave.data.errors import DataError
+from mjave.data.io import has_bad_bytes, iter_records, read_table
 from mjave.data.records import Record
 
 PathLike = str | os.PathLike
@@ -61,10 +61,6 @@ class ItemIn:
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.kind, self.product_id, self.attribute, self.value)
-
-
-def _bad_bytes(value: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in value)
 
 
 def _text(row: dict[str, str], name: str, required: bool) -> str | None:
@@ -107,7 +103,7 @@ def _score(row: dict[str, str]) -> float:
 def parse_row(kind: Kind, row: dict[str, str]) -> ItemIn:
     """One item from a row of the suggestions or conflicts file (DataError without location)."""
     for name, value in row.items():
-        if value is not None and _bad_bytes(value):
+        if value is not None and has_bad_bytes([value]):
             raise DataError("is not valid UTF-8", field=name, reason="bad bytes")
     product_id = _text(row, "product_id", True)
     attribute = _text(row, "attribute", True)
@@ -129,62 +125,13 @@ def parse_row(kind: Kind, row: dict[str, str]) -> ItemIn:
                   evidence=_text(row, "evidence", False), record_id=_text(row, "record_id", False))
 
 
-def _rows(path: PathLike, required: tuple[str, ...]
-          ) -> Iterator[tuple[int, dict[str, str] | DataError]]:
-    """(line where the row starts, the row or why it is malformed); header errors raise."""
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    try:
-        f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    except OSError as e:
-        raise DataError(f"cannot read the file: {e.strerror}", path=str(path),
-                        reason="unreadable file") from None
-    with f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"the file is empty; it needs a header naming "
-                            f"{', '.join(required)}", path=str(path), line=1,
-                            reason="no header") from None
-        except csv.Error as e:
-            raise DataError(f"unreadable header: {e}", path=str(path), line=1,
-                            reason="no header") from None
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"the header {header} lacks the column(s) {', '.join(missing)}",
-                            path=str(path), line=1, field=missing[0], reason="no header")
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"the header names {', '.join(dupes)} more than once",
-                            path=str(path), line=1, reason="no header")
-        line = reader.line_num + 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield line, DataError(f"malformed CSV: {e}", reason="malformed CSV")
-                line = reader.line_num + 1
-                continue
-            start, line = line, reader.line_num + 1
-            if not cells or all(not c.strip() for c in cells):
-                continue  # blank lines
-            if len(cells) != len(header):
-                yield start, DataError(f"the row has {len(cells)} fields; the header has "
-                                       f"{len(header)}", reason="wrong field count")
-                continue
-            yield start, dict(zip(header, cells))
-
-
 def read_items(path: PathLike, kind: Kind) -> tuple[list[ItemIn], list[DataError]]:
     """All good rows of a suggestions (`kind="suggestion"`) or conflicts file, and one located
     DataError per bad row (a missing column in the header raises at once)."""
     items: list[ItemIn] = []
     errors: list[DataError] = []
     seen: dict[tuple[str, str, str, str], int] = {}
-    for line, row in _rows(path, REQUIRED[kind]):
+    for line, row in read_table(path, REQUIRED[kind], "csv", unique_header=True):
         try:
             if isinstance(row, DataError):
                 raise row
@@ -205,12 +152,7 @@ def read_items(path: PathLike, kind: Kind) -> tuple[list[ItemIn], list[DataError
 
 def iter_product_records(path: PathLike, format: str | None = None) -> Iterator[Record]:
     """The records of a products file, in any format mjave reads (strict: a bad row raises)."""
-    try:
-        from mjave.data.products import iter_products
-    except ImportError:  # the catalog-completion reader is absent: the record formats only
-        from mjave.data.formats import iter_records
-        return iter_records(path, format)
-    return iter_products(path, format)
+    return iter_records(path, format)
 
 
 def read_products(path: PathLike, product_ids: Iterable[str], record_ids: Iterable[str] = (),

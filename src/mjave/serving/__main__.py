@@ -2,6 +2,6 @@
 
 import sys
 
-from mjave.serving.cli import main
+from mjave.cli.serve import main
 
 sys.exit(main())

@@ -74,12 +74,16 @@ class ExtractItem(BaseModel):
     """One product: its text and optionally its image (inline base64 or a path under the root)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": "sku-1", "text": "red shirt with blue shoes, slim fit"}]})
+        {"id": "sku-1", "text": "red shirt with blue shoes, slim fit", "category": "shirts"}]})
 
     id: Optional[Union[Annotated[str, Field(max_length=256)], int]] = Field(
         None, description="echoed back in the result")
     text: str = Field(description="the product text (title): not empty, at most max_text_chars "
                       "characters")
+    category: Optional[Annotated[str, Field(max_length=1000)]] = Field(
+        None, description="the product's category: a model trained with "
+        "`model.restrict_to_category` decodes only the attributes seen with it in training, as "
+        "`mjave predict` and `mjave evaluate` do (an unknown category restricts nothing)")
     image_base64: Optional[str] = Field(
         None, description="the image file (JPEG, PNG, WEBP, GIF or BMP), base64-encoded; a "
         "`data:image/...;base64,` prefix is accepted")
@@ -338,9 +342,9 @@ def read_image_path(path: str, root: Optional[Path], max_bytes: int) -> bytes:
 def prepare_items(items: Sequence[ExtractItem], config: ServeConfig, root: Optional[Path],
                   prefix: Sequence[str], explain: bool = False, can_explain: bool = True
                   ) -> list[dict[str, Any]]:
-    """The extractor's items ({"text", "image"}, plus "explain": True when asked for, by the
-    item or by `explain` for all, and `can_explain`); raises an HTTPException naming the
-    item."""
+    """The extractor's items ({"text", "image", "category"}, plus "explain": True when asked
+    for, by the item or by `explain` for all, and `can_explain`); raises an HTTPException
+    naming the item."""
     out = []
     for item, where in zip(items, prefix):
         try:
@@ -356,7 +360,7 @@ def prepare_items(items: Sequence[ExtractItem], config: ServeConfig, root: Optio
                 image = decode_image(raw, config, "image_path")
         except ClientError as e:
             raise HTTPException(e.status, where + e.message) from None
-        prepared = {"text": item.text, "image": image}
+        prepared = {"text": item.text, "image": image, "category": item.category}
         if can_explain and (explain or item.explain):
             prepared["explain"] = True
         out.append(prepared)

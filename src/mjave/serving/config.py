@@ -3,6 +3,7 @@ CLI can show the defaults without the [serve] extra)."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -33,3 +34,13 @@ class ServeConfig:
 
 
 DEFAULTS: dict[str, Any] = asdict(ServeConfig())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a service (which has no authentication) on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

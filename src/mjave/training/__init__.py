@@ -1,1 +1,1 @@
-"""Training: run configs, batches, checkpoints (safetensors + JSON) and the resumable trainer."""
+"""Training: the resumable trainer, resume checkpoints (safetensors + JSON), DDP and resident batches."""

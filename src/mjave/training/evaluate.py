@@ -1,22 +1,36 @@
-"""Score a trained model folder on a data file, optionally with shuffled (incongruent) images."""
+"""Score a trained model on labelled records, optionally with shuffled (incongruent) images.
+
+Every figure mjave reports (`mjave evaluate`, the experiments, the demo, the trainer's final
+valid figure) comes from `score_records`: the records become Extractor items
+(`mjave.data.rows.to_item`) and are predicted by `Extractor.predict_batch`, so long texts are
+windowed, decoding is restricted to the category when the model says so and the decoding
+options are the model's, exactly as `mjave predict` and `mjave serve` answer. Cached-feature
+scoring (`featurize` + `score`) stays for per-epoch validation (early stopping), where speed
+matters, and for what only cached features can express (gold-attribute oracles).
+"""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
 from mjave.data.records import Record, Span
+from mjave.data.rows import to_item
 from mjave.evaluation.metrics import evaluate_records
 from mjave.inference.examples import build_examples
-from mjave.inference.loading import LoadedModel
 from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.model.batches import Example
+from mjave.pretrained import METRICS, LoadedModel, read_json, write_json
+
+if TYPE_CHECKING:
+    from mjave.inference.extractor import Extractor
 
 
 def featurize(model: LoadedModel, records: Sequence[Record], image_root: str | None,
@@ -33,15 +47,17 @@ def featurize(model: LoadedModel, records: Sequence[Record], image_root: str | N
         return run(tmp)
 
 
-def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray,
-                          attributes: Sequence[str]
-                          ) -> tuple[list[Record], list[Record], np.ndarray]:
+def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record],
+                          probs: np.ndarray | None, attributes: Sequence[str]
+                          ) -> tuple[list[Record], list[Record], np.ndarray | None]:
     """Views of (gold, predicted records, attribute probabilities) that score each partially
     labelled gold record only on the attributes its labels are complete for: its
     `known_attributes` plus those of its gold spans. Predicted spans of other attributes are
     dropped and their probabilities zeroed, so an unlabelled value the model rightly finds is not
-    counted as a false positive. Fully labelled records are left as they are."""
-    pred_out, probs = list(pred), probs.copy()
+    counted as a false positive. Fully labelled records are left as they are. Without
+    probabilities (a model that predicts spans only) only the spans are filtered."""
+    pred_out = list(pred)
+    probs = None if probs is None else probs.copy()
     for i, g in enumerate(gold):
         known = g.known_attributes()
         if known is None:
@@ -49,22 +65,129 @@ def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record], probs:
         scored = known | {s.attr for s in g.spans}
         p = pred_out[i]
         pred_out[i] = replace(p, spans=[s for s in p.spans if s.attr in scored])
+        if probs is None:
+            continue
         for j, a in enumerate(attributes):
             if a not in scored:
                 probs[i, j] = 0.0
     return list(gold), pred_out, probs
 
 
+def report_of(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray | None,
+              attributes: Sequence[str] | None, threshold: float) -> dict:
+    """The metrics report of predictions against gold records, partially labelled records
+    scored on their known attributes only: every scoring path reports through this."""
+    if any(r.known_attributes() is not None for r in gold):
+        gold, pred, probs = known_attributes_only(gold, pred, probs, attributes or [])
+    return evaluate_records(list(gold), list(pred), probs, attributes, threshold)
+
+
 def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
           threshold: float | None = None) -> dict:
+    """The report of cached-feature examples (per-epoch validation's path; the figures a run
+    reports come from the Extractor, `score_records`)."""
     threshold = model.config.train.threshold if threshold is None else threshold
     decoded, probs = predict_examples(model.net, examples, model.schema,
                                       model.config.train.eval_batch_size, model.device, threshold,
                                       model.aligner.pad_id, **decode_options(model.config.model))
-    gold, pred = list(records), as_records(examples, decoded)
-    if any(r.known_attributes() is not None for r in gold):
-        gold, pred, probs = known_attributes_only(gold, pred, probs, model.schema.attributes)
-    return evaluate_records(gold, pred, probs, model.schema.attributes, threshold)
+    return report_of(records, as_records(examples, decoded), probs, model.schema.attributes,
+                     threshold)
+
+
+# ---- scoring through the Extractor: the one path of every reported figure -------------------
+
+EVAL_BATCH_SIZE = 64
+"""Items per Extractor call when scoring (`mjave evaluate`'s default): experiments, the demo and
+the trainer's final figure use it too, so they batch (and round features) exactly alike."""
+
+
+def extractor_items(extractor: Extractor, records: Sequence[Record],
+                    image_root: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The Extractor's items of labelled records (text, image, category: `to_item`)."""
+    return [to_item(r, image_root, uses_image=extractor.uses_image,
+                    missing_image=extractor.missing_image) for r in records]
+
+
+def extractor_predictions(extractor: Extractor, records: Sequence[Record],
+                          image_root: str | os.PathLike | None = None,
+                          batch_size: int = EVAL_BATCH_SIZE, progress: Callable | None = None,
+                          items: Sequence[dict[str, Any]] | None = None
+                          ) -> tuple[list[Record], np.ndarray]:
+    """Predicted records (ids, products and categories of `records`) and their (N, L)
+    attribute probabilities (0 below the threshold) through `Extractor.predict_batch`: long
+    texts windowed, decoding restricted to the category when the model says so, the model's
+    decoding options, exactly as `mjave predict` and `mjave serve` answer. `items`: the
+    Extractor items of `records` when the caller changed them (shuffled images)."""
+    index = {a: j for j, a in enumerate(extractor.attributes)}
+    if items is None:
+        items = extractor_items(extractor, records, image_root)
+    preds: list[Record] = []
+    probs = np.zeros((len(records), len(index)), dtype=np.float32)
+    starts = range(0, len(records), batch_size)
+    for s in (progress(starts, total=len(starts), desc="evaluate") if progress else starts):
+        chunk = records[s:s + batch_size]
+        for r, result in zip(chunk, extractor.predict_batch(items[s:s + batch_size])):
+            for a in result["attributes"]:
+                probs[len(preds), index[a["name"]]] = a["score"]
+            preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
+                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"])
+                                       for v in result["values"]]))
+    return preds, probs
+
+
+def score_records(extractor: Extractor, records: Sequence[Record],
+                  image_root: str | os.PathLike | None = None,
+                  batch_size: int = EVAL_BATCH_SIZE, progress: Callable | None = None,
+                  items: Sequence[dict[str, Any]] | None = None) -> dict:
+    """The metrics report of `records` scored through the Extractor (`extractor_predictions`)."""
+    preds, probs = extractor_predictions(extractor, records, image_root, batch_size, progress,
+                                         items)
+    return report_of(records, preds, probs, extractor.attributes, extractor.threshold)
+
+
+def final_report(model_dir: str | os.PathLike, records: Sequence[Record],
+                 image_root: str | os.PathLike | None, device: str = "auto") -> dict | None:
+    """A trained folder's reported figure on `records`, through the Extractor; None for a
+    model conditioned on gold attributes (an oracle bound: it needs the labels, which no
+    Extractor input carries, so only cached examples can score it)."""
+    from mjave.inference.extractor import Extractor
+    extractor = Extractor.load(model_dir, device=device, batch_size=EVAL_BATCH_SIZE)
+    if extractor.config.model.gold_attr_conditioning:
+        return None
+    return score_records(extractor, records, image_root)
+
+
+def final_figure(model_dir: str | os.PathLike, records: Sequence[Record],
+                 image_root: str | os.PathLike | None, epoch: int, device: str = "auto"
+                 ) -> dict | None:
+    """A finished run's reported valid figure: its best model scored through the Extractor
+    (`final_report`), written once into the folder's metrics.json as `valid` (the cached-feature
+    figure of that epoch, which chose it, kept as `valid_cached_features`). None where only
+    cached features can score the model."""
+    path = Path(model_dir) / METRICS
+    metrics = read_json(path) if path.is_file() else {}
+    if metrics.get("valid_scored_by") == "extractor" and metrics.get("epoch") == epoch:
+        return metrics["valid"]   # a finished run called again
+    report = final_report(model_dir, records, image_root, device)
+    if report is None:
+        return None
+    metrics.update(epoch=epoch, valid=report, valid_scored_by="extractor",
+                   valid_cached_features=metrics.get("valid"))
+    write_json(path, metrics)
+    return report
+
+
+def derangement(products: Sequence[str], seed: int) -> dict[str, str]:
+    """Each product -> the product whose image it gets, none its own (seeded)."""
+    products = sorted(set(products))
+    if len(products) < 2:
+        raise ValueError("image shuffling needs at least two products")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(len(products))
+        if not np.any(perm == np.arange(len(products))):
+            break
+    return {p: products[j] for p, j in zip(products, perm)}
 
 
 def shuffle_images(examples: Sequence[Example], seed: int) -> list[Example]:
@@ -73,27 +196,32 @@ def shuffle_images(examples: Sequence[Example], seed: int) -> list[Example]:
     Products are permuted as a whole (sentences of one product keep sharing an image) with a
     derangement, so no product keeps its own image.
     """
-    products = sorted({e.record.product_id for e in examples})
-    if len(products) < 2:
-        raise ValueError("image shuffling needs at least two products")
-    rng = np.random.default_rng(seed)
-    while True:
-        perm = rng.permutation(len(products))
-        if not np.any(perm == np.arange(len(products))):
-            break
-    source = {p: products[j] for p, j in zip(products, perm)}
+    source = derangement([e.record.product_id for e in examples], seed)
     image_of = {e.record.product_id: e.image_features for e in examples}
     return [replace(e, image_features=image_of[source[e.record.product_id]]) for e in examples]
 
 
-def image_awareness(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
-                    permutations: int = 3, seed: int = 0) -> dict:
+def shuffle_item_images(records: Sequence[Record], items: Sequence[dict[str, Any]], seed: int
+                        ) -> list[dict[str, Any]]:
+    """`shuffle_images` for the Extractor's items of `records`: the same derangement of
+    products, applied to the image each item reads."""
+    source = derangement([r.product_id for r in records], seed)
+    image_of = {r.product_id: item["image"] for r, item in zip(records, items)}
+    return [{**item, "image": image_of[source[r.product_id]]} for r, item in zip(records, items)]
+
+
+def image_awareness(extractor: Extractor, records: Sequence[Record],
+                    image_root: str | os.PathLike | None, permutations: int = 3,
+                    seed: int = 0) -> dict:
     """Paper section 4.3: F1 with the congruent image minus F1 with an incongruent one,
-    as mean and standard deviation over `permutations` shuffles, for attributes and values."""
-    if not model.uses_image:
+    as mean and standard deviation over `permutations` shuffles, for attributes and values
+    (scored through the Extractor, as every reported figure is)."""
+    if not extractor.uses_image:
         raise ValueError("image awareness needs a model that uses the image")
-    congruent = score(model, records, examples)
-    rows = [score(model, records, shuffle_images(examples, seed + i)) for i in range(permutations)]
+    items = extractor_items(extractor, records, image_root)
+    congruent = score_records(extractor, records, items=items)
+    rows = [score_records(extractor, records, items=shuffle_item_images(records, items, seed + i))
+            for i in range(permutations)]
     out = {}
     for task in ("attribute", "value"):
         inc = np.array([r[task]["f1"] for r in rows])
@@ -105,36 +233,19 @@ def image_awareness(model: LoadedModel, records: Sequence[Record], examples: Seq
 
 def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None = None,
                    device: str = "auto", format: str | None = None, strict: bool = True,
-                   progress: Callable | None = None, batch_size: int = 64) -> dict:
+                   progress: Callable | None = None, batch_size: int = EVAL_BATCH_SIZE) -> dict:
     """`mjave evaluate`: the metrics report of a model folder on a data file.
 
     Predicts through `Extractor`, the path `mjave predict` and `mjave serve` take, so texts longer
     than the max length are windowed rather than truncated and the scores are those users get.
     Partially labelled records (`known_attributes`) are scored on their known attributes only.
     """
-    from mjave.encoders.features import resolve_image_path
     from mjave.inference.extractor import Extractor
 
     extractor = Extractor.load(model_dir, device=device, batch_size=batch_size)
     records, issues = read_records(data_path, format=format, strict=strict)
-    index = {a: j for j, a in enumerate(extractor.attributes)}
-    issues.unknown_attribute_spans += sum(s.attr not in index for r in records for s in r.spans)
-    preds: list[Record] = []
-    probs = np.zeros((len(records), len(index)), dtype=np.float32)
-    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
-    for chunk in (progress(chunks, total=len(chunks), desc="evaluate") if progress else chunks):
-        items = [{"text": r.text, "category": r.category,
-                  "image": resolve_image_path(r, image_root)[0] if extractor.uses_image else None}
-                 for r in chunk]
-        for r, result in zip(chunk, extractor.predict_batch(items)):
-            for a in result["attributes"]:
-                probs[len(preds), index[a["name"]]] = a["score"]
-            preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
-                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"])
-                                       for v in result["values"]]))
-    gold = records
-    if any(r.known_attributes() is not None for r in records):
-        gold, preds, probs = known_attributes_only(records, preds, probs, extractor.attributes)
-    report = evaluate_records(gold, preds, probs, extractor.attributes, extractor.threshold)
+    known = set(extractor.attributes)
+    issues.unknown_attribute_spans += sum(s.attr not in known for r in records for s in r.spans)
+    report = score_records(extractor, records, image_root, batch_size, progress)
     report["issues"] = issues.summary()
     return report

@@ -20,23 +20,22 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from mjave.config import ConfigError, to_dict
+from mjave.config import ConfigError
 from mjave.data.augment import mention_replacement
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
-from mjave.evaluation.metrics import evaluate_records
 from mjave.inference.examples import build_examples
-from mjave.inference.loading import (build_network, make_aligner, make_tokenizer, resolve_device,
-                                     text_in_loop)
 from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training import distributed
-from mjave.training.checkpoint import load_checkpoint, save_checkpoint, save_model
-from mjave.training.config import RunConfig, TrainConfig
-from mjave.training.evaluate import known_attributes_only
+from mjave.pretrained import (build_network, make_aligner, make_tokenizer, resolve_device,
+                              save_model, text_in_loop, write_config)
+from mjave.training.checkpoint import load_checkpoint, save_checkpoint
+from mjave.config import RunConfig, TrainConfig
+from mjave.training.evaluate import final_figure, report_of
 from mjave.training.resident import ResidentData, compile_with_fallback, resident_batches
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class Split:
 class TrainResult:
     output_dir: Path
     best_epoch: int
-    best_valid: dict | None
+    best_valid: dict | None   # finished: the best model through the Extractor (final_figure)
     history: list[dict] = field(default_factory=list)
     epochs_run: int = 0
     resumed_from: int | None = None
@@ -138,10 +137,8 @@ def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, c
     decoded, probs = predict_examples(net, split.examples, schema, config.train.eval_batch_size,
                                       device, config.train.threshold, pad_id,
                                       **decode_options(config.model))
-    gold, pred = split.records, as_records(split.examples, decoded)
-    if any(r.known_attributes() is not None for r in gold):
-        gold, pred, probs = known_attributes_only(gold, pred, probs, schema.attributes)
-    return evaluate_records(gold, pred, probs, schema.attributes, config.train.threshold)
+    return report_of(split.records, as_records(split.examples, decoded), probs,
+                     schema.attributes, config.train.threshold)
 
 
 def resolve_partial_labels(requested: bool | None, records: Sequence[Record],
@@ -227,8 +224,7 @@ def _train(config: RunConfig, progress: Progress | None,
             log.info("%s: %s", name, split.issues.summary())
 
     if distributed.is_main():
-        (out / "config.json").write_text(json.dumps(to_dict(config), indent=2,
-                                                    ensure_ascii=False))
+        write_config(out, config)
     optimizer = _optimizer(net, config)
     # Feature extraction may or may not have run (and drawn random numbers, e.g. while building
     # an encoder) depending on what the store already held: reseed so dropout does not care.
@@ -287,7 +283,14 @@ def _train(config: RunConfig, progress: Progress | None,
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             break
 
-    return TrainResult(out, state["best_epoch"], state["best_valid"], state["history"],
+    best_valid = state["best_valid"]
+    finished = state["epoch"] >= tc.epochs or state["bad_epochs"] >= tc.patience
+    if valid_split is not None and finished and distributed.is_main():
+        # The figure a run reports is the Extractor's, as `mjave evaluate` computes it (long
+        # texts windowed, not truncated); per-epoch validation stays on cached features.
+        best_valid = final_figure(out, valid_split.records, config.data.image_root,
+                                  state["best_epoch"], str(device)) or best_valid
+    return TrainResult(out, state["best_epoch"], best_valid, state["history"],
                        state["epoch"], resumed_from, time.time() - start, partial)
 
 

@@ -22,6 +22,12 @@ STATIC_FILES: dict[str, str] = {
 }
 """Every file the server may send (an allow-list: `/static/{name}` serves nothing else)."""
 
+FAVICON = "favicon.svg"
+"""The pages' icon: linked from each page and answered at `/favicon.ico` too (browsers ask there
+anyway, and a 404 in every console hides real errors). Kept out of `STATIC_FILES`, whose files
+name no URL at all: an SVG must name its namespace, `http://www.w3.org/2000/svg`, which is an
+identifier, never fetched."""
+
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -45,8 +51,9 @@ def _page(send: Any, name: str) -> Any:
 
 
 def add_static_routes(app: Any, pages: Mapping[str, str]) -> None:
-    """`GET /static/{name}` for the allow-listed files and `GET <path>` for each page
-    (`{"/": "try.html"}`), with the security headers. FastAPI is imported by the caller."""
+    """`GET /static/{name}` for the allow-listed files, `GET <path>` for each page
+    (`{"/": "try.html"}`) and the icon (`/favicon.ico`, `/static/favicon.svg`), with the
+    security headers. FastAPI is imported by the caller."""
     from fastapi import HTTPException
     from fastapi.responses import Response
 
@@ -66,7 +73,16 @@ def add_static_routes(app: Any, pages: Mapping[str, str]) -> None:
             raise HTTPException(404, "no such file")
         return send(name)
 
+    def favicon() -> Response:
+        icon = resources.files(__name__).joinpath("static", FAVICON).read_bytes()
+        return Response(icon, media_type="image/svg+xml", headers=SECURITY_HEADERS)
+
+    for path in ("/favicon.ico", f"/static/{FAVICON}"):
+        app.add_api_route(path, favicon, methods=["GET"], include_in_schema=False,
+                          name=f"icon {path}")
+
     app.add_api_route("/static/{name}", static, methods=["GET"], include_in_schema=False)
 
 
-__all__ = ["CSP", "SECURITY_HEADERS", "STATIC_FILES", "add_static_routes", "static_bytes"]
+__all__ = ["CSP", "FAVICON", "SECURITY_HEADERS", "STATIC_FILES", "add_static_routes",
+           "static_bytes"]

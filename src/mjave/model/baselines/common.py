@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.losses import IGNORE, attribute_loss, tag_loss  # noqa: F401  (re-exported)
 from mjave.model.mjave import MJAVEOutput
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mjave.model.baselines.common import BaselineHead
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.registry import register
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mjave.model.baselines.common import (AttentionPooling, BaselineHead, PackedBiLSTM,
                                           TokenAttention)
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.registry import register
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mjave.model.baselines.common import BaselineHead
-from mjave.model.config import ModelConfig
+from mjave.config import ModelConfig
 from mjave.model.losses import tag_loss
 from mjave.model.mjave import MJAVEOutput
 from mjave.model.registry import register

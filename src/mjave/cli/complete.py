@@ -1,37 +1,29 @@
-"""`mjave complete MODEL PRODUCTS --catalog TABLE -o SUGGESTIONS.csv [--min-precision P] ...`.
-
-Register with `add_complete_command(commands)` on the top-level subparsers of `mjave.cli`.
-"""
+"""`mjave complete MODEL PRODUCTS --catalog TABLE -o SUGGESTIONS.csv [--min-precision P] ...`:
+suggest the values a catalog table lacks and flag the ones the text contradicts."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+from mjave.cli.console import failing_with, progress_bar, setup_logging
 
 
+@failing_with(OSError, ImportError, ValueError)
 def cmd_complete(args: argparse.Namespace) -> int:
     """Exit 0 when the run finished (texts that could not be predicted are counted), 1 when it
     could not run (missing model or file, no held-out values for --min-precision)."""
-    import logging
-
     from mjave.completion.suggest import calibration_path, complete
-    from mjave.config import ConfigError
-    from mjave.data.errors import DataError
-    from mjave.inference.batch import _tqdm_factory
 
     # the library's warnings (threshold not reachable, skipped rows) go to stderr
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    try:
-        summary = complete(args.model, args.products, args.catalog, args.output,
-                           min_precision=args.min_precision, confidence=args.confidence,
-                           calibration=args.calibration,
-                           threshold=args.threshold, conflict_threshold=args.conflict_threshold,
-                           conflicts=args.conflicts, batch_size=args.batch_size,
-                           device=args.device, image_root=args.image_root,
-                           progress=_tqdm_factory(), input_format=args.format)
-    except (DataError, ConfigError, OSError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    setup_logging(logging.WARNING, "warning: %(message)s")
+    summary = complete(args.model, args.products, args.catalog, args.output,
+                       min_precision=args.min_precision, confidence=args.confidence,
+                       calibration=args.calibration,
+                       threshold=args.threshold, conflict_threshold=args.conflict_threshold,
+                       conflicts=args.conflicts, batch_size=args.batch_size,
+                       device=args.device, image_root=args.image_root,
+                       progress=progress_bar(), input_format=args.format)
     print(summary.summary())
     print(f"threshold and estimates: {calibration_path(args.output)}")
     return 0

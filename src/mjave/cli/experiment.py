@@ -1,12 +1,11 @@
-"""`mjave experiment NAME --config FILE [--set k=v ...] [--output DIR]`.
-
-Register with `add_experiment_command(commands)` on the top-level subparsers of `mjave.cli`.
-The command runs one experiment, prints its Markdown table and lists the files it wrote.
-"""
+"""`mjave experiment NAME --config FILE [--set k=v ...] [--output DIR]`: run one experiment of
+the paper, print its Markdown table and list the files it wrote."""
 
 from __future__ import annotations
 
 import argparse
+
+from mjave.cli.console import progress_bar, setup_logging
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -20,9 +19,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
-    from mjave.cli import _progress, _setup_logging
-    _setup_logging()
-    result = run_experiment(args.name, cfg, progress=_progress())
+    setup_logging()
+    result = run_experiment(args.name, cfg, progress=progress_bar())
     print()
     print(result.markdown)
     files = [str(p) for p in result.files]
@@ -59,12 +57,8 @@ def _with_flags(cfg, args: argparse.Namespace):
             raise ConfigError(f"--{flag.replace('_', '-')} is not an option of experiment "
                               f"{args.name!r} (its config has no {name!r})")
         changes[name] = value
-    if not changes:
-        return cfg
-    from mjave.config import from_dict, to_dict
-    data = to_dict(cfg)
-    data.update(changes)
-    return from_dict(type(cfg), data)
+    from mjave.config import set_values
+    return set_values(cfg, changes)
 
 
 def add_experiment_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -97,24 +91,4 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> argparse.Arg
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mjave.experiments.cli experiment NAME ...`: the same command, for use before
-    (or without) `mjave.cli` registering it."""
-    import sys
-
-    from mjave.config import ConfigError
-    from mjave.data.errors import DataError
-
-    parser = argparse.ArgumentParser(prog="mjave")
-    add_experiment_command(parser.add_subparsers(dest="command", metavar="COMMAND",
-                                                 required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (DataError, ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["FIELD_FLAGS", "add_experiment_command", "cmd_experiment"]

@@ -1,22 +1,51 @@
-"""`mjave serve MODEL`: load a model folder and serve it over HTTP with uvicorn.
+"""`mjave serve MODEL` (and `python -m mjave.serving MODEL`): serve a model folder over HTTP.
 
 FastAPI and uvicorn are imported only when the command runs, so `mjave` works without the
 [serve] extra and says how to install it when it is missing. The default host is 127.0.0.1:
 the service has no authentication, so exposing it is an explicit choice (`--host 0.0.0.0`).
+`mjave review` binds its page with the same checks (`serve_extra_missing`, `warn_if_exposed`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Sequence
 
-SERVE_EXTRA_HINT = "mjave serve needs the [serve] extra: pip install 'mjave[serve]'"
+from mjave.cli.console import fail, setup_logging
+
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
-def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+def serve_extra_missing(command: str = "mjave serve") -> str | None:
+    """The install hint when FastAPI or uvicorn (the [serve] extra) cannot be imported."""
+    try:
+        import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return f"{command} needs the [serve] extra: pip install 'mjave[serve]'"
+    return None
+
+
+def image_root_error(image_root: str | None) -> str | None:
+    """Why `--image-root` cannot be served from (it is not a folder), or None."""
+    if image_root is not None and not Path(image_root).is_dir():
+        return f"--image-root is not a folder: {image_root}"
+    return None
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """Say on stderr that binding `host` puts `what`, which has no authentication, on the
+    network."""
+    from mjave.serving.config import is_loopback
+    if not is_loopback(host):
+        print(f"warning: binding {host}: {what} is reachable from other machines and has no "
+              "authentication", file=sys.stderr)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     from mjave.serving.config import DEFAULTS
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("--host", default="127.0.0.1",
@@ -34,20 +63,15 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-items", type=int, default=DEFAULTS["max_request_items"],
                    metavar="N", help="items per request (default %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model, then run uvicorn until interrupted (Ctrl-C / SIGTERM: graceful stop)."""
-    try:
-        import fastapi  # noqa: F401
-        import fastapi_offline  # noqa: F401
-        import uvicorn
-    except ImportError:
-        print(f"error: {SERVE_EXTRA_HINT}", file=sys.stderr)
-        return 1
-    import logging
+    hint = serve_extra_missing()
+    if hint:
+        return fail(hint)
+    import uvicorn
 
     from mjave.serving.config import ServeConfig
 
@@ -55,16 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              max_request_items=args.max_request_items, image_root=args.image_root)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if args.image_root is not None and not Path(args.image_root).is_dir():
-        print(f"error: --image-root is not a folder: {args.image_root}", file=sys.stderr)
-        return 1
-    if not _is_loopback(args.host):
-        print(f"warning: binding {args.host}: the service is reachable from other machines and "
-              "has no authentication", file=sys.stderr)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        return fail(str(e))
+    bad_root = image_root_error(args.image_root)
+    if bad_root:
+        return fail(bad_root)
+    warn_if_exposed(args.host, "the service")
+    setup_logging(args.log_level.upper())
     from mjave.inference.extractor import Extractor  # torch: only once the arguments are good
     from mjave.serving.app import create_app
     extractor = Extractor.load(args.model, device=args.device)
@@ -74,35 +94,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def add_serve_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave serve` on the top-level subparsers (see `mjave.cli.build_parser`)."""
     p = commands.add_parser("serve", help="serve a model over HTTP (127.0.0.1 by default)",
                             description="Serve a trained model: POST /v1/extract, GET /healthz, "
                             "/readyz, /v1/model, /openapi.json.")
-    _add_serve_arguments(p)
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mjave.serving MODEL [options]`: the same command without the `mjave` CLI."""
-    from mjave.config import ConfigError
-    from mjave.data.errors import DataError
+    from mjave.cli.entry import run
     parser = argparse.ArgumentParser(prog="python -m mjave.serving",
                                      description="Serve a trained M-JAVE model over HTTP.")
-    _add_serve_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_serve(args)
-    except (DataError, ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    add_serve_arguments(parser)
+    parser.set_defaults(func=cmd_serve)
+    return run(parser.parse_args(argv))
+
+
+__all__ = ["add_serve_arguments", "add_serve_command", "cmd_serve",
+           "image_root_error", "main", "serve_extra_missing", "warn_if_exposed"]

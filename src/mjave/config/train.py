@@ -1,24 +1,11 @@
-"""One file describes a run: data, encoders, model and training, composed in `RunConfig`."""
+"""How the model is optimised: `TrainConfig` (the paper's Table 2 defaults)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from mjave.encoders.features import EncoderConfig
-from mjave.model.config import ModelConfig
-
-
-@dataclass
-class DataConfig:
-    """Where the records are. Paths are files in any format mjave reads (format by extension)."""
-
-    train: str = ""
-    valid: str | None = None
-    test: str | None = None
-    format: str | None = None
-    image_root: str | None = None  # image paths in records are relative to this folder
-    lenient: bool = False          # skip bad rows (counted and reported) instead of stopping
+from mjave.config.core import ConfigError, check_range
 
 
 @dataclass
@@ -61,14 +48,14 @@ class TrainConfig:
     augment_mentions: float = 0.0
     augment_copies: int = 1
 
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run; written into every model folder as config.json."""
-
-    output_dir: str = "runs/model"
-    features_dir: str | None = None   # frozen-feature store; default <output_dir>/features
-    data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    def __post_init__(self) -> None:
+        check_range("train", self, {
+            "epochs": (1, None, True), "batch_size": (1, None, True),
+            "eval_batch_size": (1, None, True), "patience": (1, None, True),
+            "lr": (0, None, True), "encoder_lr": (0, None, True), "weight_decay": (0, None, True),
+            "clip_norm": (0, None, True), "warmup_ratio": (0, 1, False),
+            "threshold": (0, 1, True), "partial_attr_weight": (0, 1, True),
+            "partial_outside_weight": (0, 1, True), "augment_mentions": (0, 1, True),
+            "augment_copies": (1, None, True)})
+        if self.lr == 0:
+            raise ConfigError("train.lr must be above 0, not 0")

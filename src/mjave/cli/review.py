@@ -17,7 +17,10 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import Sequence
 
+from mjave.cli.console import fail, print_listed
+from mjave.cli.serve import LOG_LEVELS, image_root_error, serve_extra_missing, warn_if_exposed
 from mjave.data.errors import DataError
 
 MAX_LISTED = 50
@@ -61,8 +64,7 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 300)")
     g.add_argument("--load-only", action="store_true",
                    help="check and load the inputs into the database, then exit")
-    g.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    g.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     e = p.add_argument_group("export")
     e.add_argument("-o", "--output", metavar="ACCEPTED.csv",
                    help="write the accepted and edited values as a catalog table "
@@ -70,13 +72,6 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--labeled", metavar="OUT.jsonl",
                    help="write the texts with the accepted values as labelled spans (JSONL "
                         "for `mjave train`)")
-
-
-def _print_errors(errors: list[DataError]) -> None:
-    for e in errors[:MAX_LISTED]:
-        print(f"  {e}", file=sys.stderr)
-    if len(errors) > MAX_LISTED:
-        print(f"  ... and {len(errors) - MAX_LISTED} more", file=sys.stderr)
 
 
 def load_inputs(args: argparse.Namespace):
@@ -92,7 +87,7 @@ def load_inputs(args: argparse.Namespace):
         errors += conflict_errors
     if errors:
         print(f"error: {len(errors)} malformed rows; nothing was loaded:", file=sys.stderr)
-        _print_errors(errors)
+        print_listed(errors, MAX_LISTED)
         return None
     products = read_products(args.products, {i.product_id for i in items},
                              {i.record_id for i in items if i.record_id}, args.format)
@@ -100,7 +95,7 @@ def load_inputs(args: argparse.Namespace):
     if errors:
         print(f"error: {len(errors)} rows name products that {args.products} does not have; "
               "nothing was loaded:", file=sys.stderr)
-        _print_errors(errors)
+        print_listed(errors, MAX_LISTED)
         return None
     db = ReviewDB(args.db, lease_seconds=args.lease_seconds)
     summary = db.load(items, products)
@@ -112,27 +107,21 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.suggestions == "export":
         return cmd_export(args)
     if args.output or args.labeled:
-        print("error: -o/--labeled belong to `mjave review export`", file=sys.stderr)
-        return 2
+        return fail("-o/--labeled belong to `mjave review export`", 2)
     if args.lease_seconds <= 0:
-        print("error: --lease-seconds must be positive", file=sys.stderr)
-        return 2
-    if args.image_root is not None and not Path(args.image_root).is_dir():
-        print(f"error: --image-root is not a folder: {args.image_root}", file=sys.stderr)
-        return 1
+        return fail("--lease-seconds must be positive", 2)
+    bad_root = image_root_error(args.image_root)
+    if bad_root:
+        return fail(bad_root)
     if args.suggestions is not None:
         if not args.products:
-            print("error: --products is required with a suggestions file (the texts to show)",
-                  file=sys.stderr)
-            return 2
+            return fail("--products is required with a suggestions file (the texts to show)", 2)
         db = load_inputs(args)
         if db is None:
             return 1
     else:
         if args.conflicts or args.products:
-            print("error: give the suggestions file to load --products / --conflicts",
-                  file=sys.stderr)
-            return 2
+            return fail("give the suggestions file to load --products / --conflicts", 2)
         if not Path(args.db).is_file():
             raise DataError("no such review database; load a suggestions file first",
                             path=args.db, reason="missing database")
@@ -143,19 +132,13 @@ def cmd_review(args: argparse.Namespace) -> int:
                             path=args.db, reason="empty database")
     if args.load_only:
         return 0
-    try:
-        import fastapi  # noqa: F401
-        import fastapi_offline  # noqa: F401
-        import uvicorn
-    except ImportError:
-        print("error: mjave review needs the [serve] extra: pip install 'mjave[serve]'",
-              file=sys.stderr)
-        return 1
+    hint = serve_extra_missing("mjave review")
+    if hint:
+        return fail(hint)
+    import uvicorn
+
     from mjave.review.app import create_review_app
-    from mjave.serving.cli import _is_loopback
-    if not _is_loopback(args.host):
-        print(f"warning: binding {args.host}: the review page is reachable from other machines "
-              "and has no authentication", file=sys.stderr)
+    warn_if_exposed(args.host, "the review page")
     app = create_review_app(db, image_root=args.image_root,
                             reviewer=args.reviewer or _default_reviewer())
     print(f"review page: http://{args.host}:{args.port}/  (Ctrl-C to stop)")
@@ -168,13 +151,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mjave.review.db import ReviewDB
     from mjave.review.export import export
     if not args.output and not args.labeled:
-        print("error: mjave review export needs -o ACCEPTED.csv and/or --labeled OUT.jsonl",
-              file=sys.stderr)
-        return 2
+        return fail("mjave review export needs -o ACCEPTED.csv and/or --labeled OUT.jsonl", 2)
     if args.products or args.conflicts:
-        print("error: --products / --conflicts are for loading, not for export",
-              file=sys.stderr)
-        return 2
+        return fail("--products / --conflicts are for loading, not for export", 2)
     if not Path(args.db).is_file():
         raise DataError("no such review database", path=args.db, reason="missing database")
     summary = export(ReviewDB(args.db), args.output, args.labeled)
@@ -199,16 +178,14 @@ def add_review_command(commands: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mjave.review ...`: the same command without the `mjave` CLI."""
+    from mjave.cli.entry import run
     parser = argparse.ArgumentParser(prog="python -m mjave.review", usage=USAGE)
     add_review_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_review(args)
-    except (DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    parser.set_defaults(func=cmd_review)
+    return run(parser.parse_args(argv))
 
 
-__all__ = ["add_review_command", "cmd_export", "cmd_review", "main"]
+__all__ = ["add_review_arguments", "add_review_command", "cmd_export", "cmd_review",
+           "load_inputs", "main"]

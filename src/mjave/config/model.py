@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mjave.config.core import check_range
+
 
 @dataclass
 class ModelConfig:
@@ -73,6 +75,11 @@ class ModelConfig:
     max_values_per_attribute: int = 0
 
     def __post_init__(self) -> None:
+        check_range("model", self, {
+            "dropout": (0, 1, False), "attention_size": (1, None, True),
+            "num_attributes": (1, None, True), "text_dim": (1, None, True),
+            "image_dim": (1, None, True), "kl_lambda": (0, None, True),
+            "attr_loss_weight": (0, None, True), "min_span_score": (0, None, True)})
         if self.max_values_per_attribute < 0:
             raise ValueError("max_values_per_attribute must be 0 (no limit) or more, got "
                              f"{self.max_values_per_attribute}")

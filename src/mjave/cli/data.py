@@ -1,0 +1,157 @@
+"""`mjave data validate|stats|convert|label`: check, describe, convert and label datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mjave.cli.console import progress_bar, report_skipped
+from mjave.data.errors import DataError, RowIssues
+from mjave.data.formats import FORMATS, iter_records, read_records, write_records
+from mjave.data.stats import dataset_stats, format_stats
+
+
+def add_mode(p: argparse.ArgumentParser) -> None:
+    """--strict (default: the first bad row is an error) or --lenient (skip and report)."""
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--strict", dest="lenient", action="store_false",
+                      help="stop at the first bad row (the default)")
+    mode.add_argument("--lenient", dest="lenient", action="store_true",
+                      help="skip bad rows, report each with its reason")
+    p.set_defaults(lenient=False)
+
+
+def read_checked(args: argparse.Namespace):
+    """The records of `args.file`, the skipped rows reported; an error when none is valid."""
+    records, issues = read_records(args.file, args.format, strict=not args.lenient)
+    report_skipped(issues)
+    if not records and issues.rows_read:
+        raise DataError(f"no valid rows among {issues.rows_read}", path=args.file,
+                        reason="no valid rows")
+    return records, issues
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    records, issues = read_checked(args)
+    spans = sum(len(r.spans) for r in records)
+    attrs = len({s.attr for r in records for s in r.spans})
+    skipped = (f" ({len(issues.skipped)} of {issues.rows_read} rows skipped)"
+               if issues.skipped else "")
+    print(f"OK {args.file}: {len(records)} records, {spans} spans, {attrs} attributes{skipped}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    records, issues = read_checked(args)
+    stats = dataset_stats(records, issues)
+    print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    read_issues = RowIssues()
+    records = iter_records(args.input, args.from_format, strict=not args.lenient,
+                           issues=read_issues)
+    written = write_records(records, args.output, args.to_format, strict=not args.lenient)
+    report_skipped(read_issues)
+    n = written.rows_read - len(written.skipped)
+    if n == 0 and read_issues.rows_read:
+        report_skipped(written)
+        Path(args.output).unlink(missing_ok=True)  # an empty file would pass for a result
+        raise DataError(f"nothing written: all {written.rows_read} records were skipped",
+                        path=args.output, reason="no valid rows")
+    print(f"wrote {n} records to {args.output}")
+    if written.skipped:
+        report_skipped(written)  # its summary also names overlaps and fields lost
+    elif written.summary():
+        print(f"note: {written.summary()}")
+    return 0
+
+
+def cmd_data_label(args: argparse.Namespace) -> int:
+    from mjave.data.labeling import LabelPolicy, label_files
+    policy = LabelPolicy(occurrences=args.occurrences, conflicts=args.conflicts,
+                         unknown_products=args.unknown_products, case_breaks=args.case_breaks)
+    run = label_files(args.products, args.catalog, args.output, args.synonyms, policy,
+                      args.calibration_fraction, args.seed, products_format=args.format,
+                      strict=not args.lenient, progress=progress_bar())
+    for issues in run.issues.values():
+        report_skipped(issues)
+    print(run.summary.summary())
+    print(f"wrote {run.summary.records} records to {run.output}, summary {run.summary_path}")
+    if run.written.summary():
+        print(f"note: {run.written.summary()}")
+    return 0
+
+
+def add_label_command(sub: argparse._SubParsersAction) -> None:
+    """`mjave data label`: spans from a catalog table (mjave.data.labeling, docs/completion.md)."""
+    from mjave.data.labeling import CONFLICTS, OCCURRENCES, UNKNOWN_PRODUCTS
+    from mjave.data.products import PRODUCT_FORMATS
+
+    def fraction(s: str) -> float:
+        v = float(s)
+        if not 0.0 <= v < 1.0:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1), not {s}")
+        return v
+    p = sub.add_parser("label", help="label product texts from a catalog attribute table")
+    p.add_argument("products", help="products: JSONL, JAVE TSV, CoNLL, CSV or Parquet "
+                   "(id, text[, cid, category, image])")
+    p.add_argument("--catalog", required=True, metavar="TABLE",
+                   help="CSV/TSV/JSONL with product_id, attribute, value")
+    p.add_argument("-o", "--output", required=True, help="labelled records (.jsonl or .conll); "
+                   "the summary goes beside it as .summary.json")
+    p.add_argument("--synonyms", metavar="FILE",
+                   help="CSV/TSV/JSONL with attribute, canonical_value, surface_form")
+    p.add_argument("--format", choices=PRODUCT_FORMATS,
+                   help="products format; default: from the extension")
+    p.add_argument("--occurrences", choices=OCCURRENCES, default="all",
+                   help="label every occurrence of a value (default) or only the first")
+    p.add_argument("--conflicts", choices=CONFLICTS, default="drop",
+                   help="a surface two attributes claim: label neither (default), both, or the "
+                   "attribute of the earlier table row")
+    p.add_argument("--unknown-products", choices=UNKNOWN_PRODUCTS, default="report",
+                   help="table rows naming no known product: count and list them (default) or "
+                   "fail")
+    p.add_argument("--case-breaks", action="store_true",
+                   help="a change of case inside a word is a word boundary (scraped texts "
+                   "whose spaces were lost: 'Hard DriveIn')")
+    p.add_argument("--calibration-fraction", type=fraction, default=0.0, metavar="F",
+                   help="hold out this fraction of (product, attribute) pairs for calibration")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration hold-out")
+    add_mode(p)
+    p.set_defaults(func=cmd_data_label)
+
+
+def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """`mjave data validate|stats|convert|label`; returns the data subparsers for more commands."""
+    data = commands.add_parser("data", help="check, describe and convert datasets")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    fmt_help = f"file format ({', '.join(FORMATS)}); default: from the extension"
+
+    p = sub.add_parser("validate", help="check every row; exit 1 on the first error")
+    p.add_argument("file")
+    p.add_argument("--format", choices=FORMATS, help=fmt_help)
+    add_mode(p)
+    p.set_defaults(func=cmd_data_validate)
+
+    p = sub.add_parser("stats", help="counts, attribute table, lengths, BIO overlap losses")
+    p.add_argument("file")
+    p.add_argument("--format", choices=FORMATS, help=fmt_help)
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_mode(p)
+    p.set_defaults(func=cmd_data_stats)
+
+    p = sub.add_parser("convert", help="convert between jsonl, jave and conll")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--from", dest="from_format", choices=FORMATS, help=fmt_help)
+    p.add_argument("--to", dest="to_format", choices=FORMATS, help=fmt_help)
+    add_mode(p)
+    p.set_defaults(func=cmd_data_convert)
+    add_label_command(sub)
+    return sub
+
+
+__all__ = ["add_data_commands", "add_label_command", "add_mode"]

@@ -1,0 +1,84 @@
+"""`mjave predict MODEL INPUT -o OUTPUT`: batch prediction over files, here (`--engine local`)
+or on Ray Data (`--engine ray`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mjave.cli.console import fail, failing_with, progress_bar
+
+RUN_ERRORS = (OSError, ImportError, ValueError)
+"""What stops a sweep before it can run (missing model, unreadable input, unwritable output,
+a missing extra); DataError and ConfigError are ValueErrors."""
+
+
+@failing_with(*RUN_ERRORS)
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`mjave predict`: exit 0 when the sweep finished (error rows included), 1 when it could
+    not run (missing model, unreadable input, unwritable output)."""
+    if args.engine == "ray":
+        return cmd_predict_ray(args)
+    if args.ray_address is not None or args.num_workers is not None:
+        return fail("--ray-address and --num-workers need --engine ray")
+    from mjave.inference.batch import predict_file
+    summary = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
+                           device=args.device, resume=args.resume,
+                           image_root=args.image_root, progress=progress_bar(),
+                           input_format=args.format, include_text=not args.no_text)
+    print(summary.summary())
+    return 0
+
+
+def cmd_predict_ray(args: argparse.Namespace) -> int:
+    """`mjave predict --engine ray`: exit 0 when the job finished (error rows included), 1 when
+    it could not run."""
+    if args.resume:
+        return fail("--resume is not supported with --engine ray (a run replaces its output "
+                    "folder)")
+    # imports ray only when the job runs
+    from mjave.inference.ray_engine import DEFAULT_WORKERS, RayEngineError, predict_with_ray
+    try:
+        summary = predict_with_ray(
+            args.model, args.input, args.output, address=args.ray_address,
+            num_workers=DEFAULT_WORKERS if args.num_workers is None else args.num_workers,
+            batch_size=args.batch_size, device=args.device, image_root=args.image_root,
+            input_format=args.format, include_text=not args.no_text)
+    except RayEngineError as e:
+        return fail(str(e))
+    print(summary.summary())
+    return 0
+
+
+def add_predict_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `mjave predict MODEL INPUT -o OUTPUT ...` on the top-level subparsers."""
+    from mjave.inference.batch import INPUT_FORMATS
+    p = commands.add_parser(
+        "predict", help="predict attributes and values for every row of a file",
+        description="Stream INPUT (JSONL, JAVE TSV, CSV with an id,text[,image] header, or "
+        "Parquet) through a trained model into OUTPUT (.jsonl, .csv or .parquet). Rows that "
+        "cannot be predicted become error rows; the summary counts them by reason.")
+    p.add_argument("model", help="model folder written by `mjave train`")
+    p.add_argument("input", help="input file (--engine ray: also a folder or a glob of shards)")
+    p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true",
+                   help="skip ids already in the output and append the rest")
+    p.add_argument("--image-root", help="folder image paths are relative to (and where "
+                   "<cid>.jpg etc. are looked for)")
+    p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
+                   help="input format (default: from the extension)")
+    p.add_argument("--no-text", action="store_true", help="leave the text out of the output")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data over the shards of INPUT "
+                   "(a file, a folder or a quoted glob) into a folder of Parquet parts "
+                   "(pip install 'mjave[ray]'; see docs/inference.md)")
+    p.add_argument("--ray-address", help="with --engine ray: a running Ray cluster (auto, "
+                   "ray://host:10001); default: start a local Ray")
+    p.add_argument("--num-workers", type=int,
+                   help="with --engine ray: model actors, each loading the model once (default 2)")
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+__all__ = ["add_predict_command", "cmd_predict", "cmd_predict_ray"]

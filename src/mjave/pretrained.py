@@ -1,0 +1,229 @@
+"""The model folder: the one place that writes, reads and rebuilds a trained model.
+
+A model folder holds `config.json` (the RunConfig), `schema.json`, `model.safetensors` (weights
+only: nothing is ever unpickled), `versions.json` (the library versions that trained it) and
+`metrics.json`. Training, the Extractor, the Ray driver, experiments and benchmarks all go
+through here, so the format and the "does this model read the image" rule live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mjave import __version__
+from mjave.config import EncoderConfig, ModelConfig, RunConfig, from_dict, to_dict
+from mjave.data.schema import AttributeSchema
+from mjave.data.tagging import TextAligner, Tokenizer
+from mjave.encoders import text as text_encoders
+from mjave.encoders.features import hidden_size_from_config, image_feature_dim
+from mjave.model.network import TextImageModel
+from mjave.model.registry import architecture_uses_image, build_model
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+SCHEMA = "schema.json"
+WEIGHTS = "model.safetensors"
+VERSIONS = "versions.json"
+METRICS = "metrics.json"
+REQUIRED = (CONFIG, SCHEMA, WEIGHTS)
+"""The files without which a folder is no model (versions and metrics are informational)."""
+
+
+# ---- the rules ------------------------------------------------------------------------------
+
+def uses_image(config: RunConfig) -> bool:
+    """Whether a model of `config` reads the product image: the config asks for it, an image
+    encoder is named and the architecture has image inputs (text-only baselines do not)."""
+    return bool(config.model.use_image and config.encoder.image_encoder != "none"
+                and architecture_uses_image(config.model.architecture))
+
+
+def text_in_loop(encoder: EncoderConfig) -> bool:
+    """True when the text encoder trains with the model (BiLSTM or fine-tuned BERT), so token
+    states cannot be cached."""
+    return encoder.text_kind == "bilstm" or encoder.fine_tune
+
+
+def versions() -> dict[str, str]:
+    """The library versions of this process (written into every model folder)."""
+    import transformers
+    return {"mjave": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def missing_file(path: Path) -> FileNotFoundError:
+    """The error for a model-folder file that is not there, naming it."""
+    return FileNotFoundError(f"{path}: missing (is {path.parent} an mjave model folder?)")
+
+
+def read_json(path: Path) -> Any:
+    """The JSON at `path`, with errors that name the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing_file(path) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies: what safetensors can write."""
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def check_folder(folder: str | Path) -> Path:
+    """`folder` as a Path; FileNotFoundError naming the folder or its first missing file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder")
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise missing_file(folder / name)
+    return folder
+
+
+def write_config(folder: str | Path, config: RunConfig) -> None:
+    """`config.json` alone (the trainer writes it before the first epoch's weights)."""
+    write_json(Path(folder) / CONFIG, to_dict(config))
+
+
+def save_model(folder: str | Path, model: torch.nn.Module, config: RunConfig,
+               schema: AttributeSchema, metrics: dict | None = None) -> Path:
+    """Write a complete model folder; `config` should be the one the network was built with."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(cpu_tensors(model.state_dict()), str(folder / WEIGHTS))
+    write_config(folder, config)
+    schema.save(folder / SCHEMA)
+    write_json(folder / VERSIONS, versions())
+    if metrics is not None:
+        write_json(folder / METRICS, metrics)
+    return folder
+
+
+def read_config(folder: str | Path) -> RunConfig:
+    """The RunConfig of a model folder, without touching the weights (the folder is checked)."""
+    folder = check_folder(folder)
+    return from_dict(RunConfig, read_json(folder / CONFIG))
+
+
+def load_model_files(folder: str | Path
+                     ) -> tuple[RunConfig, AttributeSchema, dict[str, torch.Tensor]]:
+    """Config, schema and weights of a model folder (`LoadedModel.load` builds the modules)."""
+    config = read_config(folder)
+    folder = Path(folder)
+    return config, AttributeSchema.load(folder / SCHEMA), load_file(str(folder / WEIGHTS))
+
+
+def read_versions(folder: str | Path) -> dict[str, str]:
+    """The versions that trained the model; empty (with a warning) when unknown."""
+    path = Path(folder) / VERSIONS
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        log.warning("%s is not readable JSON; the training versions are unknown", path)
+        return {}
+
+
+# ---- building what a config describes -------------------------------------------------------
+
+def make_tokenizer(encoder: EncoderConfig) -> Tokenizer:
+    path = text_encoders.resolve_text_encoder_path(encoder.text_encoder)
+    return text_encoders.load_tokenizer(path, char_level=encoder.char_level)
+
+
+def make_aligner(encoder: EncoderConfig, schema: AttributeSchema | None,
+                 tokenizer: Tokenizer | None = None) -> TextAligner:
+    return TextAligner(tokenizer or make_tokenizer(encoder), schema, max_length=encoder.max_length)
+
+
+def make_text_encoder(encoder: EncoderConfig, tokenizer: Tokenizer) -> torch.nn.Module:
+    """The in-loop text encoder (only called when `text_in_loop`)."""
+    if encoder.text_kind == "bilstm":
+        return text_encoders.BiLSTMTextEncoder(vocab_size=tokenizer.vocab_size,
+                                               pad_id=tokenizer.pad_id)
+    path = text_encoders.resolve_text_encoder_path(encoder.text_encoder)
+    return text_encoders.HFTextEncoder.from_pretrained(path, fine_tune=True)
+
+
+def text_feature_dim(encoder: EncoderConfig, text_module: torch.nn.Module | None) -> int:
+    if text_module is not None:
+        return int(text_module.hidden_size)
+    return hidden_size_from_config(text_encoders.resolve_text_encoder_path(encoder.text_encoder))
+
+
+def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokenizer
+                  ) -> tuple[TextImageModel, ModelConfig]:
+    """The network for `config`, with the sizes the encoders and schema dictate filled in (the
+    returned ModelConfig is what the model folder records: `use_image` is `uses_image`)."""
+    enc = config.encoder
+    text_module = make_text_encoder(enc, tokenizer) if text_in_loop(enc) else None
+    image = uses_image(config)
+    model_cfg = dataclasses.replace(
+        config.model, num_attributes=schema.num_attributes, use_image=image,
+        text_dim=text_feature_dim(enc, text_module),
+        image_dim=image_feature_dim(enc.image_encoder) if image else config.model.image_dim)
+    return TextImageModel(build_model(model_cfg), text_module), model_cfg
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model folder, ready to featurise and predict."""
+
+    folder: Path
+    config: RunConfig
+    schema: AttributeSchema
+    net: TextImageModel
+    aligner: TextAligner
+    device: torch.device
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> "LoadedModel":
+        config, schema, weights = load_model_files(folder)
+        tokenizer = make_tokenizer(config.encoder)
+        net, model_cfg = build_network(config, schema, tokenizer)
+        net.load_state_dict(weights)
+        config = dataclasses.replace(config, model=model_cfg)
+        dev = resolve_device(device)
+        net.to(dev).eval()
+        aligner = make_aligner(config.encoder, schema, tokenizer)
+        return cls(Path(folder), config, schema, net, aligner, dev)
+
+    @property
+    def uses_text_features(self) -> bool:
+        return not text_in_loop(self.config.encoder)
+
+    @property
+    def uses_image(self) -> bool:
+        return uses_image(self.config)
+
+
+__all__ = ["CONFIG", "LoadedModel", "METRICS", "REQUIRED", "SCHEMA", "VERSIONS", "WEIGHTS",
+           "build_network", "check_folder", "cpu_tensors", "load_model_files", "make_aligner",
+           "make_text_encoder", "make_tokenizer", "missing_file", "read_config", "read_json",
+           "read_versions", "resolve_device", "save_model", "text_feature_dim", "text_in_loop",
+           "uses_image", "versions", "write_config", "write_json"]

