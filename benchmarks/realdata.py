@@ -3,7 +3,9 @@
 Trains every model of a recipe (`configs/experiments/<dataset>-realdata.yaml`: an `mjave experiment table`
 config) on the dataset's train split with N seeds, scores valid, and prints attribute, value
 (span) and pair F1 as mean ± std next to the plain token-classification baseline (the same
-MiniLM-L6 encoder plus one linear BIO layer, fine-tuned the same way), with the difference.
+MiniLM-L6 encoder plus one linear BIO layer, fine-tuned the same way), with the difference; also
+slot F1 (the LLM papers' protocol, one value per attribute asked) when the experiment's summary
+carries it.
 
     python benchmarks/realdata.py --dataset oamine              # 3 seeds, the committed recipe
     python benchmarks/realdata.py --dataset wdcpave --seeds 1
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "Token classification"
 TASKS = ("attribute", "value", "pair")
+SLOT = "slot"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,16 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     base = models[BASELINE]
     print(f"\n{path.name}: {result.results['n_instances']} valid texts, {a.seeds} seed(s), "
           f"{time.time() - started:.0f} s, torch CPU on {platform.processor() or platform.machine()}")
-    print(f"{'model':<28}" + "".join(f"{t + ' F1':>22}" for t in TASKS)
+    ran = [r for r in models.values() if r.get("available")]
+    tasks = (*TASKS, SLOT) if ran and all(SLOT in r for r in ran) else TASKS
+    print(f"{'model':<28}" + "".join(f"{t + ' F1':>22}" for t in tasks)
           + f"{'value F1 - baseline':>22}")
     for name, row in models.items():
         if not row.get("available"):
             print(f"{name:<28}  not available: {row.get('reason')}")
             continue
-        cells = "".join(f"{row[t]['f1']:>14.2f} ± {row[t]['f1_std']:<5.2f}" for t in TASKS)
+        cells = "".join(f"{row[t]['f1']:>14.2f} ± {row[t]['f1_std']:<5.2f}" for t in tasks)
         diff = row["value"]["f1"] - base["value"]["f1"]
         print(f"{name:<28}{cells}{diff:>+22.2f}")
-    print(json.dumps({n: {t: r[t]["f1_per_run"] for t in TASKS} for n, r in models.items()
+    print(json.dumps({n: {t: r[t]["f1_per_run"] for t in tasks} for n, r in models.items()
                       if r.get("available")}))
     print(f"table: {result.output_dir / 'results.md'}")
     return 0

@@ -128,6 +128,10 @@ def page(browser):
     page.set_default_timeout(20_000)
     page.errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+    # every request the page makes (its icon included) must be answered: a 404 is a console error
+    page.failed = []  # type: ignore[attr-defined]
+    page.on("response", lambda r: r.status >= 400 and page.failed.append(  # type: ignore
+        f"{r.status} {r.url}"))
     yield page
     context.close()
 
@@ -186,6 +190,7 @@ def test_try_page_shows_highlights_gates_and_the_heat_map(page, serve, tmp_path)
     page.select_option("#map-kind", "image_attention")
     assert page.locator("#heatmap .heat-cell").count() == 49
     assert not page.errors
+    assert not page.failed, page.failed
 
 
 def test_try_page_renders_markup_as_text(page, serve):
@@ -318,6 +323,7 @@ def test_review_by_keyboard_survives_a_restart_and_exports(page, tmp_path):
         page.keyboard.press("x")
         page.wait_for_selector("#empty", state="visible")
         assert not page.errors
+        assert not page.failed, page.failed
     finally:
         server.stop()
 

@@ -16,7 +16,7 @@ from mjave.cli import build_parser
 
 SRC = Path(mjave.__file__).parent
 COMMAND_GROUPS = ["data", "train", "features", "evaluate", "demo", "predict", "serve",
-                  "complete", "review", "experiment"]
+                  "complete", "review", "experiment", "export", "encoders"]
 
 
 def _private(name: str) -> bool:

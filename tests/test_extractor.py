@@ -514,3 +514,36 @@ def test_extractor_and_evaluate_model_score_the_same(which, tiny_models, text_ex
         report["attribute"]["f1"], abs=1e-6)
     assert report["value"]["f1"] > 50  # the model learned something, so the check has teeth
     assert report["n_instances"] == len(rows) == 8
+
+
+def test_more_than_a_batch_goes_by_length_and_comes_back_in_order(tiny_models):
+    """Over batch_size items, the Extractor predicts them ordered by length (less padding) and
+    returns them in the items' order; a bad item is raised as the first in the items' order."""
+    from mjave import Extractor
+    from mjave.data.errors import DataError
+    ex = Extractor.load(tiny_models.text_model, device="cpu", batch_size=4)
+    texts = [" ".join(sentence(i + k) for k in range(1 + i % 3)) if i % 2 else sentence(i)
+             for i in range(11)]
+    seen: list[list[int]] = []
+    predict_chunk = ex._predict_chunk
+
+    def spy(items, *args):  # what each chunk holds: the lengths of its texts
+        seen.append([len(t) if isinstance(t, str) else 0 for t in items])
+        return predict_chunk(items, *args)
+
+    ex._predict_chunk = spy  # type: ignore[method-assign]
+    batch = ex.predict_batch(texts)
+    lengths = [n for chunk in seen for n in chunk]
+    assert lengths == sorted(lengths) and len(seen) == 3
+    for got, text in zip(batch, texts):
+        assert_same_result(got, ex.predict(text))
+    bad = list(texts)
+    bad[7], bad[2] = "  ", None
+    with pytest.raises(DataError, match=r"^item 2: ") as e:
+        ex.predict_batch(bad)
+    returned = ex.predict_batch(bad, errors="return")
+    assert e.value.reason == returned[2]["reason"]
+    assert "error" in returned[2] and returned[7]["reason"] == "empty text"
+    for i, (got, want) in enumerate(zip(returned, batch)):
+        if i not in (2, 7):
+            assert_same_result(got, want)

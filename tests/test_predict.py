@@ -266,12 +266,13 @@ def test_bad_rows_become_error_rows_counted_by_reason(tmp_path, tiny_models, ima
         {"id": "empty", "text": "  "},
         {"id": "number", "text": 42},
         {"id": "gone", "text": "red shirt", "image": "images/gone.png"},
-        {"id": "broken", "text": "red shirt", "image": str(tmp_path / "broken.png")},
+        {"id": "broken", "text": "red shirt", "image": "broken-predict.png"},  # in the root
         {"id": "no-image", "text": "red shirt"},  # no image field and no <cid>.png
         {"text": "no id"},
         {"id": good[0]["id"], "text": "a duplicate"},
     ]
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    # inside the image root: --image-root confines image paths (tests/test_hardening.py)
+    (tiny_models.data / "broken-predict.png").write_bytes(b"\x89PNG not really")
     src = tmp_path / "in.jsonl"
     write_jsonl(src, good[:2] + bad + good[2:])
     with open(src, "a", encoding="utf-8") as f:

@@ -255,3 +255,24 @@ def test_duplicate_pass_returns_each_repeated_id_with_its_first_row(local_ray, t
     dups = find_duplicates(local_ray, shards, None)
     rows = {"x": (0, 3), "y": (0, 4), "z": (1, 3)}   # (shard, line): lines count from 1
     assert dups == {k: s << ROW_BITS | n for k, (s, n) in rows.items()}
+
+
+def test_ray_engine_runs_an_exported_onnx_folder(local_ray, tiny_model, extractor, tmp_path):
+    """`mjave export`'s folder goes through the Ray engine unchanged (issue #21): the rows of
+    shard a, image model included, as the torch model's local engine predicts them."""
+    pytest.importorskip("onnxruntime")
+    from mjave.inference.onnx_export import export_model
+    model, data = tiny_model
+    exported = export_model(model, tmp_path / "exported")
+    src = write_jsonl(tmp_path / "a.jsonl", [r for r in shard_a() if isinstance(r, dict)
+                                             and r.get("text") != "a duplicate in the same shard"])
+    predict_with_ray(exported, src, tmp_path / "out.parquet", num_workers=1, batch_size=3,
+                     image_root=data, progress=False, device="cpu")
+    got = read_parquet_folder(tmp_path / "out.parquet")
+    predict_file(extractor, src, tmp_path / "ref.jsonl", batch_size=4, image_root=data)
+    want = read_jsonl(tmp_path / "ref.jsonl")
+    assert len(got) == len(want) == 8
+    for g, w in zip(sorted(got, key=order), sorted(want, key=order)):
+        assert str(g["id"]) == str(w["id"]) and (g["error"] is None) == ("error" not in w)
+        if "error" not in w:
+            assert_same_prediction(g, w)

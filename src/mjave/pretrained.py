@@ -37,6 +37,13 @@ VERSIONS = "versions.json"
 METRICS = "metrics.json"
 REQUIRED = (CONFIG, SCHEMA, WEIGHTS)
 """The files without which a folder is no model (versions and metrics are informational)."""
+GRAPH = "model.onnx"
+IMAGE_GRAPH = "image.onnx"
+EXPORT = "export.json"
+TOKENIZER_DIR = "tokenizer"
+EXPORTED_REQUIRED = (CONFIG, SCHEMA, GRAPH, EXPORT)
+"""An exported folder (`mjave export`): the ONNX graph and the record of the export instead of
+the weights; `tokenizer/` holds the tokenizer files, `image.onnx` the image encoder."""
 
 
 # ---- the rules ------------------------------------------------------------------------------
@@ -92,7 +99,7 @@ def check_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
-    for name in REQUIRED:
+    for name in EXPORTED_REQUIRED if is_exported(folder) else REQUIRED:
         if not (folder / name).is_file():
             raise missing_file(folder / name)
     return folder
@@ -128,6 +135,9 @@ def load_model_files(folder: str | Path
     """Config, schema and weights of a model folder (`LoadedModel.load` builds the modules)."""
     config = read_config(folder)
     folder = Path(folder)
+    if is_exported(folder):
+        raise ValueError(f"{folder} is an exported ONNX folder (no torch weights): load it with "
+                         "Extractor.load, which runs it with onnxruntime")
     return config, AttributeSchema.load(folder / SCHEMA), load_file(str(folder / WEIGHTS))
 
 
@@ -141,6 +151,67 @@ def read_versions(folder: str | Path) -> dict[str, str]:
     except (OSError, ValueError, TypeError):
         log.warning("%s is not readable JSON; the training versions are unknown", path)
         return {}
+
+
+# ---- exported folders (`mjave export`) -------------------------------------------------------
+
+def is_exported(folder: str | Path) -> bool:
+    """Whether `folder` is an exported ONNX folder (it has the export record)."""
+    return (Path(folder) / EXPORT).is_file()
+
+
+def export_mismatches(config: RunConfig, schema: AttributeSchema, record: dict) -> list[str]:
+    """What the export record's graph disagrees with in the folder's config and schema (sizes of
+    the outputs, the hidden size, the image inputs); empty when they match."""
+    model = config.model
+    problems = []
+    if model.num_attributes != schema.num_attributes:
+        problems.append(f"config.json has {model.num_attributes} attributes, schema.json "
+                        f"{schema.num_attributes}")
+    outputs = {o["name"]: o["shape"] for o in record.get("outputs", [])}
+    inputs = {i["name"]: i["shape"] for i in record.get("inputs", [])}
+    expected = {"attr_logits": ("attributes", schema.num_attributes),
+                "tag_logits": ("tags", schema.num_tags)}
+    for name, (what, size) in expected.items():
+        shape = outputs.get(name)
+        if shape is None:
+            problems.append(f"the graph has no output {name!r}")
+        elif shape[-1] != size:
+            problems.append(f"the graph's {name} has {shape[-1]} {what}, the schema {size}")
+    if record.get("text_dim") != model.text_dim:
+        problems.append(f"the graph was exported with hidden size {record.get('text_dim')}, "
+                        f"config.json says {model.text_dim}")
+    image = uses_image(config)
+    if image != ("v" in inputs):
+        problems.append("config.json says the model " + ("reads" if image else "does not read")
+                        + " the image, the graph " + ("does not" if image else "does"))
+    elif image:
+        if not record.get("image"):
+            problems.append(f"the model reads the image but the export has no image graph "
+                            f"({IMAGE_GRAPH})")
+        for name, shape in (("v_global", inputs.get("v_global")), ("v", inputs.get("v"))):
+            if shape is None or shape[-1] != model.image_dim:
+                problems.append(f"the graph's image input {name} has shape {shape}, config.json "
+                                f"says image features of size {model.image_dim}")
+    return problems
+
+
+def read_export(folder: str | Path) -> tuple[RunConfig, AttributeSchema, dict]:
+    """Config, schema and export record of an exported folder; ValueError naming every
+    disagreement when its graph does not match its config (no graph is loaded here:
+    `mjave.inference.onnx_runtime` checks the graph itself against the record)."""
+    config = read_config(folder)
+    folder = Path(folder)
+    if not is_exported(folder):
+        raise ValueError(f"{folder} is not an exported ONNX folder (no {EXPORT}); write one "
+                         "with `mjave export`")
+    schema = AttributeSchema.load(folder / SCHEMA)
+    record = read_json(folder / EXPORT)
+    problems = export_mismatches(config, schema, record)
+    if problems:
+        raise ValueError(f"{folder}: the ONNX graph does not match the folder's config: "
+                         + "; ".join(problems) + " (export the model again with `mjave export`)")
+    return config, schema, record
 
 
 # ---- building what a config describes -------------------------------------------------------
@@ -222,7 +293,8 @@ class LoadedModel:
         return uses_image(self.config)
 
 
-__all__ = ["CONFIG", "LoadedModel", "METRICS", "REQUIRED", "SCHEMA", "VERSIONS", "WEIGHTS",
+__all__ = ["CONFIG", "EXPORT", "EXPORTED_REQUIRED", "GRAPH", "IMAGE_GRAPH", "TOKENIZER_DIR",
+           "export_mismatches", "is_exported", "read_export", "LoadedModel", "METRICS", "REQUIRED", "SCHEMA", "VERSIONS", "WEIGHTS",
            "build_network", "check_folder", "cpu_tensors", "load_model_files", "make_aligner",
            "make_text_encoder", "make_tokenizer", "missing_file", "read_config", "read_json",
            "read_versions", "resolve_device", "save_model", "text_feature_dim", "text_in_loop",

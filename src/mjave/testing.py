@@ -111,3 +111,46 @@ def page_assets_served_locally(client, page: str) -> list[str]:
         got = client.get(asset)
         assert got.status_code == 200 and got.content, (page, asset, got.status_code)
     return assets
+
+
+MPNET_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+"""The first four ids of the real all-mpnet-base-v2 vocabulary, in its order (pad id 1)."""
+
+TINY_MPNET_WORDS = ("red", "blue", "green", "shirt", "shoes", "with", "slim", "fit", "cotton",
+                    "men", "women", "size", "pack", "black", "white", "running")
+
+
+def tiny_mpnet_vocab() -> dict[str, int]:
+    """A WordPiece vocabulary in MPNet's layout: `<s> <pad> </s> <unk>`, whole words, then
+    every lowercase letter, digit and ASCII punctuation mark as a word start and as a `##`
+    continuation, so any ASCII text tokenizes (unknown words split into several pieces), and
+    `[UNK]` and `<mask>` last as in the real vocabulary."""
+    import string
+
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    tokens = [*MPNET_SPECIALS, *TINY_MPNET_WORDS, *chars, *(f"##{c}" for c in chars),
+              "[UNK]", "<mask>"]
+    return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+
+
+def save_tiny_mpnet(folder: str | Path, hidden_size: int = 32, num_layers: int = 1,
+                    seed: int = 0) -> Path:
+    """Write a random `MPNetModel` and a fast MPNet tokenizer (`tiny_mpnet_vocab`, the
+    `MPNetTokenizer` of transformers: lower-casing BERT normaliser and pre-tokeniser,
+    WordPiece, `<s> .. </s>`) into `folder` and return it. No package or download needed:
+    it stands in for all-mpnet-base-v2 where the 438 MB parts are not installed."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    folder = Path(folder)
+    vocab = tiny_mpnet_vocab()
+    tokenizer = MPNetTokenizer(vocab=vocab, unk_token="[UNK]")
+    torch.manual_seed(seed)
+    MPNetModel(MPNetConfig(vocab_size=len(vocab), hidden_size=hidden_size,
+                           num_hidden_layers=num_layers, num_attention_heads=2,
+                           intermediate_size=2 * hidden_size, max_position_embeddings=258,
+                           pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.cls_token_id,
+                           eos_token_id=tokenizer.sep_token_id)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

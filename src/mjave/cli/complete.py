@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from mjave.cli.console import failing_with, progress_bar, setup_logging
+
+
+REFUSED = 2
+"""Exit code of a run that refused: --min-precision P cannot be backed, no rows were written."""
 
 
 @failing_with(OSError, ImportError, ValueError)
 def cmd_complete(args: argparse.Namespace) -> int:
     """Exit 0 when the run finished (texts that could not be predicted are counted), 1 when it
-    could not run (missing model or file, no held-out values for --min-precision)."""
+    could not run (missing model or file, no held-out values for --min-precision), 2 when it
+    refused: --min-precision cannot be backed, so the files hold their header and no rows
+    (--force writes them anyway, exit 0)."""
     from mjave.completion.suggest import calibration_path, complete
+
+    if args.force and args.min_precision is None:
+        raise ValueError("--force only applies to --min-precision")
 
     # the library's warnings (threshold not reachable, skipped rows) go to stderr
     setup_logging(logging.WARNING, "warning: %(message)s")
@@ -23,14 +33,33 @@ def cmd_complete(args: argparse.Namespace) -> int:
                        threshold=args.threshold, conflict_threshold=args.conflict_threshold,
                        conflicts=args.conflicts, batch_size=args.batch_size,
                        device=args.device, image_root=args.image_root,
-                       progress=progress_bar(), input_format=args.format)
+                       progress=progress_bar(), input_format=args.format,
+                       force=args.force, cv_folds=args.cv_folds)
     print(summary.summary())
     print(f"threshold and estimates: {calibration_path(args.output)}")
+    if summary.refused:
+        # the warning above has the details; this line is the verdict
+        cal = summary.calibration
+        if cal.precision is None:
+            can = "it can back no precision (no held-out suggestion to judge)"
+        else:
+            rec = "-" if cal.recall is None else f"{cal.recall:.3f}"
+            cv = ("" if cal.cv_precision is None else
+                  f", cross-validated over products {cal.cv_precision:.3f}")
+            can = (f"it can back precision {cal.backed_precision:.3f} (estimate "
+                   f"{cal.precision:.3f}{cv}) at threshold {cal.threshold:.4f}, recall {rec} "
+                   "there")
+        print(f"error: refused: precision {cal.requested:g} cannot be backed; {can}. No rows "
+              f"written ({args.output} and {summary.conflicts_output} hold their header only): "
+              f"ask for a precision it can back, or --force to write them anyway "
+              f"(exit {REFUSED})", file=sys.stderr)
+        return REFUSED
     return 0
 
 
 def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave complete` on the top-level subparsers; returns its parser."""
+    from mjave.completion.calibrate import DEFAULT_FOLDS
     from mjave.completion.suggest import DEFAULT_CONFIDENCE
     p = commands.add_parser(
         "complete", help="suggest the attribute values a catalog table lacks, flag conflicts",
@@ -40,7 +69,10 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
         "the conflicts file. --min-precision picks the score threshold on held-out known "
         "values (the calibration pairs `mjave data label` split off, or a --calibration file); "
         "the threshold and its estimated precision and recall are printed and saved as "
-        "SUGGESTIONS.calibration.json.")
+        "SUGGESTIONS.calibration.json. When P cannot be backed (no threshold's lower precision "
+        "bound reaches it, or the product-grouped cross-validated bound falls short) it refuses: "
+        "it says what precision it can back, writes no rows and exits 2 (--force: writes them "
+        "anyway).")
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("products", help="product texts: JSONL, JAVE TSV, CSV or Parquet with id, "
                    "text (cid, category, image optional), or the labelled JSONL of "
@@ -59,6 +91,14 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
                    help="--min-precision is reached when a one-sided lower bound of the "
                    "held-out precision at confidence C reaches P (default %(default)s; 0.5: the "
                    "plain estimate)")
+    p.add_argument("--force", action="store_true",
+                   help="with --min-precision: when P cannot be backed, write the suggestions "
+                   "at the threshold of the best precision bound anyway (exit 0) instead of "
+                   "refusing (no rows, exit 2)")
+    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
+                   help="--min-precision also checks the threshold by K-fold cross-validation "
+                   "over products (seeded) and refuses when its lower precision bound is below "
+                   "P (default %(default)s; 0 turns the check off)")
     p.add_argument("--calibration", metavar="FILE",
                    help="held-out products with gold spans (labelled JSONL) to calibrate on, "
                    "instead of the calibration pairs carried by PRODUCTS")
@@ -75,4 +115,4 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
-__all__ = ["add_complete_command", "cmd_complete"]
+__all__ = ["REFUSED", "add_complete_command", "cmd_complete"]

@@ -53,6 +53,25 @@ def report_skipped(issues: RowIssues) -> None:
     print_listed(issues.skipped)
 
 
+def add_threads_option(parser: Any) -> None:
+    """`--threads N`: CPU threads of the forward pass (torch's intra-op threads, and onnxruntime's
+    for an exported folder); default: torch's own count (OMP_NUM_THREADS)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the model (torch, or onnxruntime for an exported "
+                        "folder; default: OMP_NUM_THREADS or all cores)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads when `--threads` was given (onnxruntime sessions take the
+    same count); a count below 1 is refused."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    import torch
+    torch.set_num_threads(threads)
+
+
 def failing_with(*errors: type[BaseException]) -> Callable[[Command], Command]:
     """A command that turns `errors` into `error: ...` and exit code 1 itself, so it answers the
     same when called without `main` (as the tests and the standalone entry points do)."""
@@ -67,5 +86,5 @@ def failing_with(*errors: type[BaseException]) -> Callable[[Command], Command]:
     return wrap
 
 
-__all__ = ["MAX_LISTED_ERRORS", "fail", "failing_with", "print_listed", "progress_bar",
+__all__ = ["MAX_LISTED_ERRORS", "add_threads_option", "apply_threads", "fail", "failing_with", "print_listed", "progress_bar",
            "report_skipped", "setup_logging"]

@@ -23,7 +23,8 @@ EXPECTED_ERRORS = (DataError, ConfigError, FileNotFoundError)
 def build_parser() -> argparse.ArgumentParser:
     """The parser; `parser.commands` is the top-level subparsers object, `parser.data_commands`
     the one under `mjave data`, so other modules can register further subcommands."""
-    from mjave.cli import complete, data, demo, evaluate, experiment, predict, review, serve, train
+    from mjave.cli import (complete, data, demo, encoders, evaluate, experiment, export, predict,
+                           review, serve, train)
     parser = argparse.ArgumentParser(prog="mjave", description="Multimodal attribute value "
                                      "extraction (M-JAVE): data tools, training, prediction.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_complete_command(commands)
     review.add_review_command(commands)
     experiment.add_experiment_command(commands)
+    export.add_export_command(commands)
+    encoders.add_encoders_command(commands)
     return parser
 
 

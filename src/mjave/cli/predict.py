@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from mjave.cli.console import fail, failing_with, progress_bar
+from mjave.cli.console import (add_threads_option, apply_threads, fail, failing_with,
+                                progress_bar)
 
 RUN_ERRORS = (OSError, ImportError, ValueError)
 """What stops a sweep before it can run (missing model, unreadable input, unwritable output,
@@ -21,10 +22,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.ray_address is not None or args.num_workers is not None:
         return fail("--ray-address and --num-workers need --engine ray")
     from mjave.inference.batch import predict_file
+    apply_threads(args.threads)
     summary = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
                            device=args.device, resume=args.resume,
                            image_root=args.image_root, progress=progress_bar(),
-                           input_format=args.format, include_text=not args.no_text)
+                           input_format=args.format, include_text=not args.no_text,
+                           max_text_chars=args.max_text_chars,
+                           max_image_pixels=args.max_image_pixels)
     print(summary.summary())
     return 0
 
@@ -42,7 +46,8 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
             args.model, args.input, args.output, address=args.ray_address,
             num_workers=DEFAULT_WORKERS if args.num_workers is None else args.num_workers,
             batch_size=args.batch_size, device=args.device, image_root=args.image_root,
-            input_format=args.format, include_text=not args.no_text)
+            input_format=args.format, include_text=not args.no_text,
+            max_text_chars=args.max_text_chars, max_image_pixels=args.max_image_pixels)
     except RayEngineError as e:
         return fail(str(e))
     print(summary.summary())
@@ -62,10 +67,17 @@ def add_predict_command(commands: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_threads_option(p)
     p.add_argument("--resume", action="store_true",
                    help="skip ids already in the output and append the rest")
     p.add_argument("--image-root", help="folder image paths are relative to (and where "
-                   "<cid>.jpg etc. are looked for)")
+                   "<cid>.jpg etc. are looked for); it confines them as the server's does: a "
+                   "path with '..' or outside it (symlinks included) is an error row")
+    p.add_argument("--max-text-chars", type=int, default=None, metavar="N",
+                   help="longest text predicted (longer: an error row; default 100000)")
+    p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="largest image, width x height, read from its header before decoding "
+                   "(larger: unreadable; default 40000000, as mjave serve)")
     p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
                    help="input format (default: from the extension)")
     p.add_argument("--no-text", action="store_true", help="leave the text out of the output")

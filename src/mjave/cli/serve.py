@@ -4,16 +4,22 @@ FastAPI and uvicorn are imported only when the command runs, so `mjave` works wi
 [serve] extra and says how to install it when it is missing. The default host is 127.0.0.1:
 the service has no authentication, so exposing it is an explicit choice (`--host 0.0.0.0`).
 `mjave review` binds its page with the same checks (`serve_extra_missing`, `warn_if_exposed`).
+
+Shutdown (SIGTERM or Ctrl-C) is quiet: the micro-batcher first finishes what is queued for up to
+`--shutdown-timeout` seconds and answers the rest 503, so uvicorn never has to cancel a waiting
+request (each cancellation logged a traceback); SIGTERM then exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from mjave.cli.console import fail, setup_logging
+from mjave.cli.console import add_threads_option, apply_threads, fail, setup_logging
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
@@ -62,7 +68,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--max-request-items", type=int, default=DEFAULTS["max_request_items"],
                    metavar="N", help="items per request (default %(default)s)")
+    p.add_argument("--request-timeout", type=float, default=DEFAULTS["request_timeout_s"],
+                   metavar="S", help="deadline of one request in seconds: past it the client "
+                   "gets 504 and its items not yet computed are dropped (0: no deadline; "
+                   "default %(default)s)")
+    p.add_argument("--shutdown-timeout", type=float, default=DEFAULTS["shutdown_timeout_s"],
+                   metavar="S", help="on SIGTERM / Ctrl-C, how long queued items may still be "
+                   "computed before the rest are answered 503 (default %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_threads_option(p)
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
 
@@ -77,7 +91,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                             max_request_items=args.max_request_items, image_root=args.image_root)
+                             max_request_items=args.max_request_items, image_root=args.image_root,
+                             request_timeout_s=args.request_timeout,
+                             shutdown_timeout_s=args.shutdown_timeout)
+        apply_threads(args.threads)
     except ValueError as e:
         return fail(str(e))
     bad_root = image_root_error(args.image_root)
@@ -89,9 +106,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mjave.serving.app import create_app
     extractor = Extractor.load(args.model, device=args.device)
     app = create_app(extractor, config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=30, server_header=False)
+    serve_app(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def serve_app(app: Any, host: str, port: int, log_level: str = "info",
+              sockets: Sequence[Any] | None = None) -> None:
+    """Run `app` (from `mjave.serving.app.create_app`) under uvicorn until SIGTERM or Ctrl-C,
+    then stop quietly: the batcher drains for `app.state.config.shutdown_timeout_s` before
+    uvicorn waits for the connections, and a SIGTERM is not re-raised (the process exits 0)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await app.state.batcher.stop(timeout=app.state.config.shutdown_timeout_s)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
+                            timeout_graceful_shutdown=30)
+    server = DrainingServer(config)
+    # uvicorn re-raises the signal it stopped on once it is done; SIGTERM is a request to stop,
+    # and stopping cleanly is a success, so that re-raise is ignored here.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
+    try:
+        server.run(sockets=list(sockets) if sockets else None)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -115,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["add_serve_arguments", "add_serve_command", "cmd_serve",
-           "image_root_error", "main", "serve_extra_missing", "warn_if_exposed"]
+           "image_root_error", "main", "serve_app", "serve_extra_missing", "warn_if_exposed"]

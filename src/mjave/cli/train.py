@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mjave.cli.console import progress_bar, setup_logging
+from mjave.cli.console import fail, progress_bar, setup_logging
 from mjave.data.errors import DataError
 
 
@@ -31,6 +31,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mjave.training.distributed import launch_rank
     if launch_rank() != 0:   # under torchrun only rank 0 reports
         return 0
+    from mjave.pretrained import check_folder
+    try:  # a run that wrote no model must not look like a success to a script or a scheduler
+        check_folder(result.output_dir)
+    except FileNotFoundError as e:
+        return fail(f"training produced no model: {e}")
     best = result.best_valid
     print(f"model: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run}"
           f"{', resumed after epoch %d' % result.resumed_from if result.resumed_from else ''}, "

@@ -24,13 +24,41 @@ the bound asks for more evidence where there is less of it.
 
 Recall is the number of correct suggestions scoring `>= t` over `n_gold`, the number of held-out
 pairs (pairs the model never suggested count as missed); None when `n_gold` is not given.
+
+**Backing the promise** (`calibrate`, what `mjave complete --min-precision` runs). The lowest
+threshold whose bound touches `P` on the held-out suggestions is an in-sample choice: when the
+few top suggestions all come from one product that happens to be right, it holds there and
+nowhere else. `cross_validate` judges the *procedure* on products it did not see: the products
+are split into `folds` seeded folds (a product's suggestions stay together), the threshold is
+chosen on the other folds' suggestions and applied to the fold, and the fold predictions are
+pooled (a fold whose other folds reach no threshold emits nothing, as the command would).
+`calibrate` refuses (`refused`: nothing may be emitted) when there is no held-out suggestion,
+when no threshold's bound reaches `P`, or when the pooled cross-validated precision's Wilson
+bound at `confidence` is below `P`; `backed_precision` is then the precision it can back: the
+best bound in sample, and where that reaches `P` the lower of it and the cross-validated bound.
+With `force` it says so (`forced`) instead.
+
+Pairs are `(score, correct)` or `(score, correct, product)` (`Judged`); without a product each
+suggestion is a group of its own in the cross-validation.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+import random
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable, NamedTuple, Sequence
+
+DEFAULT_FOLDS = 5
+
+
+class Judged(NamedTuple):
+    """One held-out suggestion: its score, whether a held-out value confirms it, and its product
+    (the group cross-validation keeps in one fold; None: unknown)."""
+
+    score: float
+    correct: bool
+    product: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,9 +78,24 @@ class Calibration:
     warning: str | None = None
     confidence: float = 0.5        # of the lower bound the selection judged precision on
     precision_bound: float | None = None   # that bound at the threshold
+    # product-grouped cross-validation of the selection (`cross_validate`; None: not run)
+    cv_precision: float | None = None        # pooled precision of the fold predictions
+    cv_precision_bound: float | None = None  # its Wilson lower bound at `confidence`
+    cv_kept: int = 0
+    cv_correct: int = 0
+    cv_folds: int = 0
+    cv_refused_folds: int = 0                # folds whose training folds reached no threshold
+    backed_precision: float | None = None    # the precision bound it can back (`calibrate`)
+    refused: bool = False          # `requested` cannot be backed: emit nothing
+    forced: bool = False           # `requested` cannot be backed, emitted anyway (`force`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def backed(self) -> bool:
+        """Whether the requested precision is backed (neither refused nor forced)."""
+        return not (self.refused or self.forced)
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -66,16 +109,25 @@ class Calibration:
             est = (f"estimated precision {self.precision:.3f}{bound}, recall {rec} "
                    f"({self.correct} of {self.kept} held-out suggestions correct"
                    f"{'' if self.n_gold is None else f', {self.n_gold} held-out values'})")
+        if self.cv_precision_bound is not None:
+            cvp = "-" if self.cv_precision is None else f"{self.cv_precision:.3f}"
+            silent = (f", {self.cv_refused_folds} of them reaching no threshold"
+                      if self.cv_refused_folds else "")
+            est += (f"; cross-validated over products ({self.cv_folds} folds{silent}): "
+                    f"precision {cvp}, lower bound {self.cv_precision_bound:.3f} "
+                    f"({self.cv_correct} of {self.cv_kept} correct)")
         asked = "" if self.requested is None else f" for precision >= {self.requested:g}"
         src = f" on {self.source}" if self.source else ""
-        return f"threshold {self.threshold:.4f}{asked}{src}: {est}"
+        state = "REFUSED " if self.refused else "FORCED " if self.forced else ""
+        return f"{state}threshold {self.threshold:.4f}{asked}{src}: {est}"
 
 
-def precision_recall_at(pairs: Iterable[tuple[float, bool]], threshold: float,
+def precision_recall_at(pairs: Iterable[Sequence[Any]], threshold: float,
                         n_gold: int | None = None) -> tuple[float | None, float | None, int, int]:
     """(precision, recall, kept, correct) of the suggestions scoring >= threshold."""
     kept = correct = 0
-    for score, ok in pairs:
+    for p in pairs:
+        score, ok = p[0], p[1]
         if score >= threshold:
             kept += 1
             correct += bool(ok)
@@ -100,20 +152,21 @@ def precision_lower_bound(correct: int, kept: int, confidence: float = 0.5) -> f
     return max(0.0, (centre - spread) / (1 + z * z / kept))
 
 
-def select_threshold(pairs: Iterable[tuple[float, bool]], min_precision: float,
+def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
                      n_gold: int | None = None, fallback: float = 0.0,
                      source: str = "", confidence: float = 0.5) -> Calibration:
     """The lowest threshold whose held-out precision is >= `min_precision` (module docstring),
     judged on its lower bound at `confidence` (0.5: the estimate).
 
-    `pairs`: (score, is_correct) of every held-out suggestion; `n_gold`: the number of
-    held-out pairs, for recall; `fallback`: the threshold used when there is nothing to judge.
+    `pairs`: (score, is_correct[, product]) of every held-out suggestion; `n_gold`: the
+    number of held-out pairs, for recall; `fallback`: the threshold used when there is
+    nothing to judge.
     """
     if not 0.0 <= min_precision <= 1.0:
         raise ValueError(f"the requested precision must lie in [0, 1], not {min_precision}")
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"the confidence must lie in [0.5, 1), not {confidence}")
-    items = sorted(((float(s), bool(c)) for s, c in pairs), key=lambda t: -t[0])
+    items = sorted(((float(p[0]), bool(p[1])) for p in pairs), key=lambda t: -t[0])
     if any(math.isnan(s) for s, _ in items):
         raise ValueError("a suggestion score is NaN")
     if n_gold is not None and n_gold < 0:
@@ -162,7 +215,129 @@ def select_threshold(pairs: Iterable[tuple[float, bool]], min_precision: float,
                        f"{what}, {t:.4f}", precision_bound=b, **extra)
 
 
-def fixed_threshold(pairs: Iterable[tuple[float, bool]], threshold: float,
+@dataclass(frozen=True)
+class CrossValidation:
+    """The selection judged on products it did not see (`cross_validate`)."""
+
+    folds: int                      # folds used (0: fewer than two products, not possible)
+    kept: int                       # fold suggestions kept at their fold's threshold, pooled
+    correct: int                    # of which correct
+    precision: float | None         # correct / kept (None: nothing kept)
+    precision_bound: float          # its Wilson lower bound at `confidence` (0 if none kept)
+    refused_folds: int              # folds whose other folds reached no threshold: no output
+    thresholds: tuple[float | None, ...] = ()   # per fold (None where it refused)
+
+
+def _groups(items: Sequence[Sequence[Any]]) -> list[str]:
+    """The product of each suggestion; one without a product is a group of its own."""
+    out = []
+    for i, p in enumerate(items):
+        pid = p[2] if len(p) > 2 else None
+        out.append(f"\x00{i}" if pid is None else str(pid))
+    return out
+
+
+def cross_validate(pairs: Iterable[Sequence[Any]], min_precision: float,
+                   folds: int = DEFAULT_FOLDS, seed: int = 0,
+                   confidence: float = 0.5) -> CrossValidation:
+    """Product-grouped K-fold check of `select_threshold` (module docstring).
+
+    The distinct products are shuffled (seeded) and dealt into `folds` folds (fewer when there
+    are fewer products: one product per fold). For each fold the threshold is chosen on the
+    other folds' suggestions; where that reaches `min_precision` it is applied to the fold's
+    suggestions, else the fold emits nothing. The kept fold suggestions are pooled.
+    """
+    items = list(pairs)
+    groups = _groups(items)
+    products = sorted(set(groups))
+    random.Random(seed).shuffle(products)
+    k = min(folds, len(products))
+    if k < 2:
+        return CrossValidation(0, 0, 0, None, 0.0, 0)
+    fold_of = {pid: i % k for i, pid in enumerate(products)}
+    kept = correct = refused = 0
+    thresholds: list[float | None] = []
+    for f in range(k):
+        train = [p for p, g in zip(items, groups) if fold_of[g] != f]
+        test = [p for p, g in zip(items, groups) if fold_of[g] == f]
+        cal = select_threshold(train, min_precision, confidence=confidence)
+        if not cal.reachable:
+            refused += 1
+            thresholds.append(None)
+            continue
+        thresholds.append(cal.threshold)
+        _, _, k_kept, k_correct = precision_recall_at(test, cal.threshold)
+        kept += k_kept
+        correct += k_correct
+    return CrossValidation(k, kept, correct, correct / kept if kept else None,
+                           precision_lower_bound(correct, kept, confidence), refused,
+                           tuple(thresholds))
+
+
+def calibrate(pairs: Iterable[Sequence[Any]], min_precision: float, n_gold: int | None = None,
+              *, fallback: float = 1.0, source: str = "", confidence: float = 0.5,
+              folds: int = DEFAULT_FOLDS, seed: int = 0, force: bool = False) -> Calibration:
+    """`select_threshold`, then decide whether `min_precision` is backed (module docstring):
+    the returned Calibration carries the cross-validation (`folds` < 2: not run), the
+    precision it can back, `refused` (emit nothing) or, with `force`, `forced`, and a
+    `warning` that says what it can back, at which threshold and with what recall."""
+    items = list(pairs)
+    cal = select_threshold(items, min_precision, n_gold, fallback, source, confidence)
+    cv = cross_validate(items, min_precision, folds, seed, confidence) \
+        if folds >= 2 and items else None
+    tol = 1e-12
+    if cv is not None:
+        cal = replace(cal, cv_precision=cv.precision, cv_precision_bound=cv.precision_bound,
+                      cv_kept=cv.kept, cv_correct=cv.correct, cv_folds=cv.folds,
+                      cv_refused_folds=cv.refused_folds)
+    # what it can back: the best bound in sample; where that reaches P, the lower of it and the
+    # cross-validated bound (when P is out of reach the folds refuse too: their 0 says nothing
+    # about the best threshold)
+    if not items:
+        backed = 0.0
+    elif cal.reachable and cv is not None:
+        backed = min(cal.precision_bound or 0.0, cv.precision_bound)
+    else:
+        backed = cal.precision_bound
+    if not items:
+        why = "no held-out suggestion to judge a threshold on"
+    elif not cal.reachable:
+        why = "no threshold's precision bound reaches it on the held-out values"
+    elif cv is not None and cv.folds == 0:
+        why = ("the held-out suggestions come from one product: nothing shows the threshold "
+               "transfers to other products")
+    elif cv is not None and cv.precision_bound < min_precision - tol:
+        why = (f"the threshold does not transfer across products (cross-validated over "
+               f"{cv.folds} folds of products, the precision bound is {cv.precision_bound:.3f})")
+    else:
+        return replace(cal, backed_precision=backed)
+    cal = replace(cal, backed_precision=backed, refused=not force, forced=force)
+    return replace(cal, warning=refusal_message(cal, why))
+
+
+def refusal_message(cal: Calibration, why: str) -> str:
+    """What a Calibration that cannot back its requested precision can back, in one line."""
+    src = f" on {cal.source}" if cal.source else ""
+    head = f"precision {cal.requested:g} cannot be backed{src}: {why}"
+    if cal.precision is None:
+        return f"{head}; it can back no precision (threshold {cal.threshold:.4f})"
+    cv_binds = (cal.reachable and cal.cv_precision_bound is not None
+                and cal.cv_precision_bound < (cal.precision_bound or 0.0))
+    if cv_binds:
+        est = "-" if cal.cv_precision is None else f"{cal.cv_precision:.3f}"
+        what = f"cross-validated over products; estimate {est}"
+    else:
+        what = f"estimate {cal.precision:.3f}"
+    bound = ("lower bound" if cal.confidence <= 0.5 else
+             f"lower bound at {cal.confidence:g} confidence")
+    rec = "-" if cal.recall is None else f"{cal.recall:.3f}"
+    gold = "" if cal.n_gold is None else f"; {cal.n_gold} held-out values"
+    return (f"{head}; it can back precision {cal.backed_precision:.3f} ({bound}, {what}) at "
+            f"threshold {cal.threshold:.4f}, with recall {rec} there ({cal.correct} of the "
+            f"{cal.kept} held-out suggestions it keeps are correct{gold})")
+
+
+def fixed_threshold(pairs: Iterable[Sequence[Any]], threshold: float,
                     n_gold: int | None = None, source: str = "") -> Calibration:
     """What a given threshold reaches on held-out values (no selection; `requested` None)."""
     items = list(pairs)
@@ -171,5 +346,6 @@ def fixed_threshold(pairs: Iterable[tuple[float, bool]], threshold: float,
                        source)
 
 
-__all__ = ["Calibration", "fixed_threshold", "precision_lower_bound", "precision_recall_at",
-           "select_threshold"]
+__all__ = ["Calibration", "CrossValidation", "DEFAULT_FOLDS", "Judged", "calibrate",
+           "cross_validate", "fixed_threshold", "precision_lower_bound", "precision_recall_at",
+           "refusal_message", "select_threshold"]

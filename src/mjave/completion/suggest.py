@@ -20,17 +20,22 @@ predicted mentions and the candidate rows live in a temporary SQLite database ne
 (deleted at the end). The product texts are streamed `batch_size` at a time; the mentions are
 grouped by product with an `ORDER BY product_id` (SQLite sorts on disk), so the sentences of a
 product need not be adjacent in the input; the output is written in score order by a final
-`ORDER BY score DESC` over the candidate rows (again on disk). The held-out (score, correct)
-pairs of the calibration are the one list kept in memory (two numbers per held-out suggestion).
+`ORDER BY score DESC` over the candidate rows (again on disk). The held-out (score, correct,
+product) triples of the calibration are the one list kept in memory (one per held-out
+suggestion; the product id is shared with the product's other suggestions).
 
 **Threshold.** `min_precision=P` chooses the threshold on held-out known values
-(`mjave.completion.calibrate.select_threshold`): the `extra["calibration"]` pairs that
+(`mjave.completion.calibrate.calibrate`): the `extra["calibration"]` pairs that
 `mjave data label` split off (values the model was not trained on), or the gold of a
-`calibration` file; when held-out values exist but none of the model's suggestions can be
-judged, the threshold is 1.0 (a warning says so); without any held-out value `min_precision`
-is a DataError. Otherwise `threshold` is used (default 0: every value the model decodes).
-Either way the threshold and the precision/recall it reaches on the held-out values (when there
-are any) are saved beside the output as `<output stem>.calibration.json`.
+`calibration` file; without any held-out value `min_precision` is a DataError. When `P` cannot
+be backed (no held-out suggestion to judge, no threshold's precision bound reaching `P`, or the
+product-grouped cross-validated precision bound below `P`), the run **refuses**: a warning says
+what precision it can back, at which threshold and with what recall, both files are written
+with their header and no rows, and `summary.refused` is True; with `force` the rows scoring at
+least that threshold are written anyway (`calibration.forced`). Otherwise `threshold` is used
+(default 0: every value the model decodes). Either way the threshold and the precision/recall
+it reaches on the held-out values (when there are any) are saved beside the output as
+`<output stem>.calibration.json`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from mjave.completion.calibrate import Calibration, fixed_threshold, select_threshold
+from mjave.completion.calibrate import (DEFAULT_FOLDS, Calibration, Judged, calibrate,
+                                        fixed_threshold)
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.io import iter_records, read_table
 from mjave.data.normalize import normalize_value
@@ -392,9 +398,11 @@ class CompletionSummary:
     calibration_file: str | None = None
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    # (score, correct) of the held-out suggestions and the number of held-out values: what the
-    # threshold was (or can be) chosen on; not saved in the calibration JSON.
-    held_out_pairs: list[tuple[float, bool]] = field(default_factory=list, repr=False)
+    refused: bool = False          # min_precision could not be backed: no rows were written
+    # (score, correct, product) of the held-out suggestions (`Judged`; indexable as the old
+    # (score, correct) pairs) and the number of held-out values: what the threshold was (or can
+    # be) chosen on; not saved in the calibration JSON.
+    held_out_pairs: list[Judged] = field(default_factory=list, repr=False)
     held_out_values: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -407,15 +415,20 @@ class CompletionSummary:
                 "conflict_threshold": self.conflict_threshold,
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "calibration_file": self.calibration_file, "files": list(self.files),
-                "seconds": round(self.seconds, 2)}
+                "refused": self.refused, "seconds": round(self.seconds, 2)}
 
     def summary(self) -> str:
+        if self.refused:
+            written = [f"0 suggestions (refused: the requested precision cannot be backed; "
+                       f"{self.candidates} candidates) -> {self.output} (header only)",
+                       f"0 conflicts (refused) -> {self.conflicts_output} (header only)"]
+        else:
+            written = [f"{self.suggestions} suggestions (score >= {self.threshold:.4f}, of "
+                       f"{self.candidates}) -> {self.output}",
+                       f"{self.conflicts} conflicts (score >= {self.conflict_threshold:.4f}) -> "
+                       f"{self.conflicts_output}"]
         lines = [f"{self.texts} texts of {self.products} products from {self.products_file} "
-                 f"({self.failed} failed) in {self.seconds:.1f} s",
-                 f"{self.suggestions} suggestions (score >= {self.threshold:.4f}, of "
-                 f"{self.candidates}) -> {self.output}",
-                 f"{self.conflicts} conflicts (score >= {self.conflict_threshold:.4f}) -> "
-                 f"{self.conflicts_output}"]
+                 f"({self.failed} failed) in {self.seconds:.1f} s", *written]
         if self.calibration is not None:
             lines.append(self.calibration.summary())
         if self.reasons:
@@ -464,8 +477,9 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
     for record in records:
         n += 1
         try:
+            # confined to the image root as `mjave predict` is (an image outside it: an error)
             item = to_item(record, image_root, uses_image=extractor.uses_image,
-                           missing_image=extractor.missing_image)
+                           missing_image=extractor.missing_image, confine=True)
         except DataError as e:
             if summary is not None:
                 summary.failed += 1
@@ -479,10 +493,10 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
     return n
 
 
-def _rows_pass(work: _Work, src: int) -> tuple[list[tuple[float, bool]], int]:
+def _rows_pass(work: _Work, src: int) -> tuple[list[Judged], int]:
     """Group the mentions of `src` by product: candidate rows into the database (products to
-    complete) and the held-out (score, correct) pairs. Returns (pairs, candidate rows)."""
-    pairs: list[tuple[float, bool]] = []
+    complete) and the held-out (score, correct, product). Returns (those, candidate rows)."""
+    pairs: list[Judged] = []
     candidates = 0
     sug_buf: list[tuple] = []
     con_buf: list[tuple] = []
@@ -496,7 +510,7 @@ def _rows_pass(work: _Work, src: int) -> tuple[list[tuple[float, bool]], int]:
     for pid, mentions in work.by_product(src):
         held, judged = work.held_of(src, pid)
         if judged:
-            pairs.extend(judge(aggregate(mentions), held, judged))
+            pairs.extend(Judged(s, c, pid) for s, c in judge(aggregate(mentions), held, judged))
         if src != PRODUCTS:
             continue
         sugg, conf = product_rows(mentions, work.table_of(pid))
@@ -534,11 +548,13 @@ class _RowWriter:
 
 
 def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
-                  threshold: float) -> int:
-    """Rows of `table` scoring >= threshold, by score (descending), then product, attribute."""
+                  threshold: float, rows: bool = True) -> int:
+    """Rows of `table` scoring >= threshold, by score (descending), then product, attribute;
+    `rows=False`: the header alone (a refused run)."""
     second = "normalized_value" if table == "suggestion" else "text_value"
     cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ? ORDER BY score DESC, "
-                          f"product_id, attribute, {second}", (threshold,))
+                          f"product_id, attribute, {second} LIMIT ?",
+                          (threshold, -1 if rows else 0))     # LIMIT -1: no limit
     tmp = path.with_name(path.name + ".tmp")
     writer = _RowWriter(tmp, columns, path.suffix.lower() in JSONL_EXTENSIONS)
     n = 0
@@ -590,7 +606,8 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
              conflicts: PathLike | None = None, batch_size: int = 32, device: str = "auto",
              image_root: PathLike | None = None, progress: Any = None,
              input_format: str | None = None, evidence_width: int = EVIDENCE_WIDTH,
-             work_dir: PathLike | None = None) -> CompletionSummary:
+             work_dir: PathLike | None = None, force: bool = False,
+             cv_folds: int = DEFAULT_FOLDS, cv_seed: int = 0) -> CompletionSummary:
     """Suggest missing values of `products` against `catalog` into `output` (module docstring).
 
     `model_or_extractor`: a model folder or a loaded `Extractor`. `products`, `calibration`: a
@@ -598,7 +615,10 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     product_id, attribute, value) or rows (`TableRow`s or (product_id, attribute, value)).
     `output`: .csv or .jsonl; `conflicts` (default `conflicts.csv` beside the output).
     `confidence`: of the lower precision bound `min_precision` is judged on
-    (`mjave.completion.calibrate`; 0.5 = the plain estimate).
+    (`mjave.completion.calibrate`; 0.5 = the plain estimate). `cv_folds`, `cv_seed`: the
+    product-grouped cross-validation of the threshold (< 2 folds: not run). When
+    `min_precision` cannot be backed the run refuses (`summary.refused`; both files get their
+    header and no rows) unless `force`, which writes at the threshold of the best bound.
     `threshold`: fixed threshold when `min_precision` is None (default 0). `conflict_threshold`:
     default the suggestion threshold, but at least 0.5. `work_dir`: where the temporary
     database goes (default: the output's folder). Writes `<output stem>.calibration.json`.
@@ -667,11 +687,20 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
                 raise DataError("--min-precision needs held-out known values: label the "
                                 "products with a calibration fraction (mjave data label) or "
                                 "give a --calibration file", reason="no calibration values")
-            cal = select_threshold(held_pairs, min_precision, n_held, fallback=NO_EVIDENCE,
-                                   source=source, confidence=confidence)
-            if cal.warning:
+            cal = calibrate(held_pairs, min_precision, n_held, fallback=NO_EVIDENCE,
+                            source=source, confidence=confidence, folds=cv_folds,
+                            seed=cv_seed, force=force)
+            if cal.refused:
+                log.warning("%s. Nothing is written above a threshold that cannot be backed: "
+                            "%s and %s get their header only (force writes the suggestions "
+                            "scoring >= %.4f anyway)", cal.warning, output, conflicts_path,
+                            cal.threshold)
+            elif cal.forced:
+                log.warning("%s. Forced: writing the suggestions scoring >= %.4f anyway",
+                            cal.warning, cal.threshold)
+            elif cal.warning:
                 log.warning("%s", cal.warning)
-            summary.threshold = cal.threshold
+            summary.threshold, summary.refused = cal.threshold, cal.refused
         else:
             summary.threshold = float(threshold or 0.0)
             cal = fixed_threshold(held_pairs, summary.threshold, n_held, source) \
@@ -679,10 +708,11 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
         summary.calibration = cal
         summary.conflict_threshold = (float(conflict_threshold) if conflict_threshold is not None
                                       else max(summary.threshold, DEFAULT_CONFLICT_THRESHOLD))
+        emit = not summary.refused
         summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
-                                            summary.threshold)
+                                            summary.threshold, emit)
         summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts_path,
-                                          summary.conflict_threshold)
+                                          summary.conflict_threshold, emit)
     finally:
         work.close()
     summary.seconds = time.perf_counter() - start

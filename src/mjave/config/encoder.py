@@ -10,6 +10,10 @@ ImageEncoderName = Literal["efficientnet-lite0", "efficientnet-lite2", "resnet10
                            "none"]
 MissingImage = Literal["error", "zeros"]
 
+NAMED_TEXT_ENCODERS = ("minilm", "mpnet")
+"""Values of `text_encoder` that name a pip-installed model rather than a folder
+(`mjave.encoders.text.resolve_text_encoder_path`; docs/encoders.md)."""
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 """Tried, in order, as `<image_root>/<product_id><ext>` for records that name no image."""
 
@@ -18,7 +22,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 class EncoderConfig:
     """Which encoders turn text and images into features (section 2.2) and how.
 
-    text_encoder: "minilm" (the pip MiniLM-L6, 384-d) or a local Hugging Face model folder.
+    text_encoder: "minilm" (the pip MiniLM-L6, 384-d), "mpnet" (the pip all-mpnet-base-v2,
+        768-d, assembled once into the cache) or a local Hugging Face model folder.
     text_kind: "hf" (pretrained, frozen features are cached) or "bilstm" (trained in the model).
     fine_tune: train the HF encoder with the model (then its features are not cached).
     char_level: one token per character (the JAVE scheme for Chinese) from the folder's vocab.txt.
@@ -26,7 +31,8 @@ class EncoderConfig:
         "resnet101" / "resnet50" (the paper's 2048-d features; weights must be given), "none".
     image_weights: local .pth / .safetensors file; None = the packaged weights where they exist.
     image_size: square input side; 224 gives the paper's 7 x 7 = 49 regions.
-    max_length: tokens per text including [CLS] and [SEP] (the paper's 46 + 2).
+    max_length: tokens per text including the two special tokens ([CLS] and [SEP] for BERT,
+        <s> and </s> for MPNet; the paper's 46 + 2).
     missing_image: "error" stops on a missing/unreadable image; "zeros" stores zero features
         (counted, and retried on the next run).
     """

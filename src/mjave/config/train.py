@@ -42,6 +42,15 @@ class TrainConfig:
     # partially labelled record (partial labels only): 0 = the marginal over O and the unknown
     # attributes' tags alone, 1 = naive. See `mjave.model.losses.tag_loss`.
     partial_outside_weight: float = 0.1
+    # Partial labels only, both off by default until measured (docs/completion.md, "Category-
+    # absent attributes and table completeness"). category_absent: an attribute no training
+    # record of a category lists (known_attributes, calibration or spans) is known to be absent
+    # for every record of that category: unlabelled tokens may not be its values and its
+    # negatives count. outside_weight_from_completeness: partial_outside_weight is replaced by
+    # the table's completeness estimated from the training records
+    # (`mjave.data.category_tables.table_completeness`); config.json records the value used.
+    category_absent: bool = False
+    outside_weight_from_completeness: bool = False
     # Mention replacement (`mjave.data.augment`, text-only models): `augment_copies` extra copies
     # of each labelled training record, each value swapped with probability `augment_mentions`
     # for another value of its category and attribute; 0 = off (the paper's).

@@ -8,12 +8,18 @@ from typing import Any
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """A value mention: `text[begin:end]` (end exclusive, Python string indices) is `value`."""
+    """A value mention: `text[begin:end]` (end exclusive, Python string indices) is `value`.
+
+    `score` is the model's confidence in a predicted span (None for gold and for predictors
+    without one). It is left out of equality, ordering, hashing and repr, so a scored prediction
+    still matches its gold span; only metrics that rank values (the slot protocol) read it.
+    """
 
     begin: int
     end: int
     attr: str
     value: str
+    score: float | None = field(default=None, compare=False, repr=False)
 
     def key(self) -> tuple[str, int, int]:
         """What span-level metrics compare: (attribute, begin, end)."""

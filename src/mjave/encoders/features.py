@@ -39,7 +39,7 @@ from mjave.encoders.image import (
     packaged_efficientnet_weights,
     resnet_weights_required,
 )
-from mjave.config.encoder import IMAGE_EXTENSIONS, EncoderConfig
+from mjave.config.encoder import EncoderConfig
 from mjave.encoders.store import FeatureStore
 from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
 

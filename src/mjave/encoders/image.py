@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from mjave.data.errors import DataError
+from mjave.data.rows import check_image_pixels, open_image_file
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,23 @@ def load_image(path: str | os.PathLike[str], policy: MissingImagePolicy = "error
                ) -> Image.Image | None:
     """Open and fully decode an image as RGB.
 
-    A missing, truncated or non-image file raises `DataError` naming the file under
+    A missing, truncated, non-image or non-regular file (a FIFO is refused at once) or one over
+    `mjave.data.rows.MAX_IMAGE_PIXELS` pixels raises `DataError` naming the file under
     `policy='error'`; under `'zeros'` it returns None and the caller stores zero features and
     counts the image as missing (so a catalog with a few broken photos still trains).
     """
     if policy not in ("error", "zeros"):
         raise ValueError(f"missing-image policy must be 'error' or 'zeros', not {policy!r}")
     try:
-        with Image.open(path) as img:
+        # the checks of every front end: a regular file (a FIFO is refused, not waited on),
+        # at most MAX_IMAGE_PIXELS pixels read from the header before decoding
+        with open_image_file(path) as f, Image.open(f) as img:
+            check_image_pixels(img.size)
             img.load()  # decode now: a truncated JPEG fails here, not later in a worker
             return img.convert("RGB")
-    except FileNotFoundError:
-        why, reason = "image file not found", "missing image"
+    except DataError as e:
+        why = "image file not found" if e.reason == "missing image" else e.message
+        reason = e.reason
     except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
         why, reason = f"cannot read image ({type(e).__name__}: {e})", "bad image"
     if policy == "zeros":

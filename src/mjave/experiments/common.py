@@ -298,6 +298,12 @@ class TrainedModel:
     def uses_image(self) -> bool:
         return self.wsm is None and self.loaded.uses_image
 
+    def items(self, records: Sequence[Record], image_root: str | None = None) -> list[dict]:
+        """The Extractor items of `records` (text, image, category), as `mjave evaluate` builds
+        them."""
+        from mjave.training.evaluate import extractor_items
+        return extractor_items(self.extractor, records, image_root or self.config.data.image_root)
+
     def examples(self, records: Sequence[Record], image_root: str | None = None,
                  features_dir: str | None = None) -> list:
         """Examples of `records` under this model's encoders (features cached in the store)."""
@@ -306,12 +312,14 @@ class TrainedModel:
                          features_dir or self.config.features_dir)
 
     def predict(self, records: Sequence[Record], image_root: str | None = None,
-                features_dir: str | None = None, examples: Sequence | None = None
-                ) -> Predictions:
+                features_dir: str | None = None, examples: Sequence | None = None,
+                items: Sequence[dict] | None = None) -> Predictions:
         """Predict `records` through the Extractor, exactly as `mjave evaluate` scores them
         (long texts windowed, the category restriction and decoding options of the model).
 
-        Cached-feature `examples` of them (e.g. with shuffled images) are predicted as given;
+        `items`: the Extractor items of `records` when the caller changed them (e.g. shuffled
+        images, `mjave.training.evaluate.shuffle_item_images`). Cached-feature `examples` of them
+        (the gate figures read the model's internals on them) are predicted as given;
         a model conditioned on gold attributes (Table 5's value-task bound) is always scored
         on cached examples, since it reads the gold labels no Extractor input carries."""
         if self.wsm is not None:
@@ -321,7 +329,8 @@ class TrainedModel:
         if examples is None and not oracle:
             from mjave.training.evaluate import extractor_predictions
             pred, probs = extractor_predictions(self.extractor, records,
-                                                image_root or self.config.data.image_root)
+                                                image_root or self.config.data.image_root,
+                                                items=items)
             out = Predictions(list(records), pred, probs, self.extractor.attributes,
                               self.extractor.threshold)
         else:
@@ -444,7 +453,10 @@ class VariantRuns:
             return {"available": False, "reason": self.unavailable}
         out: dict[str, Any] = {"available": True, "uses_image": self.uses_image,
                                "given_gold": list(self.given), "runs": len(self.reports)}
-        for t in TASKS:
+        # the slot protocol (mjave.evaluation.slot) is reported beside the three tasks when the
+        # reports carry it; it is no task of the significance tests
+        slot = ("slot",) if self.reports and all("slot" in r for r in self.reports) else ()
+        for t in (*TASKS, *slot):
             m, s = self.f1(t)
             out[t] = {"f1": m, "f1_std": s,
                       "p": mean_std([r[t]["p"] for r in self.reports])[0],

@@ -28,11 +28,14 @@ the model decodes is a suggestion (threshold 0). Three runs:
 Calibration: for each run the threshold `complete --min-precision P` would choose on the
 held-out calibration pairs (never on the hidden pairs) is applied to the suggestions, and the
 precision it reaches on the hidden pairs is reported (`calibration.reached`, for the `partial`
-run, which is the workflow docs/completion.md recommends; every run under `calibration.runs`).
+run, which is the workflow docs/completion.md recommends; every run under `calibration.runs`):
+what `--force` delivers. `refused` says whether the command would have refused (P cannot be
+backed on the held-out pairs, cross-validation over products included: exit 2, no rows), and
+`delivered` is the precision the command delivers without `--force` (None: it wrote nothing).
 
 Results (JSON, 0-1): `partial`, `naive`, `full_labels`, each `precision`, `recall`, `f1` (mean
-over seeds) with `*_std` (sample std) and `per_seed`; `calibration` with `requested` and
-`reached`; `margin_f1` (partial - naive) and `gap_f1` (full_labels - partial).
+over seeds) with `*_std` (sample std) and `per_seed`; `calibration` with `requested`,
+`reached` and `refused` (seeds the command would have refused); `margin_f1` (partial - naive) and `gap_f1` (full_labels - partial).
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class CompletionConfig(ExperimentBase):
     min_precision: float = 0.9
     # of the lower precision bound the threshold is judged on (`mjave complete --confidence`)
     calibration_confidence: float = 0.9
+    # folds of the product-grouped cross-validation of the threshold (`mjave complete
+    # --cv-folds`; 0: off)
+    calibration_folds: int = 5
     calibration_fraction: float = 0.1
     label_occurrences: str = "all"   # `mjave data label --occurrences` (all | first)
     runs: list[str] = field(default_factory=lambda: list(RUNS))
@@ -208,7 +214,7 @@ def _complete_and_score(model_dir: Path, products: Sequence[Record], rows: Seque
                         key: set[Pair], out: Path, cfg: CompletionConfig, score: RunScore
                         ) -> list[tuple[Pair, float]]:
     """Run `complete` (threshold 0) into `out`, add its counts to `score`; the suggestions."""
-    from mjave.completion.calibrate import select_threshold
+    from mjave.completion.calibrate import calibrate
     from mjave.completion.suggest import complete
     from mjave.inference.extractor import Extractor
     extractor = Extractor.load(model_dir, device=cfg.base.train.device,
@@ -219,12 +225,15 @@ def _complete_and_score(model_dir: Path, products: Sequence[Record], rows: Seque
     tp, fp, fn = score_pairs(suggested, key)
     score.tp, score.fp, score.fn = score.tp + tp, score.fp + fp, score.fn + fn
     score.suggestions += len(suggested)
-    cal = select_threshold(summary.held_out_pairs, cfg.min_precision,
-                           summary.held_out_values, fallback=1.0,
-                           confidence=cfg.calibration_confidence)
+    # what `mjave complete --min-precision P` decides (same seed of the cross-validation)
+    cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
+                    fallback=1.0, confidence=cfg.calibration_confidence,
+                    folds=cfg.calibration_folds)
     ctp, cfp, cfn = score_pairs(suggested, key, cal.threshold)
     part = {"threshold": cal.threshold, "estimated_precision": cal.precision,
             "estimated_recall": cal.recall, "reachable": cal.reachable,
+            "cv_precision": cal.cv_precision, "backed_precision": cal.backed_precision,
+            "refused": cal.refused,
             "held_out_suggestions": cal.suggestions, "held_out_values": cal.n_gold,
             "tp": ctp, "fp": cfp, "fn": cfn}
     score.calibration.setdefault("parts", []).append(part)
@@ -236,13 +245,21 @@ def _finish_calibration(score: RunScore, requested: float) -> None:
     tp = sum(p["tp"] for p in parts)
     fp = sum(p["fp"] for p in parts)
     fn = sum(p["fn"] for p in parts)
+    # without --force a refused part writes nothing
+    dtp = sum(p["tp"] for p in parts if not p["refused"])
+    dfp = sum(p["fp"] for p in parts if not p["refused"])
     score.calibration = {
         "requested": requested,
         "reached": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
+        "refused": any(p["refused"] for p in parts),
+        "delivered": dtp / (dtp + dfp) if dtp + dfp else None,
         "threshold": [p["threshold"] for p in parts],
         "estimated_precision": [p["estimated_precision"] for p in parts],
         "estimated_recall": [p["estimated_recall"] for p in parts],
+        "cv_precision": [p["cv_precision"] for p in parts],
+        "backed_precision": [p["backed_precision"] for p in parts],
+        "refused_parts": [p["refused"] for p in parts],
         "reachable": all(p["reachable"] for p in parts),
         "held_out_suggestions": sum(p["held_out_suggestions"] for p in parts),
         "held_out_values": sum(p["held_out_values"] or 0 for p in parts),
@@ -352,12 +369,18 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
                           "reached_per_seed": [r.calibration["reached"] for r in runs],
                           "recall_per_seed": [r.calibration["recall"] for r in runs],
                           "threshold_per_seed": [r.calibration["threshold"] for r in runs],
+                          "refused_per_seed": [r.calibration["refused"] for r in runs],
+                          "refused": sum(r.calibration["refused"] for r in runs),
+                          "delivered_per_seed": [r.calibration["delivered"] for r in runs],
+                          "cv_precision_per_seed": [r.calibration["cv_precision"]
+                                                    for r in runs],
                           "estimated_precision_per_seed":
                               [r.calibration["estimated_precision"] for r in runs]}
     headline = "partial" if "partial" in cal_runs else next(iter(cal_runs))
     results["calibration"] = {"requested": cfg.min_precision,
                               "reached": cal_runs[headline]["reached"],
                               "reached_std": cal_runs[headline]["reached_std"],
+                              "refused": cal_runs[headline]["refused"],
                               "run": headline, "runs": cal_runs}
     if "partial" in results and "naive" in results:
         results["margin_f1"] = results["partial"]["f1"] - results["naive"]["f1"]
@@ -372,7 +395,7 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
                 else f"{entry[m]:.3f}")
 
     header = ["run", "precision", "recall", "F1", f"precision at --min-precision "
-              f"{cfg.min_precision:g}"]
+              f"{cfg.min_precision:g}", "refused"]
     table_rows = []
     for name in scores:
         c = cal_runs[name]
@@ -380,15 +403,20 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
                    f"{c['reached']:.3f} ± {c['reached_std']:.3f}" if len(seeds) > 1
                    else f"{c['reached']:.3f}")
         table_rows.append([name, cell(results[name], "precision"),
-                           cell(results[name], "recall"), cell(results[name], "f1"), reached])
+                           cell(results[name], "recall"), cell(results[name], "f1"), reached,
+                           f"{c['refused']} of {len(seeds)}"])
     notes = [f"`{cfg.data}`: {len(gold)} texts, {len(table)} products, {n_pairs} gold pairs; "
              f"{cfg.hide:g} of each product's attributes hidden (seeds "
              f"{', '.join(map(str, seeds))}; mean ± sample std over seeds)",
              "pair level (product, attribute, normalised value) against the hidden pairs; every "
              "decoded value is a suggestion (threshold 0)",
-             f"last column: precision on the hidden pairs at the threshold chosen for "
+             f"precision at --min-precision: on the hidden pairs at the threshold chosen for "
              f"precision {cfg.min_precision:g} on the calibration pairs held out at labelling "
-             f"({cfg.calibration_fraction:g} of the visible (product, attribute) pairs)"]
+             f"({cfg.calibration_fraction:g} of the visible (product, attribute) pairs), as "
+             f"`--force` writes them; refused: seeds where `mjave complete --min-precision "
+             f"{cfg.min_precision:g}` would have refused (the precision cannot be backed, "
+             f"{cfg.calibration_folds}-fold cross-validation over products included: exit 2, "
+             f"no rows)"]
     if "margin_f1" in results:
         notes.append(f"partial minus naive F1: {results['margin_f1']:+.3f}")
     if "gap_f1" in results:

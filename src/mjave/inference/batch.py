@@ -4,11 +4,15 @@
 `mjave.data.io`) batch by batch and writes JSONL, CSV or Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
 duplicate detection and `resume` need, move to a temporary SQLite file past 100,000
 (`mjave.inference.idset`), so memory is flat at any number of rows. A row that cannot be
-predicted (no id, no text, a text that is not a string, an unreadable image) becomes an output
-row `{"id", "error"}` and is
-counted by reason in the returned `PredictSummary`. Rows are checked and turned into the
-Extractor's inputs by `mjave.data.rows` (the checks and the image rule the Ray engine shares). Only what makes the whole run meaningless is
-fatal: a missing model, an unreadable input file, an input without id/text columns.
+predicted (no id, no text, a text that is not a string or not valid Unicode, a text over the
+hard cap, an unreadable image, a FIFO or a path outside `image_root`) becomes an output row
+`{"id", "error"}` and is counted by reason in the returned `PredictSummary`. Rows are checked
+and turned into the Extractor's inputs by `mjave.data.rows` (the checks, limits and image-root
+rule the Ray engine and the server share). Rows are predicted in chunks of at most
+`batch_size` rows and `CHUNK_CHARS` characters (`mjave.inference.windows`), so a long text is
+predicted on its own after the rows before it are written. Only what makes the whole run
+meaningless is fatal: a missing model, an unreadable input file, an input without id/text
+columns.
 
 `resume=True` skips ids the output already holds (error rows included: delete them from the
 output to retry them) and appends the rest. JSONL and CSV outputs are appended in place (an
@@ -33,8 +37,10 @@ from typing import Any, Iterator, Sequence
 from mjave.data.errors import DataError
 from mjave.data.io import (FORMATS, InputRow, detect_format, parquet_row_count, pyarrow_parquet,
                            read_input)
-from mjave.data.rows import check_id, check_text, duplicate_id, id_key, to_item
+from mjave.data.rows import (MAX_TEXT_CHARS, check_id, check_text, duplicate_id,
+                             escape_surrogates, id_key, to_item)
 from mjave.inference.idset import IdRegistry
+from mjave.inference.windows import chunk_fits
 
 INPUT_FORMATS = FORMATS
 """Input formats: those of the reader registry (`mjave.data.io`)."""
@@ -117,14 +123,25 @@ def detect_output_format(path: PathLike) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+"""Characters that `str.splitlines` (and some JSONL readers) take for a line end but JSON leaves
+raw: escaped, so one output row is always one line whatever splits it."""
+
+
 def json_text(value: Any) -> str:
-    """A value as compact JSON (non-JSON values as their str)."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """A value as compact JSON (non-JSON values as their str), storable as UTF-8: a lone
+    surrogate in a string stays its `\\udXXX` escape, which reads back as the same string, and
+    U+0085 / U+2028 / U+2029 are escaped too (`LINE_BREAKS`)."""
+    return escape_surrogates(json.dumps(value, ensure_ascii=False, default=str)
+                             ).translate(LINE_BREAKS)
 
 
 def text_or_none(value: Any) -> str | None:
-    """A string as is, None as None, anything else as JSON (a Parquet string column)."""
-    return None if value is None else value if isinstance(value, str) else json_text(value)
+    """A string as is (a lone surrogate as its escape), None as None, anything else as JSON
+    (a Parquet string column)."""
+    if value is None:
+        return None
+    return escape_surrogates(value) if isinstance(value, str) else json_text(value)
 
 
 class _JsonlWriter:
@@ -151,7 +168,7 @@ def _csv_values(row: dict[str, Any]) -> list[str]:
             v = json_text(row[col]) if col in row else ""
         else:
             v = row.get(col)
-            v = "" if v is None else v if isinstance(v, str) else json_text(v)
+            v = "" if v is None else text_or_none(v)
         out.append(v)
     return out
 
@@ -211,7 +228,8 @@ class _ParquetWriter:
                 "category": text_or_none(r.get("category")),
                 "text": text_or_none(r.get("text")), "image": text_or_none(r.get("image")),
                 "attributes": r.get("attributes"), "values": r.get("values"),
-                "warning": r.get("warning"), "error": r.get("error"),
+                "warning": text_or_none(r.get("warning")),
+                "error": text_or_none(r.get("error")),
                 "extra": json_text(extra) if extra else None})
         if len(self._rows) >= self._group:
             self._flush()
@@ -405,6 +423,10 @@ def _with_extra(out: dict[str, Any], row: InputRow) -> dict[str, Any]:
     return out
 
 
+SORTED_BATCHES = 8
+"""Batches of rows `predict_file` gathers, then predicts ordered by length (and writes in order)."""
+
+
 class _Sweep:
     """State of one `predict_file` run: checks rows, batches them, writes in input order."""
 
@@ -421,7 +443,12 @@ class _Sweep:
         self.include_text = include_text
         self.bar = bar
         self.buffer: list[_Pending] = []
+        # rows gathered before a flush: it predicts them by length, batch_size at a time, so
+        # more rows per flush means less padding (CHUNK_CHARS still bounds a flush)
+        self.chunk_items = batch_size * SORTED_BATCHES
         self.to_predict = 0
+        self.chars = 0   # characters of the texts to predict in the buffer
+        self.max_text_chars = getattr(extractor, "max_text_chars", MAX_TEXT_CHARS)
 
     def add(self, row: InputRow) -> None:
         self.summary.rows += 1
@@ -444,15 +471,18 @@ class _Sweep:
             return
         self.seen.add(key, row.number)
         try:
-            check_text(row.text)
+            text = check_text(row.text, self.max_text_chars)
             item = to_item(row, self.image_root, uses_image=self.extractor.uses_image,
-                           missing_image=self.extractor.missing_image)
+                           missing_image=self.extractor.missing_image, confine=True)
         except DataError as e:
             self._fail(row, out, e)
             return
+        if not chunk_fits(self.to_predict, self.chars, len(text), self.chunk_items):
+            self.flush()  # a long text: the rows before it are written first
         self.buffer.append(_Pending(row, out, item))
         self.to_predict += 1
-        if self.to_predict >= self.batch_size:
+        self.chars += len(text)
+        if self.to_predict >= self.chunk_items:
             self.flush()
 
     def _fail(self, row: InputRow, out: dict[str, Any], error: DataError) -> None:
@@ -461,7 +491,7 @@ class _Sweep:
         self.buffer.append(_Pending(row, _with_extra(out, row), error=error))
         self.summary.failed += 1
         self.summary.reasons[error.reason] += 1
-        if len(self.buffer) >= 4 * self.batch_size:
+        if len(self.buffer) >= 4 * self.chunk_items:
             self.flush()
 
     def _tick(self, n: int) -> None:
@@ -472,45 +502,56 @@ class _Sweep:
         if not self.buffer:
             return
         todo = [p for p in self.buffer if p.error is None]
-        if todo:
-            results = self.extractor.predict_batch([p.item for p in todo], errors="return")
-            for p, res in zip(todo, results):
-                if "error" in res:
-                    p.out["error"] = f"row {p.row.number}: {res['error']}"
-                    self.summary.failed += 1
-                    self.summary.reasons[res.get("reason", "error")] += 1
-                else:
-                    p.out["attributes"] = res["attributes"]
-                    p.out["values"] = res["values"]
-                    if res.get("warning"):
-                        p.out["warning"] = res["warning"]
-                        self.summary.warned += 1
-                        self.summary.warnings[re.split(r"[:(]", res["warning"])[0].strip()] += 1
-                    self.summary.ok += 1
-                _with_extra(p.out, p.row)
+        # by length, batch_size at a time: batches of like lengths carry little padding
+        todo.sort(key=lambda p: len(p.item["text"]))
+        results = [res for s in range(0, len(todo), self.batch_size)
+                   for res in self.extractor.predict_batch(
+                       [p.item for p in todo[s:s + self.batch_size]], errors="return")]
+        for p, res in zip(todo, results):
+            if "error" in res:
+                p.out["error"] = f"row {p.row.number}: {res['error']}"
+                self.summary.failed += 1
+                self.summary.reasons[res.get("reason", "error")] += 1
+            else:
+                p.out["attributes"] = res["attributes"]
+                p.out["values"] = res["values"]
+                if res.get("warning"):
+                    p.out["warning"] = res["warning"]
+                    self.summary.warned += 1
+                    self.summary.warnings[re.split(r"[:(]", res["warning"])[0].strip()] += 1
+                self.summary.ok += 1
+            _with_extra(p.out, p.row)
         self.writer.write([p.out for p in self.buffer])
         self._tick(len(self.buffer))
         self.buffer = []
         self.to_predict = 0
+        self.chars = 0
 
 
 def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path: PathLike,
                  batch_size: int = 32, device: str = "auto", resume: bool = False,
                  image_root: PathLike | None = None, progress: Any = None,
-                 input_format: str | None = None, include_text: bool = True
+                 input_format: str | None = None, include_text: bool = True,
+                 max_text_chars: int | None = None, max_image_pixels: int | None = None
                  ) -> PredictSummary:
     """Predict every row of `input_path` into `output_path` (format by extension).
 
     `model_dir_or_extractor`: a model folder or a loaded `Extractor` (then `device` is unused).
     `progress`: True for a tqdm bar, or a factory `progress(total=, desc=, unit=)` returning a
     tqdm-like object. `image_root`: folder image paths are relative to, and where
-    `<cid or id>.jpg|.jpeg|.png|.webp` is looked for when a row names no image (as in training).
+    `<cid or id>.jpg|.jpeg|.png|.webp` is looked for when a row names no image (as in training);
+    it confines them as the server's does (`mjave.data.rows.image_in_root`: no `..`, no path
+    outside it, symlinks included). `max_text_chars` / `max_image_pixels`: the limits of the
+    loaded model (None: `mjave.data.rows`' defaults); a given Extractor keeps its own.
     Raises DataError / FileNotFoundError / ImportError only for fatal problems; bad rows are
     error rows, counted in the summary.
     """
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
+    for name, limit in (("max_text_chars", max_text_chars), ("max_image_pixels", max_image_pixels)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be positive, not {limit}")
     input_path, output_path = Path(input_path), Path(output_path)
     out_fmt = detect_output_format(output_path)
     if input_path.resolve() == output_path.resolve():
@@ -520,7 +561,14 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     if isinstance(model_dir_or_extractor, (str, os.PathLike)):
         from mjave.inference.extractor import Extractor
         extractor = Extractor.load(model_dir_or_extractor, device=device, batch_size=batch_size)
+        if max_text_chars is not None:
+            extractor.max_text_chars = max_text_chars
+        if max_image_pixels is not None:
+            extractor.max_image_pixels = max_image_pixels
     else:
+        if (max_text_chars, max_image_pixels) != (None, None):
+            raise ValueError("max_text_chars / max_image_pixels apply to a model folder; set "
+                             "them on the Extractor you pass")
         extractor = model_dir_or_extractor
     summary = PredictSummary(str(input_path), str(output_path))
     total = (parquet_row_count(input_path)

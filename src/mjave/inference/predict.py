@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -89,7 +90,10 @@ def autocast(bf16: bool) -> Any:
 
 
 def as_records(examples: Sequence[Example], decoded: Sequence[Decoded]) -> list[Record]:
-    """Predicted records (same ids, texts and products as the inputs) for the metrics."""
-    return [Record(id=e.record.id, text=e.record.text, spans=list(d.spans), cid=e.record.cid,
+    """Predicted records (same ids, texts and products as the inputs) for the metrics; each span
+    carries its decoder score (the slot protocol ranks values by it)."""
+    return [Record(id=e.record.id, text=e.record.text,
+                   spans=[replace(s, score=float(sc)) for s, sc in zip(d.spans, d.span_scores)],
+                   cid=e.record.cid,
                    category=e.record.category, image=e.record.image)
             for e, d in zip(examples, decoded)]

@@ -41,8 +41,8 @@ from typing import Any, Iterator, Sequence
 
 from mjave.data.errors import DataError
 from mjave.data.io import EXTENSIONS, InputRow, read_input
-from mjave.data.rows import (bad_category, bad_image_field, check_id, check_text, duplicate_id,
-                             find_image, id_key, to_item)
+from mjave.data.rows import (MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, bad_category, bad_image_field,
+                             check_id, check_text, duplicate_id, find_image, id_key, to_item)
 from mjave.inference.batch import (CSV_COLUMNS, PathLike, PredictSummary, json_text,
                                    parquet_schema, text_or_none)
 
@@ -223,26 +223,28 @@ def _image_fields(image: Any) -> dict[str, Any]:
         return {"image": None, "_image_bytes": bytes(image)}  # no blobs in the output
     out: dict[str, Any] = {"image": text_or_none(image)}
     if isinstance(image, str):
-        out["_image_path"] = image
+        out["_image_path"] = text_or_none(image)  # Arrow strings: lone surrogates escaped
     elif image is not None:
         out["_image_type"] = type(image).__name__
     return out
 
 
 def stage_row(row: InputRow, name: str, shard_index: int, dups: dict[str, int],
-              names: Sequence[str]) -> dict[str, Any]:
+              names: Sequence[str], max_text_chars: int | None = MAX_TEXT_CHARS
+              ) -> dict[str, Any]:
     """One input row as a typed staged row: checked by the checks the local engine runs
-    (`mjave.data.rows`), in the same order."""
+    (`mjave.data.rows`), in the same order. Strings are stored with any lone surrogate escaped
+    (Arrow holds only valid UTF-8); the checks see the row as read."""
     cid, category = row.extra.get("cid"), row.extra.get("category")
     extra = {k: v for k, v in row.extra.items() if k not in CSV_COLUMNS}
     ord_ = shard_index << ROW_BITS | row.number
     out: dict[str, Any] = {
         "id": text_or_none(row.id), "cid": text_or_none(cid),
         "category": text_or_none(category),
-        "text": row.text if isinstance(row.text, str) else None,
+        "text": text_or_none(row.text) if isinstance(row.text, str) else None,
         "extra": json_text(extra) if extra else None, "_where": _where(name, row.number),
-        "_ord": ord_, "_cid": None if cid is None else str(cid),
-        "_category": category if isinstance(category, str) else None,
+        "_ord": ord_, "_cid": None if cid is None else text_or_none(str(cid)),
+        "_category": text_or_none(category) if isinstance(category, str) else None,
         "_category_type": None if category is None or isinstance(category, str)
         else type(category).__name__,
         **_image_fields(row.image)}
@@ -250,17 +252,19 @@ def stage_row(row: InputRow, name: str, shard_index: int, dups: dict[str, int],
         _fail(out, row.error)
         return out
     try:
-        out["_key"] = key = check_id(row.id)
+        key = check_id(row.id)
+        out["_key"] = key = text_or_none(key)
         if key in dups and dups[key] != ord_:
             raise duplicate_id(key, _first_at(dups[key], ord_, names))
-        check_text(row.text)
+        check_text(row.text, max_text_chars)
     except DataError as e:
         _fail(out, e)
     return out
 
 
 def read_shards(batch: Any, *, input_format: str | None, names: Sequence[str],
-                dups: dict[str, int], keys_only: bool = False) -> Iterator[Any]:
+                dups: dict[str, int], keys_only: bool = False,
+                max_text_chars: int | None = MAX_TEXT_CHARS) -> Iterator[Any]:
     """Ray stage: the rows of the shards named in `batch`, `READ_BLOCK_ROWS` at a time.
 
     `keys_only`: only `(_key, _ord)` of the rows with a usable id (the duplicate pass)."""
@@ -271,9 +275,11 @@ def read_shards(batch: Any, *, input_format: str | None, names: Sequence[str],
             if keys_only:
                 key = None if row.error is not None else id_key(row.id)
                 if key:
-                    chunk.append({"_key": key, "_ord": shard["index"] << ROW_BITS | row.number})
+                    chunk.append({"_key": text_or_none(key),
+                                  "_ord": shard["index"] << ROW_BITS | row.number})
             else:
-                chunk.append(stage_row(row, names[shard["index"]], shard["index"], dups, names))
+                chunk.append(stage_row(row, names[shard["index"]], shard["index"], dups, names,
+                                       max_text_chars))
             if len(chunk) >= READ_BLOCK_ROWS:
                 yield _table(chunk, schema)
                 chunk = []
@@ -289,9 +295,10 @@ def read_shards(batch: Any, *, input_format: str | None, names: Sequence[str],
 def _resolve_image(row: dict[str, Any], facts: ModelFacts, image_root: str | None,
                    base_dir: str) -> Path | None:
     """The image file of a row as training resolves it (relative paths from the driver's
-    folder), or None; DataError when the model needs one and its policy is 'error'."""
+    folder), or None; DataError when the model needs one and its policy is 'error', or when
+    the path leaves the image root (`confine`, as the local engine and the server)."""
     path = find_image({"id": row["_key"], "cid": row["_cid"], "image": row["_image_path"]},
-                      image_root, facts.missing_image)
+                      image_root, facts.missing_image, confine=True)
     return None if path is None else Path(base_dir) / path
 
 
@@ -304,17 +311,19 @@ def _pixels(row: dict[str, Any], image: Any, size: int, resample: int | None) ->
 
 
 def _decode_row(row: dict[str, Any], facts: ModelFacts, image_root: str | None,
-                base_dir: str, resample: int | None) -> None:
-    """Decode the image of one row to RGB pixels. An unreadable image stays a path (or bytes),
-    so the model stage gives it exactly the local engine's error or zero-image warning."""
-    from mjave.encoders.image import load_image
+                base_dir: str, resample: int | None, max_pixels: int = MAX_IMAGE_PIXELS
+                ) -> None:
+    """Decode the image of one row to RGB pixels. An unreadable image (a FIFO, too many
+    pixels) stays a path (or bytes), so the model stage gives it exactly the local engine's
+    error or zero-image warning."""
     from mjave.inference.extractor import open_image
 
     if row["_image_type"] is not None:
         raise bad_image_field(row["_image_type"])
     if row["_image_bytes"] is not None:
         try:
-            _pixels(row, open_image(row["_image_bytes"]), facts.image_size, resample)
+            _pixels(row, open_image(row["_image_bytes"], max_pixels), facts.image_size,
+                    resample)
             row["_image_bytes"] = None
         except DataError:
             pass
@@ -323,22 +332,21 @@ def _decode_row(row: dict[str, Any], facts: ModelFacts, image_root: str | None,
     row["_image_path"] = None if path is None else str(path)
     if path is not None:
         try:
-            image = load_image(path, "error")
+            image = open_image(path, max_pixels)
         except DataError:
             return
-        assert image is not None
         _pixels(row, image, facts.image_size, resample)
 
 
-def decode_images(batch: Any, *, facts: ModelFacts, image_root: str | None, base_dir: str
-                  ) -> Any:
+def decode_images(batch: Any, *, facts: ModelFacts, image_root: str | None, base_dir: str,
+                  max_image_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Ray stage: open, decode and resize the images of a batch (rows to predict only)."""
     resample = encoder_resample(facts.image_encoder)
     rows = batch.to_pylist()
     for row in rows:
         if row["error"] is None:
             try:
-                _decode_row(row, facts, image_root, base_dir, resample)
+                _decode_row(row, facts, image_root, base_dir, resample, max_image_pixels)
             except DataError as e:
                 _fail(row, e)
     return _table(rows, staged_schema())
@@ -371,9 +379,12 @@ class Predictor:
     Rows that arrive as error rows pass through unchanged."""
 
     def __init__(self, model_dir: str, device: str, batch_size: int, include_text: bool,
-                 facts: ModelFacts):
+                 facts: ModelFacts, max_text_chars: int | None = MAX_TEXT_CHARS,
+                 max_image_pixels: int = MAX_IMAGE_PIXELS):
         from mjave.inference.extractor import Extractor
         self.extractor = Extractor.load(model_dir, device=device, batch_size=batch_size)
+        self.extractor.max_text_chars = max_text_chars
+        self.extractor.max_image_pixels = max_image_pixels
         if (self.extractor.uses_image, self.extractor.missing_image) != (facts.uses_image,
                                                                          facts.missing_image):
             raise RuntimeError(f"{model_dir}: the loaded model disagrees with its config.json "
@@ -510,6 +521,8 @@ class _Run:
     cpus_per_worker: float
     gpus_per_worker: float
     device: str
+    max_text_chars: int | None = MAX_TEXT_CHARS
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
 def build_pipeline(ray: Any, run: _Run, dups: dict[str, int]) -> Any:
@@ -517,18 +530,20 @@ def build_pipeline(ray: Any, run: _Run, dups: dict[str, int]) -> Any:
     ds = _shards_dataset(ray, run.shards).map_batches(
         read_shards, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"input_format": run.input_format, "names": shard_names(run.shards),
-                   "dups": dups})
+                   "dups": dups, "max_text_chars": run.max_text_chars})
     if run.facts.uses_image:
         ds = ds.map_batches(decode_images, batch_size=run.batch_size, batch_format="pyarrow",
                             fn_kwargs={"facts": run.facts, "image_root": run.image_root,
-                                       "base_dir": os.getcwd()})
+                                       "base_dir": os.getcwd(),
+                                       "max_image_pixels": run.max_image_pixels})
     gpu = {"num_gpus": run.gpus_per_worker} if run.gpus_per_worker else {}
     return ds.map_batches(
         Predictor, batch_size=run.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=run.num_workers),
         fn_constructor_kwargs={"model_dir": run.model_dir, "device": run.device,
                                "batch_size": run.batch_size, "include_text": run.include_text,
-                               "facts": run.facts},
+                               "facts": run.facts, "max_text_chars": run.max_text_chars,
+                               "max_image_pixels": run.max_image_pixels},
         num_cpus=run.cpus_per_worker, **gpu)
 
 
@@ -585,14 +600,17 @@ def predict_with_ray(model_dir: PathLike, inputs: PathLike | Sequence[PathLike],
                      device: str = "auto", image_root: PathLike | None = None,
                      input_format: str | None = None, include_text: bool = True,
                      check_duplicates: bool = True, cpus_per_worker: float = 1.0,
-                     progress: bool = True) -> PredictSummary:
+                     progress: bool = True, max_text_chars: int | None = None,
+                     max_image_pixels: int | None = None) -> PredictSummary:
     """Predict every row of `inputs` (a file, a folder of shards, a glob, or a list of them)
     into the Parquet folder `output_dir` on Ray: `num_workers` model actors of `batch_size`.
 
     `address`: a running cluster (`"auto"`, `"ray://host:10001"`); without it a local Ray of
     `num_workers * cpus_per_worker + 1` CPUs is started and shut down. The model folder, the
     inputs, `image_root` and `output_dir` must be readable (writable) by every worker: on a
-    cluster, a shared filesystem. Raises what `predict_file` raises for fatal problems, and
+    cluster, a shared filesystem. `image_root` confines image paths and the limits
+    (`max_text_chars`, `max_image_pixels`; None: `mjave.data.rows`' defaults) apply as in
+    `predict_file`. Raises what `predict_file` raises for fatal problems, and
     RayEngineError when the job itself fails; bad rows are error rows, counted in the summary.
     """
     start = time.perf_counter()
@@ -609,7 +627,9 @@ def predict_with_ray(model_dir: PathLike, inputs: PathLike | Sequence[PathLike],
     summary = PredictSummary(", ".join(map(os.fspath, named)), str(output), files=[str(output)])
     run = _Run(str(Path(model_dir).absolute()), shards, input_format, facts,
                None if image_root is None else str(Path(image_root).absolute()), num_workers,
-               batch_size, include_text, cpus_per_worker, 0.0, "cpu")
+               batch_size, include_text, cpus_per_worker, 0.0, "cpu",
+               MAX_TEXT_CHARS if max_text_chars is None else max_text_chars,
+               MAX_IMAGE_PIXELS if max_image_pixels is None else max_image_pixels)
     with ray_session(address, math.ceil(num_workers * cpus_per_worker) + 1) as ray:
         run.gpus_per_worker, run.device = _gpus_per_worker(ray, device)
         _run_job(ray, run, output, check_duplicates, progress)

@@ -15,6 +15,12 @@ never cut: it is split into windows of at most `max_length - 2` content pieces t
 
 These are pure functions over `Encoded` and offsets (no torch, no model), so evaluation can
 window the same way.
+
+Long texts are also bounded in time: `chunk_bounds` cuts a list of items into the chunks the
+Extractor predicts one after the other (at most `batch_size` items and `CHUNK_CHARS`
+characters), so a long text is predicted in a chunk of its own instead of holding the short
+texts of its batch, and `mjave predict` writes the rows before it first. Texts over the hard
+cap (`mjave.data.rows.MAX_TEXT_CHARS`) are refused by the row checks.
 """
 
 from __future__ import annotations
@@ -29,6 +35,37 @@ import numpy as np
 from mjave.data.records import Span
 from mjave.data.tagging import Encoded, first_piece_mask
 from mjave.inference.decode import best_per_attribute
+
+
+CHUNK_CHARS = 20_000
+"""The characters one prediction chunk holds at most, unless one text alone is longer (then
+that text is its chunk). A batch of 32 titles or descriptions stays one chunk; a 100,000
+character text (~800 windows of 128 pieces) does not hold 31 other rows while it runs."""
+
+
+def chunk_fits(items: int, chars: int, size: int, max_items: int,
+               max_chars: int = CHUNK_CHARS) -> bool:
+    """Whether a text of `size` characters joins a chunk that holds `items` texts of `chars`
+    characters (an empty chunk takes any text)."""
+    return items == 0 or (items < max_items and chars + size <= max_chars)
+
+
+def chunk_bounds(sizes: Sequence[int], max_items: int, max_chars: int = CHUNK_CHARS
+                 ) -> list[tuple[int, int]]:
+    """`[start, end)` of consecutive chunks of items of `sizes` characters, in order: each of
+    at most `max_items` items and `max_chars` characters, or one item longer than that."""
+    if max_items < 1:
+        raise ValueError(f"max_items must be positive, not {max_items}")
+    bounds: list[tuple[int, int]] = []
+    start, chars = 0, 0
+    for i, size in enumerate(sizes):
+        if not chunk_fits(i - start, chars, size, max_items, max_chars):
+            bounds.append((start, i))
+            start, chars = i, 0
+        chars += size
+    if start < len(sizes):
+        bounds.append((start, len(sizes)))
+    return bounds
 
 
 @dataclass(frozen=True)
@@ -237,5 +274,5 @@ def merge_attribute_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
     return np.max(np.stack([np.asarray(p) for p in probs]), axis=0)
 
 
-__all__ = ["Window", "merge_attribute_probs", "merge_spans", "plan_windows", "text_windows",
-           "window_encoding"]
+__all__ = ["CHUNK_CHARS", "Window", "chunk_bounds", "chunk_fits", "merge_attribute_probs",
+           "merge_spans", "plan_windows", "text_windows", "window_encoding"]

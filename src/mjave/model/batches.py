@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from mjave.data.category_tables import absent_attributes
 from mjave.data.layout import TokenLayout
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
@@ -48,6 +49,25 @@ def known_attribute_mask(record: Record, schema: AttributeSchema) -> np.ndarray 
         if attr in schema:
             mask[schema.attr_id(attr)] = True
     return mask
+
+
+def mark_category_absent(examples: Sequence[Example], schema: AttributeSchema,
+                         by_category: Mapping[str, frozenset[str]]) -> list[Example]:
+    """`train.category_absent`: each partially labelled example also "knows" the schema's
+    attributes its category never lists (`mjave.data.category_tables.absent_attributes`), so an
+    unlabelled token may not be one of their values and their attribute negatives count in full.
+    Fully labelled examples (every attribute known already) and examples without a category, or
+    of a category `by_category` lacks, are returned as they are; the inputs are not modified."""
+    out = []
+    for e in examples:
+        absent = (absent_attributes(e.record.category, by_category, schema.attributes)
+                  if e.attr_known is not None else frozenset())
+        if absent:
+            known = e.attr_known.astype(bool)   # a copy
+            known[[schema.attr_id(a) for a in absent]] = True
+            e = replace(e, attr_known=known)
+        out.append(e)
+    return out
 
 
 def check_text_features(examples: Sequence[Example]) -> None:

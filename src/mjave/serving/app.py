@@ -13,15 +13,14 @@ was given an image root, and only for regular files whose real path (symlinks re
 inside it. Nothing is unpickled; images are decoded by Pillow from an allow-list of formats.
 """
 
+import asyncio
 import base64
 import binascii
 import inspect
 import io
 import json
 import logging
-import os
 import re
-import stat
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -37,8 +36,9 @@ from starlette.concurrency import run_in_threadpool
 
 from mjave import __version__
 from mjave.data.errors import DataError
-from mjave.serving.batcher import (BatcherNotRunning, BatcherOverloaded, ItemFailed,
-                                   MicroBatcher)
+from mjave.data.rows import check_image_pixels, check_text, image_in_root, open_image_file
+from mjave.serving.batcher import (BatcherNotRunning, BatcherOverloaded, DeadlineExceeded,
+                                   ItemFailed, MicroBatcher)
 from mjave.serving.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "ExtractorLike"]
@@ -97,14 +97,13 @@ class ExtractItem(BaseModel):
     @classmethod
     def _real_text(cls, v: str) -> str:
         """Empty texts have nothing to tag, and lone surrogates ("\\ud800") are valid JSON but
-        no text (the tokenizer would fail): both are refused before they reach the model."""
-        if not v.strip():
-            raise ValueError("text is empty")
+        no text (the tokenizer would fail): both are refused before they reach the model, by
+        the row check every front end runs (`mjave.data.rows.check_text`; the length is
+        checked against `max_text_chars` later, as a 413)."""
         try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("text is not valid Unicode (it contains a lone surrogate)") from None
-        return v
+            return check_text(v, max_chars=None)
+        except DataError as e:
+            raise ValueError(e.message) from None
 
     @model_validator(mode="after")
     def _one_image(self) -> "ExtractItem":
@@ -237,7 +236,9 @@ _ERRORS = {400: {"model": ErrorOut, "description": "bad base64, undecodable imag
            413: {"model": ErrorOut, "description": "body, item count, text or image over a limit"},
            422: {"model": ValidationErrorOut, "description": "the body does not fit the schema"},
            500: {"model": ErrorOut, "description": "server fault (logged)"},
-           503: {"model": ErrorOut, "description": "not ready, shutting down or overloaded"}}
+           503: {"model": ErrorOut, "description": "not ready, shutting down or overloaded"},
+           504: {"model": ErrorOut, "description": "the request's deadline (request_timeout_s) "
+                 "passed; its items not yet computed were dropped"}}
 
 
 # ---- input checks ----
@@ -278,14 +279,11 @@ def decode_image(raw: bytes, config: ServeConfig, field: str) -> Any:
     from PIL import Image
     try:
         img = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
-        w, h = img.size
-        if w * h > config.max_image_pixels:
-            raise ClientError(413, f"{field}: the image has {w}x{h} pixels; the limit is "
-                                   f"{config.max_image_pixels} pixels")
+        check_image_pixels(img.size, config.max_image_pixels)  # the limit of every front end
         img.load()
         return img.convert("RGB")
-    except ClientError:
-        raise
+    except DataError as e:
+        raise ClientError(413, f"{field}: {e.message}") from None
     except Image.DecompressionBombError:
         raise ClientError(413, f"{field}: the image has more pixels than the limit of "
                                f"{config.max_image_pixels}") from None
@@ -295,44 +293,21 @@ def decode_image(raw: bytes, config: ServeConfig, field: str) -> Any:
 
 
 def read_image_path(path: str, root: Optional[Path], max_bytes: int) -> bytes:
-    """The bytes of `path` under `root`, or a 400/413. Refuses: no root, '..' components, a real
-    path (after symlinks) outside the root, anything but a regular file."""
+    """The bytes of `path` under `root`, or a 400/413. The rule of `mjave predict
+    --image-root` (`mjave.data.rows.image_in_root`, `open_image_file`) refuses: no root, '..'
+    components, a real path (after symlinks) outside the root, anything but a regular file."""
     if root is None:
         raise ClientError(400, "image_path is not accepted: the server was started without an "
                                "image root (--image-root); send image_base64 instead")
-    if not path or "\x00" in path:
-        raise ClientError(400, "image_path is empty or contains a NUL character")
-    if ".." in Path(path).parts or ".." in path.replace("\\", "/").split("/"):
-        raise ClientError(400, "image_path must not contain '..'")
     try:
-        # Non-strict first, so that the answer never reveals whether a file OUTSIDE exists.
-        target = (root / path).resolve()
-    except (OSError, RuntimeError, ValueError):  # symlink loops, names too long
-        raise ClientError(400, "image_path could not be resolved") from None
-    if not target.is_relative_to(root):
-        raise ClientError(400, "image_path must point inside the image root (symlinks "
-                               "included)")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
-        getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(target, flags)
-    except FileNotFoundError:
-        raise ClientError(400, "image_path: no such file under the image root") from None
-    except OSError:
-        raise ClientError(400, "image_path cannot be read") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ClientError(400, "image_path is not a regular file")
-        if st.st_size > max_bytes:
-            raise ClientError(413, f"image_path: the image has {st.st_size} bytes; the limit is "
-                                   f"{max_bytes}")
-        with os.fdopen(fd, "rb", closefd=False) as f:
+        target = image_in_root(path, root)
+        with open_image_file(target, max_bytes, follow_symlinks=False) as f:
             raw = f.read(max_bytes + 1)
+    except DataError as e:
+        status = 413 if e.reason == "image too large" else 400
+        raise ClientError(status, f"image_path: {e.message}") from None
     except OSError:
         raise ClientError(400, "image_path cannot be read") from None
-    finally:
-        os.close(fd)
     if len(raw) > max_bytes:
         raise ClientError(413, f"image_path: the image is larger than the limit of {max_bytes} "
                                "bytes")
@@ -456,6 +431,35 @@ def _predict_fn(extractor: ExtractorLike) -> Any:
     return predict
 
 
+class ClientGone(Exception):
+    """The HTTP client closed its connection while its items waited for the model."""
+
+
+async def until_disconnected(request: Request) -> None:
+    """Return once the client has closed the connection. The body is already read, so the
+    next ASGI message is `http.disconnect` (uvicorn also resumes reading the socket for it)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # not expected after the body; never spin
+
+
+async def submit_while_connected(batcher: MicroBatcher, request: Request,
+                                 items: list[dict[str, Any]],
+                                 timeout: Optional[float]) -> list[dict[str, Any]]:
+    """`batcher.submit(items, timeout)`, cancelled (so its queued items are dropped, never
+    computed) as soon as the client goes away; raises `ClientGone` then."""
+    work = asyncio.ensure_future(batcher.submit(items, timeout=timeout))
+    gone = asyncio.ensure_future(until_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this task itself is cancelled
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+    if not work.done() or work.cancelled():
+        raise ClientGone()
+    return work.result()
+
+
 def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -> FastAPI:
     """The FastAPI app serving `extractor` (already loaded). The micro-batcher starts and stops
     with the app's lifespan, so /readyz is 503 before startup and after shutdown."""
@@ -541,8 +545,10 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
 
     @app.post("/v1/extract", response_model=Union[ExtractResult, ExtractBatchResult],
               response_model_exclude_none=True, responses=_ERRORS, tags=["extract"])
-    async def extract(body: request_type(config.max_request_items)) -> Any:  # type: ignore
+    async def extract(request: Request,
+                      body: request_type(config.max_request_items)) -> Any:  # type: ignore
         """Attributes and values of one item, or of `{"items": [...]}` (results in order)."""
+        started = asyncio.get_running_loop().time()
         batch = isinstance(body, ExtractBatch)
         items = body.items if batch else [body]
         if len(items) > config.max_request_items:
@@ -556,8 +562,19 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
                                                explain_all, can_explain)
         else:
             prepared = prepare_items(items, config, root, prefix, explain_all, can_explain)
+        timeout = config.request_timeout
+        if timeout is not None:
+            timeout -= asyncio.get_running_loop().time() - started
         try:
-            results = await batcher.submit(prepared)
+            results = await submit_while_connected(batcher, request, prepared, timeout)
+        except ClientGone:  # nobody to answer; its queued items were dropped
+            log.info("client went away; the %d items of its request still queued were dropped",
+                     len(prepared))
+            return JSONResponse(status_code=499, content={"detail": "client closed request"})
+        except DeadlineExceeded:
+            raise HTTPException(504, f"deadline exceeded: the request was not done within "
+                                     f"{config.request_timeout_s:g} s (request_timeout_s); "
+                                     "retry later or with fewer items") from None
         except (BatcherNotRunning, BatcherOverloaded) as e:
             raise HTTPException(503, f"service unavailable: {e}",
                                 headers={"Retry-After": "1"}) from None

@@ -9,6 +9,12 @@ server adds at most `max_wait_ms` of latency.
 
 Failure isolation: when a batch raises, each of its items is retried alone, so only the requests
 whose items really fail see an error; the others get their results.
+
+Nobody waits for abandoned work: the items of a request whose caller stopped waiting (its task
+was cancelled, e.g. because the HTTP client went away) or whose deadline passed are dropped from
+the queue before they reach the model, so a burst of abandoned requests cannot delay the next
+one. `stop()` drains what is queued for a bounded time, then fails the rest (and the batch in
+flight) with `BatcherNotRunning`, so no caller is left waiting on shutdown.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ class BatcherOverloaded(RuntimeError):
     """More items are waiting than the queue bound allows; the client should retry later."""
 
 
+class DeadlineExceeded(TimeoutError):
+    """The request's deadline passed before all its items were computed (the rest were
+    dropped)."""
+
+
 class ItemFailed(RuntimeError):
     """`predict_batch` raised on this item even when run alone; `__cause__` holds the error and
     `item` the item (so the caller can say which of its items failed)."""
@@ -48,6 +59,7 @@ class _Entry:
     item: dict[str, Any]
     future: asyncio.Future
     arrived: float
+    deadline: float | None = None  # loop time after which the item is not worth computing
 
 
 @dataclass
@@ -58,10 +70,11 @@ class BatcherStats:
     items: int = 0
     failed_items: int = 0
     largest_batch: int = 0
+    dropped_items: int = 0  # never computed: their caller went away or their deadline passed
 
     def as_dict(self) -> dict[str, Any]:
         return {"batches": self.batches, "items": self.items, "failed_items": self.failed_items,
-                "largest_batch": self.largest_batch,
+                "largest_batch": self.largest_batch, "dropped_items": self.dropped_items,
                 "mean_batch_size": round(self.items / self.batches, 2) if self.batches else 0.0}
 
 
@@ -87,6 +100,7 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._stopping = False
+        self._in_flight: list[_Entry] = []  # the batch the model thread is computing
 
     @property
     def running(self) -> bool:
@@ -104,7 +118,9 @@ class MicroBatcher:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="mjave-batcher")
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop; anything still waiting after `timeout` fails."""
+        """Finish what is queued, then stop; anything still waiting after `timeout` (the batch
+        in flight included: its thread finishes, its results are not waited for) fails with
+        `BatcherNotRunning`. New submissions are refused from the first moment."""
         if self._worker is None:
             return
         self._stopping = True
@@ -114,48 +130,72 @@ class MicroBatcher:
             await asyncio.wait_for(asyncio.shield(self._worker), timeout)
         except asyncio.TimeoutError:
             self._worker.cancel()
-            log.warning("batcher did not drain within %.0f s; failing what is left", timeout)
-        while self._pending:
-            e = self._pending.popleft()
+            left = len(self._pending) + len(self._in_flight)
+            log.warning("batcher did not drain within %.1f s; failing %d waiting items",
+                        timeout, left)
+        for e in [*self._in_flight, *self._pending]:
             if not e.future.done():
                 e.future.set_exception(BatcherNotRunning("the server is shutting down"))
+        self._pending.clear()
+        self._in_flight = []
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self._worker = None
         self._executor = None
 
-    async def submit(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def submit(self, items: Sequence[dict[str, Any]],
+                     timeout: float | None = None) -> list[dict[str, Any]]:
         """The results of `items` in order. Raises `ItemFailed` (from the first failing item),
-        `BatcherNotRunning` or `BatcherOverloaded`."""
+        `BatcherNotRunning`, `BatcherOverloaded`, or `DeadlineExceeded` when `timeout` seconds
+        pass first. Cancelling the caller, or the deadline passing, drops the items not yet
+        computed."""
         if not self.running:
             raise BatcherNotRunning("the model is not ready")
         if len(self._pending) + len(items) > self.max_queue_items:
             raise BatcherOverloaded(f"more than {self.max_queue_items} items are waiting")
         if not items:
             return []
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("the deadline passed before the items were queued")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        entries = [_Entry(item, loop.create_future(), now) for item in items]
+        deadline = None if timeout is None else now + timeout
+        entries = [_Entry(item, loop.create_future(), now, deadline) for item in items]
         self._pending.extend(entries)
         assert self._wakeup is not None
         self._wakeup.set()
-        try:
-            results = await asyncio.gather(*(e.future for e in entries), return_exceptions=True)
-        except asyncio.CancelledError:  # the client went away: its queued items are skipped
-            for e in entries:
-                e.future.cancel()
+        futures = [e.future for e in entries]
+        try:  # asyncio.wait, not wait_for(gather): nothing is left with an unretrieved error
+            _, late = await asyncio.wait(futures, timeout=timeout)
+        except asyncio.CancelledError:  # the caller went away: its queued items are skipped
+            _abandon(futures)
             raise
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return list(results)  # type: ignore[arg-type]
+        if late:
+            _abandon(futures)
+            raise DeadlineExceeded(f"not done within {timeout:g} s")
+        errors = [f.exception() for f in futures]  # every one read: none logged as lost
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def _wanted(self, entry: _Entry, now: float) -> bool:
+        """Whether `entry` still has someone waiting for it; an item whose deadline passed is
+        failed here, and either way an unwanted item is counted as dropped."""
+        if not entry.future.done() and entry.deadline is not None and now >= entry.deadline:
+            entry.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
+        if entry.future.done():
+            self.stats.dropped_items += 1
+            return False
+        return True
 
     async def _next_batch(self) -> list[_Entry]:
-        """Wait for the first item, then until the batch is full or the oldest item's wait ends."""
+        """Wait for the first item, then until the batch is full or the oldest item's wait ends.
+        Items nobody waits for any more are dropped on the way."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            while self._pending and self._pending[0].future.done():  # cancelled by their client
+            while self._pending and not self._wanted(self._pending[0], loop.time()):
                 self._pending.popleft()
             if self._pending:
                 break
@@ -174,9 +214,10 @@ class MicroBatcher:
             except asyncio.TimeoutError:
                 break
         batch: list[_Entry] = []
+        now = loop.time()
         while self._pending and len(batch) < self.max_batch_size:
             e = self._pending.popleft()
-            if not e.future.done():
+            if self._wanted(e, now):
                 batch.append(e)
         return batch
 
@@ -187,12 +228,15 @@ class MicroBatcher:
                 if self._stopping and not self._pending:
                     return
                 continue
+            self._in_flight = batch
             try:
                 await self._run_batch(batch)
             except Exception as exc:  # a bug here must not kill the worker and hang everyone
                 log.exception("batcher failure")
                 for e in batch:
                     _fail(e, exc)
+            finally:
+                self._in_flight = []
 
     async def _call(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -239,6 +283,16 @@ class MicroBatcher:
         s.failed_items += failed
         s.largest_batch = max(s.largest_batch, len(batch))
         log.debug("batch of %d in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
+
+
+def _abandon(futures: list[asyncio.Future]) -> None:
+    """Nobody will read these results: cancel what is pending (the worker then drops it) and
+    read the errors of what is done, so asyncio does not log them as never retrieved."""
+    for f in futures:
+        if not f.done():
+            f.cancel()
+        elif not f.cancelled():
+            f.exception()
 
 
 def _fail(entry: _Entry, exc: BaseException) -> None:

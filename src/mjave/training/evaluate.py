@@ -24,6 +24,7 @@ from mjave.data.formats import read_records
 from mjave.data.records import Record, Span
 from mjave.data.rows import to_item
 from mjave.evaluation.metrics import evaluate_records
+from mjave.evaluation.slot import with_slot
 from mjave.inference.examples import build_examples
 from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.model.batches import Example
@@ -76,10 +77,13 @@ def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record],
 def report_of(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray | None,
               attributes: Sequence[str] | None, threshold: float) -> dict:
     """The metrics report of predictions against gold records, partially labelled records
-    scored on their known attributes only: every scoring path reports through this."""
+    scored on their known attributes only: every scoring path reports through this. It adds
+    the slot protocol (`with_slot`: the highest-scoring value of each attribute asked, ranked
+    by `Span.score`) to `evaluate_records`' report."""
     if any(r.known_attributes() is not None for r in gold):
         gold, pred, probs = known_attributes_only(gold, pred, probs, attributes or [])
-    return evaluate_records(list(gold), list(pred), probs, attributes, threshold)
+    gold, pred = list(gold), list(pred)
+    return with_slot(evaluate_records(gold, pred, probs, attributes, threshold), gold, pred)
 
 
 def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
@@ -116,8 +120,9 @@ def extractor_predictions(extractor: Extractor, records: Sequence[Record],
     """Predicted records (ids, products and categories of `records`) and their (N, L)
     attribute probabilities (0 below the threshold) through `Extractor.predict_batch`: long
     texts windowed, decoding restricted to the category when the model says so, the model's
-    decoding options, exactly as `mjave predict` and `mjave serve` answer. `items`: the
-    Extractor items of `records` when the caller changed them (shuffled images)."""
+    decoding options, exactly as `mjave predict` and `mjave serve` answer. Predicted spans keep
+    the value's score (`Span.score`, for the slot protocol). `items`: the Extractor items of
+    `records` when the caller changed them (shuffled images)."""
     index = {a: j for j, a in enumerate(extractor.attributes)}
     if items is None:
         items = extractor_items(extractor, records, image_root)
@@ -130,8 +135,8 @@ def extractor_predictions(extractor: Extractor, records: Sequence[Record],
             for a in result["attributes"]:
                 probs[len(preds), index[a["name"]]] = a["score"]
             preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
-                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"])
-                                       for v in result["values"]]))
+                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"],
+                                            score=v["score"]) for v in result["values"]]))
     return preds, probs
 
 
@@ -190,21 +195,12 @@ def derangement(products: Sequence[str], seed: int) -> dict[str, str]:
     return {p: products[j] for p, j in zip(products, perm)}
 
 
-def shuffle_images(examples: Sequence[Example], seed: int) -> list[Example]:
-    """Give every example the image of another product (Elliott 2018's incongruent setting).
-
-    Products are permuted as a whole (sentences of one product keep sharing an image) with a
-    derangement, so no product keeps its own image.
-    """
-    source = derangement([e.record.product_id for e in examples], seed)
-    image_of = {e.record.product_id: e.image_features for e in examples}
-    return [replace(e, image_features=image_of[source[e.record.product_id]]) for e in examples]
-
-
 def shuffle_item_images(records: Sequence[Record], items: Sequence[dict[str, Any]], seed: int
                         ) -> list[dict[str, Any]]:
-    """`shuffle_images` for the Extractor's items of `records`: the same derangement of
-    products, applied to the image each item reads."""
+    """Give every item the image of another product (Elliott 2018's incongruent setting).
+
+    Products are permuted as a whole (sentences of one product keep sharing an image) with a
+    derangement, so no product keeps its own image."""
     source = derangement([r.product_id for r in records], seed)
     image_of = {r.product_id: item["image"] for r, item in zip(records, items)}
     return [{**item, "image": image_of[source[r.product_id]]} for r, item in zip(records, items)]

@@ -34,6 +34,7 @@ from mjave.training import distributed
 from mjave.pretrained import (build_network, make_aligner, make_tokenizer, resolve_device,
                               save_model, text_in_loop, write_config)
 from mjave.training.checkpoint import load_checkpoint, save_checkpoint
+from mjave.training.partial_tables import category_absent_examples, outside_weight
 from mjave.config import RunConfig, TrainConfig
 from mjave.training.evaluate import final_figure, report_of
 from mjave.training.resident import ResidentData, compile_with_fallback, resident_batches
@@ -190,6 +191,7 @@ def _train(config: RunConfig, progress: Progress | None,
     schema = AttributeSchema.from_records(train_records)
     if schema.num_attributes == 0:
         raise ValueError(f"{config.data.train}: no labelled spans, nothing to learn")
+    table_records = train_records   # the table's own products, before augmentation copies
     train_records = train_records + augmented(train_records, config)
     tokenizer = make_tokenizer(config.encoder)
     aligner = make_aligner(config.encoder, schema, tokenizer)
@@ -199,8 +201,10 @@ def _train(config: RunConfig, progress: Progress | None,
         if not 0.0 <= getattr(tc, name) <= 1.0:
             raise ConfigError(f"train.{name} must lie in [0, 1], got {getattr(tc, name)}")
     partial = resolve_partial_labels(tc.partial_labels, train_records, net)
-    # config.json records the mode used, not "auto".
-    config = replace(config, model=model_cfg, train=replace(tc, partial_labels=partial))
+    # config.json records the mode and the outside weight used, not "auto" or "from the table".
+    config = replace(config, model=model_cfg, train=replace(
+        tc, partial_labels=partial,
+        partial_outside_weight=outside_weight(tc, table_records, partial)))
     net.to(device)
 
     store_dir = config.features_dir or str(out / "features")
@@ -211,6 +215,8 @@ def _train(config: RunConfig, progress: Progress | None,
     with distributed.main_first():  # the feature store takes one writer at a time
         train_split = Split(train_records, build_examples(train_records, issues=train_issues,
                                                           **featurize), train_issues)
+        train_split.examples = category_absent_examples(train_split.examples, table_records,
+                                                        schema, config.train, partial)
         valid_split = None
         if config.data.valid:
             recs, iss = load_split(config.data.valid, config)

@@ -1,0 +1,232 @@
+"""`mjave export`: a model folder as ONNX graphs that onnxruntime runs on CPU.
+
+The text graph computes what the Extractor's torch forward computes from token ids (and image
+features): for a model over cached token states the frozen encoder runs in the same graph, its
+states rounded to float16 as the feature store rounds them; fine-tuned and BiLSTM encoders are
+part of the network already. An image model gets its image encoder as a second graph (pixels ->
+global and regional features). The exported folder keeps config.json (sizes filled in),
+schema.json and versions.json, and adds `export.json` (opset, int8, every graph's input and
+output names and shapes) and the tokenizer files, so it is one thing to copy; it needs neither
+the torch weights nor the encoder folder. `int8`: onnxruntime's dynamic quantisation of the
+MatMul weights (activations are quantised per batch at run time).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mjave import pretrained
+from mjave.config import to_dict
+from mjave.encoders import text as text_encoders
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+TEXT_INPUTS = ("input_ids", "attention_mask", "tag_mask")
+IMAGE_INPUTS = ("v_global", "v")
+TEXT_OUTPUTS = ("attr_logits", "tag_logits")
+IMAGE_GRAPH_INPUTS = ("pixels",)
+IMAGE_GRAPH_OUTPUTS = ("global", "regions")
+TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+"""What a tokenizer (fast HF, WordPiece vocab or character-level) is read from; no weights."""
+INSTALL_HINT = "pip install 'mjave[onnx]'"
+
+
+def require_onnx() -> None:
+    """ImportError naming the extra when onnx or onnxruntime is not installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export and inference need {e.name!r}: {INSTALL_HINT}") from None
+
+
+class TextGraph(nn.Module):
+    """The Extractor's forward as one module of tensors: token ids, masks (and image features)
+    in, attribute and tag logits out."""
+
+    def __init__(self, net: nn.Module, frozen_encoder: nn.Module | None = None):
+        super().__init__()
+        self.net = net
+        self.frozen_encoder = frozen_encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                tag_mask: torch.Tensor, v_global: torch.Tensor | None = None,
+                v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = attention_mask.bool()
+        batch = {"input_ids": input_ids, "mask": mask, "tag_mask": tag_mask.bool()}
+        if self.frozen_encoder is not None:
+            h = self.frozen_encoder(input_ids, attention_mask)
+            # float16 as the feature store keeps them, zero on padding as collate pads them
+            batch["h"] = h.half().float() * mask.unsqueeze(-1).to(torch.float32)
+        if v_global is not None:
+            batch["v_global"], batch["v"] = v_global, v
+        out = self.net(batch, with_labels=False)
+        return out.attr_logits, out.tag_logits
+
+
+def sample_text_inputs(vocab_size: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Two rows of different lengths (one padded), so no size is traced as a constant."""
+    ids = torch.randint(5, max(6, min(vocab_size, 1000)), (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    ids[1, 5:] = pad_id
+    return {"input_ids": ids, "attention_mask": mask, "tag_mask": mask.clone()}
+
+
+def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[str],
+                 output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int) -> None:
+    """torch.onnx.export with the TorchScript exporter (dynamic batch and sequence axes)."""
+    import warnings
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+
+
+def graph_signature(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Input and output names, element types and shapes (a string for a dynamic axis) of an ONNX
+    file, read from the graph itself."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_param or int(d.dim_value) for d in t.shape.dim]
+            out.append({"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(
+                t.elem_type).name, "shape": shape})
+        return out
+
+    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+def quantize_int8(path: Path) -> None:
+    """Replace `path` by its dynamic int8 quantisation (MatMul weights, signed int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".fp32.onnx")
+    path.replace(tmp)
+    try:
+        quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def copy_tokenizer(encoder_path: Path, out: Path) -> Path:
+    """The tokenizer files of the encoder folder in `out` (no weights)."""
+    out.mkdir(parents=True, exist_ok=True)
+    copied = [name for name in TOKENIZER_FILES if (encoder_path / name).is_file()]
+    if not copied:
+        raise FileNotFoundError(f"{encoder_path}: no tokenizer files to copy")
+    for name in copied:
+        shutil.copyfile(encoder_path / name, out / name)
+    return out
+
+
+def export_image_encoder(config: Any, path: Path, opset: int) -> dict[str, Any]:
+    """The image encoder as a graph `pixels (B, 3, S, S) -> global (B, D), regions (B, K, D)`;
+    returns what preprocessing needs (size, mean, std, resampling) and the graph's sizes."""
+    from mjave.encoders.image import build_image_encoder
+
+    enc = config.encoder
+    image = build_image_encoder(enc.image_encoder, enc.image_weights, enc.image_size).eval()
+    pixels = torch.zeros(2, 3, enc.image_size, enc.image_size)
+    export_graph(image, (pixels,), path, list(IMAGE_GRAPH_INPUTS), list(IMAGE_GRAPH_OUTPUTS),
+                 {"pixels": {0: "batch"}, "global": {0: "batch"}, "regions": {0: "batch"}}, opset)
+    return {"file": path.name, "name": image.name, "image_size": image.image_size,
+            "mean": list(image.mean), "std": list(image.std), "resample": int(image.resample),
+            "feature_dim": image.feature_dim, "num_regions": image.num_regions,
+            **graph_signature(path)}
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = False,
+                 opset: int = DEFAULT_OPSET) -> Path:
+    """Write the exported folder of `model_dir` into `out_dir` and return it (see the module
+    docstring). `out_dir` must not be a torch model folder (it would hold two models)."""
+    require_onnx()
+    import onnx
+    import onnxruntime
+
+    src, out = Path(model_dir), Path(out_dir)
+    if pretrained.is_exported(src):
+        raise ValueError(f"{src} is already an exported ONNX folder; export its torch model "
+                         "folder instead")
+    if out.resolve() == src.resolve() or (out / pretrained.WEIGHTS).exists():
+        raise ValueError(f"{out} holds a torch model; export into a new folder")
+    loaded = pretrained.LoadedModel.load(src, device="cpu")
+    config = loaded.config
+    frozen = None
+    if loaded.uses_text_features:
+        frozen = text_encoders.HFTextEncoder.from_pretrained(
+            text_encoders.resolve_text_encoder_path(config.encoder.text_encoder),
+            fine_tune=False)
+    graph = TextGraph(loaded.net, frozen).eval()
+    tokenizer = loaded.aligner.tokenizer
+    sample = sample_text_inputs(tokenizer.vocab_size, loaded.aligner.pad_id)
+    names = list(TEXT_INPUTS)
+    dynamic: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in TEXT_INPUTS}
+    if loaded.uses_image:
+        k = image_regions(config)
+        sample["v_global"] = torch.zeros(2, config.model.image_dim)
+        sample["v"] = torch.zeros(2, k, config.model.image_dim)
+        names += list(IMAGE_INPUTS)
+        dynamic.update({"v_global": {0: "batch"}, "v": {0: "batch"}})
+    dynamic.update({"attr_logits": {0: "batch"}, "tag_logits": {0: "batch", 1: "sequence"}})
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (pretrained.GRAPH, pretrained.IMAGE_GRAPH, pretrained.EXPORT):
+        (out / name).unlink(missing_ok=True)  # an earlier export here is replaced, not mixed
+    text_path = out / pretrained.GRAPH
+    export_graph(graph, tuple(sample[n] for n in names), text_path, names, list(TEXT_OUTPUTS),
+                 dynamic, opset)
+    image_record = None
+    if loaded.uses_image:
+        image_record = export_image_encoder(config, out / pretrained.IMAGE_GRAPH, opset)
+    if int8:
+        quantize_int8(text_path)
+        if image_record is not None:
+            quantize_int8(out / pretrained.IMAGE_GRAPH)
+            image_record.update(graph_signature(out / pretrained.IMAGE_GRAPH))
+    tokenizer_path = text_encoders.resolve_text_encoder_path(config.encoder.text_encoder)
+    copy_tokenizer(tokenizer_path, out / pretrained.TOKENIZER_DIR)
+
+    pretrained.write_json(out / pretrained.CONFIG, to_dict(config))
+    loaded.schema.save(out / pretrained.SCHEMA)
+    trained = pretrained.read_versions(src)
+    if trained:
+        pretrained.write_json(out / pretrained.VERSIONS, trained)
+    record = {"format": "mjave-onnx", "opset": opset, "int8": bool(int8),
+              "exporter": "torch.onnx (TorchScript)", "source": src.name,
+              "file": pretrained.GRAPH, **graph_signature(text_path),
+              "frozen_encoder_in_graph": frozen is not None,
+              "text_dim": config.model.text_dim, "num_attributes": loaded.schema.num_attributes,
+              "num_tags": loaded.schema.num_tags, "image": image_record,
+              "versions": {**pretrained.versions(), "onnx": onnx.__version__,
+                           "onnxruntime": onnxruntime.__version__}}
+    pretrained.write_json(out / pretrained.EXPORT, record)
+    log.info("exported %s to %s (opset %d%s)", src, out, opset, ", int8" if int8 else "")
+    return out
+
+
+def image_regions(config: Any) -> int:
+    """K, the image regions the configured image encoder gives (its `num_regions` rule)."""
+    from mjave.encoders.image import ImageEncoder
+
+    return ImageEncoder(config.encoder.image_size).num_regions
+
+
+__all__ = ["DEFAULT_OPSET", "TextGraph", "copy_tokenizer", "export_model", "graph_signature",
+           "quantize_int8", "require_onnx"]
