@@ -114,3 +114,13 @@ def test_a_file_with_a_value_out_of_range_names_the_file_and_key(tmp_path):
     write(tmp_path / "r.yaml", {"train": {"batch_size": 0}})
     with pytest.raises(ConfigError, match=r"r\.yaml.*train\.batch_size"):
         load(RunConfig, tmp_path / "r.yaml")
+
+
+def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
+    """`5e-5` is a string to PyYAML (YAML 1.1 wants `5.0e-5`); float fields take it anyway."""
+    write(tmp_path / "r.yaml", {"train": {"encoder_lr": "5e-5", "lr": "1E-3"}})
+    cfg = load(RunConfig, tmp_path / "r.yaml")
+    assert cfg.train.encoder_lr == 5e-5 and cfg.train.lr == 1e-3
+    assert apply_overrides(RunConfig(), ["train.encoder_lr=2e-5"]).train.encoder_lr == 2e-5
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        apply_overrides(RunConfig(), ["train.lr=fast"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -31,6 +32,11 @@ T = TypeVar("T")
 class ConfigError(ValueError):
     """A config file or override that does not fit the dataclass (names the key)."""
 
+
+
+SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+"""A number in exponent notation without a dot (`5e-5`, `1E3`): a float to YAML 1.2 and to
+every user, a string to PyYAML's YAML 1.1; float fields take it."""
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
@@ -84,6 +90,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and SCIENTIFIC.match(value.strip()):
+            value = float(value)   # `5e-5`: YAML 1.1 (PyYAML) reads it as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
