@@ -125,7 +125,7 @@ def test_fp32_extractor_gives_the_torch_spans_and_scores(tiny_models, fine_tuned
 
 @pytest.mark.parametrize("which", ["text", "fine"])
 def test_int8_spans_agree_with_fp32(tiny_models, exported, which):
-    items = items_of(tiny_models, with_image=False) * 3
+    items = items_of(tiny_models, with_image=False)
     fp32 = set(span_keys(Extractor.load(exported[which], device="cpu").predict_batch(items)))
     int8 = set(span_keys(Extractor.load(exported[f"{which}-int8"],
                                         device="cpu").predict_batch(items)))

@@ -293,8 +293,9 @@ class LoadedModel:
         return uses_image(self.config)
 
 
-__all__ = ["CONFIG", "EXPORT", "EXPORTED_REQUIRED", "GRAPH", "IMAGE_GRAPH", "TOKENIZER_DIR",
-           "export_mismatches", "is_exported", "read_export", "LoadedModel", "METRICS", "REQUIRED", "SCHEMA", "VERSIONS", "WEIGHTS",
+__all__ = ["CONFIG", "EXPORT", "EXPORTED_REQUIRED", "GRAPH", "IMAGE_GRAPH", "LoadedModel",
+           "METRICS", "REQUIRED", "SCHEMA", "TOKENIZER_DIR", "VERSIONS", "WEIGHTS",
+           "export_mismatches", "is_exported", "read_export",
            "build_network", "check_folder", "cpu_tensors", "load_model_files", "make_aligner",
            "make_text_encoder", "make_tokenizer", "missing_file", "read_config", "read_json",
            "read_versions", "resolve_device", "save_model", "text_feature_dim", "text_in_loop",

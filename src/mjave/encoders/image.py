@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from mjave.data.errors import DataError
-from mjave.data.rows import check_image_pixels, open_image_file
+from mjave.data.rows import MAX_IMAGE_PIXELS, check_image_pixels, open_image_file
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,23 @@ IMAGE_ENCODERS = ("efficientnet-lite0", "efficientnet-lite2", "resnet101", "resn
 # --------------------------------------------------------------------------------------------
 
 
+def decode_image(source: Any, max_pixels: int = MAX_IMAGE_PIXELS,
+                 what: str = "cannot read image") -> Image.Image:
+    """An open image file (or bytes stream) decoded as RGB: its size checked from the header
+    first (`check_image_pixels`), then every pixel decoded now, so a truncated JPEG fails here
+    and not later in a worker; DataError `bad image` / `image too large` otherwise."""
+    try:
+        with Image.open(source) as img:
+            check_image_pixels(img.size, max_pixels)
+            img.load()
+            return img.convert("RGB")
+    except DataError:
+        raise
+    except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
+        raise DataError(f"{what} ({type(e).__name__}: {e})", field="image",
+                        reason="bad image") from None
+
+
 def load_image(path: str | os.PathLike[str], policy: MissingImagePolicy = "error"
                ) -> Image.Image | None:
     """Open and fully decode an image as RGB.
@@ -65,15 +82,11 @@ def load_image(path: str | os.PathLike[str], policy: MissingImagePolicy = "error
     try:
         # the checks of every front end: a regular file (a FIFO is refused, not waited on),
         # at most MAX_IMAGE_PIXELS pixels read from the header before decoding
-        with open_image_file(path) as f, Image.open(f) as img:
-            check_image_pixels(img.size)
-            img.load()  # decode now: a truncated JPEG fails here, not later in a worker
-            return img.convert("RGB")
+        with open_image_file(path) as f:
+            return decode_image(f)
     except DataError as e:
         why = "image file not found" if e.reason == "missing image" else e.message
         reason = e.reason
-    except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
-        why, reason = f"cannot read image ({type(e).__name__}: {e})", "bad image"
     if policy == "zeros":
         log.debug("%s: %s (zero features)", path, why)
         return None

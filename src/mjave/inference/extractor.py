@@ -39,6 +39,7 @@ from mjave.data.rows import (MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, check_category,  
                              check_image_pixels, check_text, open_image_file)  # checks all share
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded, TextAligner, batch_pad
+from mjave.encoders.image import decode_image
 from mjave.inference.decode import Decoded, SpanBatch
 from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import (Window, chunk_bounds, merge_attribute_probs, merge_spans,
@@ -78,30 +79,16 @@ def open_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
             raise DataError(f"cannot read image ({type(e).__name__}: {e})", field="image",
                             reason="bad image") from None
     if isinstance(image, (bytes, bytearray)):
-        return _decode(io.BytesIO(bytes(image)), max_pixels, "cannot read image bytes")
+        return decode_image(io.BytesIO(bytes(image)), max_pixels, "cannot read image bytes")
     if isinstance(image, (str, os.PathLike)):
         try:
             with open_image_file(image) as f:
-                return _decode(f, max_pixels, "cannot read image")
+                return decode_image(f, max_pixels)
         except DataError as e:
             raise DataError(e.message, path=str(image), field="image",
                             reason=e.reason) from None
     raise DataError(f"the image must be a path, bytes or a PIL image, found "
                     f"{type(image).__name__}", field="image", reason="bad image type")
-
-
-def _decode(source: Any, max_pixels: int, what: str) -> Image.Image:
-    """Decode an open image file: its size (header) checked first, then every pixel."""
-    try:
-        with Image.open(source) as img:
-            check_image_pixels(img.size, max_pixels)
-            img.load()
-            return img.convert("RGB")
-    except DataError:
-        raise
-    except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
-        raise DataError(f"{what} ({type(e).__name__}: {e})", field="image",
-                        reason="bad image") from None
 
 
 def parse_item(item: Item) -> tuple[Any, ImageInput, Any]:
@@ -460,25 +447,22 @@ class Extractor:
         # of its own, so it never holds the short texts of its batch (`chunk_bounds`).
         sizes = [len(t) if isinstance(t, str) else 0
                  for t in (_text_of(item) for item in items)]
-        if len(items) <= self.batch_size:
-            with self._lock, torch.no_grad():
-                out: list[dict[str, Any]] = []
-                for s, e in chunk_bounds(sizes, self.batch_size):
-                    out.extend(self._predict_chunk(items[s:e], s, errors, prefix))
-                return out
         # More than a batch: the items go through by length, so each batch holds texts of like
         # length and little padding (about 1.4x the throughput on product titles,
-        # docs/performance.md); results come back in the items' order. A bad item is raised
+        # docs/performance.md); results come back in the items' order, and a bad item is raised
         # once all are done, the first in the items' order, as it would be in order.
-        order = sorted(range(len(items)), key=sizes.__getitem__)
+        by_length = len(items) > self.batch_size
+        order = sorted(range(len(items)), key=sizes.__getitem__) if by_length \
+            else list(range(len(items)))
         results: list[dict[str, Any] | None] = [None] * len(items)
         with self._lock, torch.no_grad():
             for s, e in chunk_bounds([sizes[i] for i in order], self.batch_size):
                 chunk = order[s:e]
-                for i, res in zip(chunk, self._predict_chunk([items[i] for i in chunk], s,
-                                                             "return", prefix)):
+                done = self._predict_chunk([items[i] for i in chunk], chunk[0],
+                                           "return" if by_length else errors, prefix)
+                for i, res in zip(chunk, done):
                     results[i] = res
-        if errors == "raise":
+        if by_length and errors == "raise":
             for i, res in enumerate(results):
                 if res is not None and "error" in res:
                     raise DataError(f"item {i}: {res['error']}", reason=res["reason"])
