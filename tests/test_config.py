@@ -74,6 +74,27 @@ def test_an_included_file_that_includes_itself_is_refused(tmp_path):
         load(TableConfig, tmp_path / "loop.yaml")
 
 
+def test_a_file_may_start_from_another_and_override_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "lib" / "recipe.yaml",
+          {"encoder": {"fine_tune": True, "max_length": 64}, "train": {"epochs": 10, "lr": 0.001},
+           "data": {"valid": "valid.jsonl"}})
+    write(tmp_path / "configs" / "run.yaml",
+          {"include": "../lib/recipe.yaml", "data": {"train": "../d/train.jsonl"},
+           "train": {"epochs": 3}})
+    cfg = load(RunConfig, "configs/run.yaml")
+    assert cfg.encoder.fine_tune is True and cfg.encoder.max_length == 64   # from the include
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.001                  # merged key by key
+    assert cfg.data.train == os.path.join("d", "train.jsonl")               # relative to its file
+    assert cfg.data.valid == os.path.join("lib", "valid.jsonl")             # relative to its file
+    write(tmp_path / "bad.yaml", {"include": 5})
+    with pytest.raises(ConfigError, match="include"):
+        load(RunConfig, "bad.yaml")
+    write(tmp_path / "self.yaml", {"include": "self.yaml"})
+    with pytest.raises(ConfigError, match="includes itself"):
+        load(RunConfig, "self.yaml")
+
+
 def test_experiment_seed_and_base_seed_must_agree(tmp_path):
     from mjave.experiments.table import TableConfig
     write(tmp_path / "r.yaml", {"train": {"seed": 3}})

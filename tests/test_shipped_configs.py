@@ -15,21 +15,22 @@ from mjave.config import RunConfig, load, set_values, to_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 EXAMPLES = ROOT / "examples"
-FILES = sorted(CONFIGS.rglob("*.yaml")) + sorted(EXAMPLES.glob("*.yaml"))
+RECIPES = [ROOT / "src" / "mjave" / "completion" / "recipe.yaml"]   # shipped in the package
+FILES = sorted(CONFIGS.rglob("*.yaml")) + sorted(EXAMPLES.glob("*.yaml")) + RECIPES
 
 
 def config_class(path: Path) -> type:
     """The dataclass a shipped file is for: recipes are run configs; an experiment file's kind is
     its stem (`synthetic-<kind>`, `<dataset>-table`, `<dataset>-realdata`, `*-completion-*`)."""
     from mjave.experiments.runner import EXPERIMENTS
-    if path.parent.name in ("runs", "examples"):
+    if path.parent.name in ("runs", "examples") or path in RECIPES:
         return RunConfig
     stem = path.stem
     if stem.startswith("synthetic-"):
         return EXPERIMENTS[stem.removeprefix("synthetic-")].config
     if stem.endswith(("-table", "-realdata")):
         return EXPERIMENTS["table"].config
-    if "-completion" in stem:
+    if "completion" in stem:
         return EXPERIMENTS["completion"].config
     raise AssertionError(f"{path}: no rule says which config this is")
 
@@ -57,16 +58,34 @@ def test_shipped_config_loads_and_pins_no_device(path):
     for cfg in run_configs(path):
         assert cfg.train.device == "auto", f"{path} pins train.device={cfg.train.device}"
         assert cfg.data.train == "" or Path(cfg.data.train).name.endswith(".jsonl"), path
-    if path.parent.name == "runs":
+    if path.parent.name == "runs" or path in RECIPES:
         text = path.read_text(encoding="utf-8")
         assert "device:" not in text and "features_dir" not in text
         # sparse: only what differs from the defaults is written
         import yaml
         default = to_dict(RunConfig())
         for section, values in yaml.safe_load(text).items():
+            if section == "include":
+                continue
             for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
                 want = default[section] if key is None else default[section][key]
                 assert value != want, f"{path}: {section}.{key} repeats its default"
+
+
+def test_the_completion_command_trains_the_shipped_recipe():
+    """One completion model: the experiment's default base, the packaged recipe and
+    configs/runs/completion.yaml (the recipe plus OA-Mine) are the same run config."""
+    from mjave.completion.recipe import completion_recipe
+    from mjave.experiments.completion import CompletionConfig
+    shipped = load(RunConfig, CONFIGS / "runs" / "completion.yaml")
+    assert shipped.data.train.endswith("oamine/train.jsonl")
+    recipe = completion_recipe()
+    assert dataclasses.replace(shipped, data=recipe.data) == recipe
+    default = CompletionConfig().base
+    assert dataclasses.replace(default, output_dir=recipe.output_dir) == recipe
+    assert recipe.encoder.fine_tune and recipe.model.architecture == "token-classification"
+    experiment = load(CompletionConfig, CONFIGS / "experiments" / "oamine-completion-finetuned.yaml")
+    assert dataclasses.replace(experiment.base, data=recipe.data) == recipe
 
 
 def test_an_experiment_file_given_as_run_config_says_what_it_is():

@@ -35,6 +35,17 @@ def save_tiny_bert(folder: str | Path, hidden_size: int = 32, num_layers: int = 
     return folder
 
 
+def tiny_text_run_config(text_encoder: str | Path, features_dir: str | Path, epochs: int = 2):
+    """A text-only RunConfig over a tiny encoder (`save_tiny_bert`) that trains in seconds on
+    the CPU, for the experiment tests (the completion runs set its data and output)."""
+    from mjave.config import DataConfig, EncoderConfig, ModelConfig, RunConfig, TrainConfig
+    return RunConfig(features_dir=str(features_dir), data=DataConfig(),
+                     encoder=EncoderConfig(text_encoder=str(text_encoder), image_encoder="none"),
+                     model=ModelConfig(use_image=False, attention_size=16),
+                     train=TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, patience=100,
+                                       device="cpu"))
+
+
 TINY_COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
 
 

@@ -38,7 +38,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 #: Flags that set a top-level field of the experiment's config (only where it has that field).
 FIELD_FLAGS = {"data": "data", "hide": "hide", "seeds": "seeds",
-               "min_precision": "min_precision"}
+               "min_precision": "min_precision", "leave_out_category": "leave_out_category"}
 
 
 def _with_flags(cfg, args: argparse.Namespace):
@@ -87,6 +87,9 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> argparse.Arg
     f.add_argument("--seeds", type=int, help="completion: number of seeds (default 3)")
     f.add_argument("--min-precision", type=float,
                    help="completion: precision the calibrated threshold aims at (default 0.9)")
+    f.add_argument("--leave-out-category", metavar="CATEGORY",
+                   help="completion: train on the other categories' products and complete "
+                        "this category's (a category the models never saw)")
     p.set_defaults(func=cmd_experiment)
     return p
 

@@ -10,7 +10,10 @@ Files are sparse: a key left out keeps its default. Two rules make a config file
   file's folder to the working directory and `save` rebases it back, so a saved config loads to
   the same paths wherever it is written;
 - a field whose type is a config dataclass may hold the path of a file of that dataclass instead
-  of a mapping (`base: ../runs/oamine.yaml`), so a recipe is written once and pointed at.
+  of a mapping (`base: ../runs/oamine.yaml`), so a recipe is written once and pointed at;
+- a file may start from another file of the same dataclass (`include: OTHER.yaml`, relative to
+  the file): the other file's values are read first and this file's override them key by key
+  (nested sections merged), so a recipe with data is its data-free recipe plus the data.
 """
 
 from __future__ import annotations
@@ -254,10 +257,28 @@ def _load_data(cls: type, path: Path, seen: tuple[Path, ...] = ()) -> dict[str, 
     data = _read_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    included: dict[str, Any] = {}
+    if INCLUDE_KEY in data and INCLUDE_KEY not in {f.name for f in dataclasses.fields(cls)}:
+        other = data.pop(INCLUDE_KEY)
+        if not isinstance(other, str) or not other:
+            raise ConfigError(f"{path}: '{INCLUDE_KEY}' must be the path of a file, got {other!r}")
+        included = _load_data(cls, path.parent / other, seen + (key,))
     try:
-        return _resolve(cls, data, path.parent, seen + (key,))
+        return _merge(included, _resolve(cls, data, path.parent, seen + (key,)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+INCLUDE_KEY = "include"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict)
+                  else v)
+    return out
 
 
 def load(cls: type[T], path: str | Path) -> T:
