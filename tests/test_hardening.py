@@ -121,7 +121,10 @@ def test_extractor_refuses_a_lone_surrogate_per_item(text_extractor):
     assert out[1]["reason"] == "invalid text" and "lone surrogate" in out[1]["error"]
     assert_valid(out[0], "red shirt")
     assert_valid(out[2], "blue shoes")
-    assert out[0] == text_extractor.predict("red shirt")
+    # the error item leaves its neighbours' answers alone: the same spans, scores up to the
+    # float rounding of another batch shape (test_extractor.assert_same_result's rule)
+    from test_extractor import assert_same_result
+    assert_same_result(out[0], text_extractor.predict("red shirt"))
 
 
 def test_predict_file_writes_an_error_row_for_a_lone_surrogate(tmp_path, text_extractor):

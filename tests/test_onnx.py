@@ -10,8 +10,12 @@ graph does not match their config.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,11 +137,121 @@ def test_int8_spans_agree_with_fp32(tiny_models, exported, which):
     assert agree >= 0.98, (agree, sorted(fp32 ^ int8))
     record = json.loads((exported[f"{which}-int8"] / "export.json").read_text())
     assert record["int8"] is True
-    # dynamic quantisation really happened: integer matmuls over int8 weights
+    assert record["int8_check"]["passed"] and record["int8_check"]["items"] > 0
+    # dynamic quantisation really happened: integer matmuls over 8-bit weights
     import onnx
     graph = onnx.load(str(exported[f"{which}-int8"] / "model.onnx")).graph
     assert {n.op_type for n in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
-    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)
+
+
+@pytest.mark.parametrize("which", ["text-int8", "fine-int8", "image-int8"])
+def test_int8_weights_are_unsigned(exported_int8_image, exported, which):
+    """Signed 8-bit weights take onnxruntime's saturating u8 x s8 kernel on AVX2 CPUs without
+    VNNI (issue #30: 57% of the fp32 spans there, 100% on a VNNI CPU); unsigned ones do not."""
+    import onnx
+    folder = exported_int8_image if which == "image-int8" else exported[which]
+    for name in ("model.onnx", "image.onnx"):
+        if not (folder / name).exists():
+            continue
+        graph = onnx.load(str(folder / name)).graph
+        assert not [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+
+
+@pytest.fixture(scope="module")
+def exported_int8_image(tiny_models, tmp_path_factory):
+    return export_model(tiny_models.image_model, tmp_path_factory.mktemp("onnx-int8-image") / "m",
+                        int8=True)
+
+
+def qemu_haswell() -> list[str] | None:
+    """The command prefix that runs a program on an emulated Haswell (AVX2, no VNNI, no
+    AVX-512), or None without qemu-user. `.ci/run` installs it and sets MJAVE_REQUIRE_QEMU."""
+    exe = shutil.which("qemu-x86_64")
+    if exe is None or platform.machine() != "x86_64":
+        if os.environ.get("MJAVE_REQUIRE_QEMU"):
+            pytest.fail("MJAVE_REQUIRE_QEMU is set but qemu-x86_64 is not on PATH")
+        pytest.skip("qemu-user is not installed: the AVX2-only CPU cannot be emulated")
+    return [exe, "-cpu", "Haswell"]
+
+
+def run_probe(prefix: list[str], items: Path, folders: list[Path]) -> dict:
+    probe = Path(__file__).with_name("int8_probe.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([*prefix, sys.executable, str(probe), str(items),
+                           *map(str, folders)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_int8_gives_the_same_spans_on_an_avx2_cpu_without_vnni(tiny_models, exported, tmp_path):
+    """The int8 graphs run on an emulated AVX2-only CPU (the kind where issue #30 found 0.57
+    agreement) give the spans they give on this CPU, so they agree with fp32 there as here. The
+    probe's saturating product proves the emulated run really took the AVX2 kernels."""
+    prefix = qemu_haswell()
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(items_of(tiny_models, with_image=False)), encoding="utf-8")
+    folders = [exported["text-int8"], exported["fine-int8"]]
+    here = run_probe([], items, folders)
+    avx2 = run_probe(prefix, items, folders)
+    assert avx2["saturating"] == 2 * 32767, "the emulated CPU did not take the AVX2 u8s8 kernel"
+    for folder in folders:
+        assert avx2["spans"][str(folder)] == here["spans"][str(folder)], folder.name
+        assert here["spans"][str(folder)], "the tiny models should find spans"
+
+
+def test_compare_counts_agreement_kept_and_drift():
+    from mjave.inference.onnx_check import compare
+
+    def result(spans, attrs):
+        return {"values": [{"attribute": a, "begin": b, "end": e, "score": s}
+                           for a, b, e, s in spans],
+                "attributes": [{"name": n, "score": s} for n, s in attrs]}
+    fp32 = [result([("Color", 0, 3, 0.9), ("Fit", 4, 8, 0.6)], [("Color", 0.9), ("Fit", 0.7)])]
+    int8 = [result([("Color", 0, 3, 0.8), ("Size", 9, 10, 0.55)], [("Color", 0.85)])]
+    check = compare(fp32, int8, cpu="test", source="hand", min_agreement=0.5)
+    assert (check.fp32_spans, check.int8_spans) == (2, 2)
+    assert check.agreement == pytest.approx(1 / 3) and check.kept == pytest.approx(0.5)
+    assert check.max_score_drift == pytest.approx(0.7)      # Fit's attribute score, gone in int8
+    assert not check.passed and "FAILED" in check.summary()
+    assert compare([], [], cpu="test", source="hand").agreement == 1.0
+
+
+def test_int8_export_below_its_floor_is_refused_and_keeps_fp32(tiny_models, tmp_path):
+    """Asked for an agreement no quantisation reaches, export refuses: the folder holds the fp32
+    export (it predicts the torch spans), and the message gives the figures and --force."""
+    from mjave.inference.onnx_export import Int8CheckError
+    out = tmp_path / "refused"
+    with pytest.raises(Int8CheckError, match="--force") as e:
+        export_model(tiny_models.text_model, out, int8=True, min_agreement=1.01)
+    assert e.value.check.items > 0 and "span agreement" in str(e.value)
+    record = json.loads((out / "export.json").read_text())
+    assert record["int8"] is False and "int8_check" not in record
+    items = items_of(tiny_models, with_image=False)
+    want = Extractor.load(tiny_models.text_model, device="cpu").predict_batch(items)
+    assert span_keys(Extractor.load(out, device="cpu").predict_batch(items)) == span_keys(want)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_cli_export_int8_reports_its_check_and_forces(tiny_models, tmp_path, capsys, caplog):
+    from mjave.cli import main
+    rows = tmp_path / "check.jsonl"
+    rows.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n"
+                            for r in valid_rows(tiny_models)), encoding="utf-8")
+    out = tmp_path / "int8"
+    args = ["export", str(tiny_models.text_model), "-o", str(out), "--int8",
+            "--check-texts", str(rows)]
+    assert main(args + ["--min-agreement", "1.01"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "--force" in err and "Traceback" not in err
+    assert main(args + ["--min-agreement", "1.01", "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "span agreement" in printed and "--force" in printed and "check.jsonl" in printed
+    assert "FAILED ITS CHECK" in caplog.text
+    record = json.loads((out / "export.json").read_text())
+    assert record["int8"] is True and record["int8_check"]["passed"] is False
+    assert record["int8_check"]["items"] == len(valid_rows(tiny_models))
 
 
 def test_exported_folder_is_self_contained(tiny_models, exported, tmp_path):
@@ -254,3 +368,31 @@ def test_serve_runs_an_exported_folder(tiny_models, exported):
         got = r.json()
     assert ([(v["attribute"], v["begin"], v["end"]) for v in got["values"]]
             == [(v["attribute"], v["begin"], v["end"]) for v in want["values"]])
+
+
+def test_a_signed_int8_graph_warns_on_a_cpu_without_vnni(exported, monkeypatch, caplog):
+    """Folders exported before issue #30 (signed weights, no `int8_weights` in export.json) or
+    with `--int8-weights signed` warn when loaded where the u8 x s8 kernels saturate."""
+    from mjave.inference import onnx_check
+    from mjave.inference.onnx_runtime import warn_if_saturating
+    folder = exported["text-int8"]
+    record = json.loads((folder / "export.json").read_text())
+    assert record["int8_weights"] == "unsigned"
+    old = {k: v for k, v in record.items() if k != "int8_weights"}
+    monkeypatch.setattr(onnx_check, "cpu_isa", lambda: "AVX2, no VNNI")
+    assert warn_if_saturating(folder, old) and "re-export" in caplog.text
+    assert not warn_if_saturating(folder, record)
+    assert not warn_if_saturating(folder, {**record, "int8": False})
+    monkeypatch.setattr(onnx_check, "cpu_isa", lambda: "AVX-512 VNNI, AVX-512, AVX2")
+    assert not warn_if_saturating(folder, old)
+
+
+def test_int8_weights_signed_is_there_for_vnni_fleets(tiny_models, tmp_path):
+    import onnx
+    out = export_model(tiny_models.text_model, tmp_path / "signed", int8=True,
+                       int8_weights="signed", force=True)
+    assert json.loads((out / "export.json").read_text())["int8_weights"] == "signed"
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    with pytest.raises(ValueError, match="int8 weights must be one of"):
+        export_model(tiny_models.text_model, tmp_path / "bad", int8=True, int8_weights="u4")

@@ -2,6 +2,7 @@
 
 `from mjave import Extractor` loads a trained model folder for prediction; the name is imported
 lazily so that `import mjave` (data tools, metrics) does not pay for importing torch.
+`mjave.enable_logging()` shows log records and progress bars of long work called from Python.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {"Extractor": "mjave.inference.extractor", "predict_file": "mjave.inference.batch",
-         "PredictSummary": "mjave.inference.batch"}
+         "PredictSummary": "mjave.inference.batch", "enable_logging": "mjave.logs",
+         "disable_logging": "mjave.logs"}
 
 __all__ = ["__version__", *sorted(_LAZY)]
 

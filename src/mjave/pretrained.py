@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mjave import __version__
-from mjave.config import EncoderConfig, ModelConfig, RunConfig, from_dict, to_dict
+from mjave.config import (ConfigError, EncoderConfig, ModelConfig, RunConfig, from_dict,
+                          to_dict)
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner, Tokenizer
 from mjave.encoders import text as text_encoders
@@ -56,9 +57,10 @@ def uses_image(config: RunConfig) -> bool:
 
 
 def text_in_loop(encoder: EncoderConfig) -> bool:
-    """True when the text encoder trains with the model (BiLSTM or fine-tuned BERT), so token
-    states cannot be cached."""
-    return encoder.text_kind == "bilstm" or encoder.fine_tune
+    """True when the text encoder trains with the model (BiLSTM, or BERT with some or all of
+    its layers fine-tuned), so its final token states cannot be cached. The model folder then
+    holds the whole encoder and prediction runs it whole."""
+    return encoder.text_kind == "bilstm" or encoder.trains_text_encoder
 
 
 def versions() -> dict[str, str]:
@@ -232,7 +234,8 @@ def make_text_encoder(encoder: EncoderConfig, tokenizer: Tokenizer) -> torch.nn.
         return text_encoders.BiLSTMTextEncoder(vocab_size=tokenizer.vocab_size,
                                                pad_id=tokenizer.pad_id)
     path = text_encoders.resolve_text_encoder_path(encoder.text_encoder)
-    return text_encoders.HFTextEncoder.from_pretrained(path, fine_tune=True)
+    top = encoder.layers_trained if encoder.caches_lower_layers else "all"
+    return text_encoders.HFTextEncoder.from_pretrained(path, fine_tune=True, train_layers=top)
 
 
 def text_feature_dim(encoder: EncoderConfig, text_module: torch.nn.Module | None) -> int:
@@ -256,9 +259,26 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device `name` names ("auto": CUDA when there is one). A name torch does not know,
+    or CUDA where this torch build or machine has none, is a ConfigError (one `error:` line
+    from the CLI), not torch's traceback at the first tensor moved there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {name!r} is not one torch knows (auto, cpu, cuda or "
+                          "cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ConfigError(f"device {name!r}: there is no CUDA ({why}); use cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s), "
+                              f"numbered from 0")
+    return device
 
 
 @dataclass

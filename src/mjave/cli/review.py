@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mjave.cli.console import fail, print_listed
-from mjave.cli.serve import LOG_LEVELS, image_root_error, serve_extra_missing, warn_if_exposed
+from mjave.cli.serve import (LOG_LEVELS, image_root_error, serve_app, serve_extra_missing,
+                             warn_if_exposed)
 from mjave.data.errors import DataError
 
 MAX_LISTED = 50
@@ -64,7 +65,8 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 300)")
     g.add_argument("--load-only", action="store_true",
                    help="check and load the inputs into the database, then exit")
-    g.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    g.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                   help="server log level (default: info)")
     e = p.add_argument_group("export")
     e.add_argument("-o", "--output", metavar="ACCEPTED.csv",
                    help="write the accepted and edited values as a catalog table "
@@ -77,6 +79,7 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
 def load_inputs(args: argparse.Namespace):
     """Check the input files and load them into the database: the ReviewDB, or None after
     printing every bad row (nothing is written then)."""
+    from mjave.data.outputs import check_not_input
     from mjave.review.db import ReviewDB
     from mjave.review.inputs import check_products, read_items, read_products
 
@@ -97,6 +100,8 @@ def load_inputs(args: argparse.Namespace):
               "nothing was loaded:", file=sys.stderr)
         print_listed(errors, MAX_LISTED)
         return None
+    check_not_input(args.db, [args.suggestions, args.products, args.conflicts],
+                    "the review database")
     db = ReviewDB(args.db, lease_seconds=args.lease_seconds)
     summary = db.load(items, products)
     print(f"{args.db}: loaded {summary}")
@@ -135,15 +140,12 @@ def cmd_review(args: argparse.Namespace) -> int:
     hint = serve_extra_missing("mjave review")
     if hint:
         return fail(hint)
-    import uvicorn
-
     from mjave.review.app import create_review_app
     warn_if_exposed(args.host, "the review page")
     app = create_review_app(db, image_root=args.image_root,
                             reviewer=args.reviewer or _default_reviewer())
-    print(f"review page: http://{args.host}:{args.port}/  (Ctrl-C to stop)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                server_header=False)
+    print(f"review page: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    serve_app(app, host=args.host, port=args.port, log_level=args.log_level)  # SIGTERM: exit 0
     return 0
 
 

@@ -3,7 +3,8 @@
 FastAPI and uvicorn are imported only when the command runs, so `mjave` works without the
 [serve] extra and says how to install it when it is missing. The default host is 127.0.0.1:
 the service has no authentication, so exposing it is an explicit choice (`--host 0.0.0.0`).
-`mjave review` binds its page with the same checks (`serve_extra_missing`, `warn_if_exposed`).
+`mjave review` binds its page with the same checks (`serve_extra_missing`, `warn_if_exposed`)
+and stops as `mjave serve` does (`serve_app`).
 
 Shutdown (SIGTERM or Ctrl-C) is quiet: the micro-batcher first finishes what is queued for up to
 `--shutdown-timeout` seconds and answers the rest 503, so uvicorn never has to cancel a waiting
@@ -77,7 +78,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    "computed before the rest are answered 503 (default %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     add_threads_option(p)
-    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                   help="server log level (default: info)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -112,14 +114,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def serve_app(app: Any, host: str, port: int, log_level: str = "info",
               sockets: Sequence[Any] | None = None) -> None:
-    """Run `app` (from `mjave.serving.app.create_app`) under uvicorn until SIGTERM or Ctrl-C,
-    then stop quietly: the batcher drains for `app.state.config.shutdown_timeout_s` before
-    uvicorn waits for the connections, and a SIGTERM is not re-raised (the process exits 0)."""
+    """Run `app` under uvicorn until SIGTERM or Ctrl-C, then stop quietly: an app of
+    `mjave.serving.app.create_app` first drains its batcher for
+    `app.state.config.shutdown_timeout_s` before uvicorn waits for the connections, and a
+    SIGTERM is not re-raised (the process exits 0). `mjave review` stops the same way."""
     import uvicorn
+
+    batcher = getattr(app.state, "batcher", None)
 
     class DrainingServer(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
-            await app.state.batcher.stop(timeout=app.state.config.shutdown_timeout_s)
+            if batcher is not None:
+                await batcher.stop(timeout=app.state.config.shutdown_timeout_s)
             await super().shutdown(sockets)
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,

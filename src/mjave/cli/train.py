@@ -8,6 +8,17 @@ from mjave.cli.console import fail, progress_bar, setup_logging
 from mjave.data.errors import DataError
 
 
+NO_CONFIG = (
+    "no --config and no training data. A text-only run (JAVE) needs at least\n"
+    "  mjave train --set data.train=TRAIN.jsonl --set model.use_image=false "
+    "--set encoder.image_encoder=none\n"
+    "(add --set data.valid=VALID.jsonl --set output_dir=runs/NAME); with images (M-JAVE) give "
+    "data.image_root instead of the last two. Or start from a recipe: --config "
+    "configs/runs/oamine.yaml trains on the OA-Mine data shipped with mjave (`mjave data list`), "
+    "examples/run.yaml on the `mjave demo` catalog; docs/configs.md")
+"""What `mjave train` without `--config` says: the defaults are M-JAVE, which reads images."""
+
+
 def add_run_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="run config YAML/JSON (mjave.config.RunConfig)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -26,7 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mjave.training.trainer import train
     cfg = run_config(args)
     if not cfg.data.train:
-        raise DataError("no training data: set data.train in the config or --set data.train=FILE")
+        raise DataError(NO_CONFIG if not args.config else
+                        "no training data: set data.train in the config or --set data.train=FILE")
     result = train(cfg, progress=progress_bar())
     from mjave.training.distributed import launch_rank
     if launch_rank() != 0:   # under torchrun only rank 0 reports
@@ -66,7 +78,8 @@ def add_train_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("features", help="encode texts and images once into the feature store")
     add_run_config_args(p)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="texts or images encoded per forward pass (default 32)")
     p.set_defaults(func=cmd_features)
 
 

@@ -58,9 +58,11 @@ from mjave.completion.calibrate import (DEFAULT_FOLDS, Calibration, Judged, cali
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.io import iter_records, read_table
 from mjave.data.normalize import normalize_value
+from mjave.data.outputs import atomic_write, check_not_input, same_file
 from mjave.data.records import Record
 from mjave.data.rows import to_item
 from mjave.data.tabular import required_text
+from mjave.logs import default_progress
 
 log = logging.getLogger(__name__)
 
@@ -575,6 +577,7 @@ def calibration_path(output: PathLike) -> Path:
 
 
 def _make_bar(progress: Any, desc: str) -> Any:
+    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
     if progress is None or progress is False:
         return None
     if progress is True:
@@ -629,9 +632,13 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     if output.suffix.lower() not in (".csv", *JSONL_EXTENSIONS):
         raise DataError("the suggestions file must be .csv or .jsonl", path=str(output),
                         reason="unknown format")
-    if conflicts_path.resolve() == output.resolve():
+    if same_file(conflicts_path, output):
         raise DataError("the conflicts file would overwrite the suggestions",
                         path=str(conflicts_path), reason="same file")
+    inputs = [products, catalog, calibration]
+    check_not_input(output, inputs, "the suggestions file")
+    check_not_input(conflicts_path, inputs, "the conflicts file")
+    check_not_input(calibration_path(output), inputs, "the calibration summary")
     if min_precision is not None and threshold is not None:
         raise ValueError("give either min_precision or threshold, not both")
     if min_precision is not None and not 0 <= min_precision <= 1:
@@ -718,8 +725,8 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     summary.seconds = time.perf_counter() - start
     cal_file = calibration_path(output)
     summary.files = [str(output), str(conflicts_path), str(cal_file)]
-    cal_file.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+    with atomic_write(cal_file) as f:
+        f.write(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return summary
 
 

@@ -14,14 +14,23 @@ Files are sparse: a key left out keeps its default. Two rules make a config file
 - a file may start from another file of the same dataclass (`include: OTHER.yaml`, relative to
   the file): the other file's values are read first and this file's override them key by key
   (nested sections merged), so a recipe with data is its data-free recipe plus the data.
+
+A config file cannot exhaust the machine (`read_config_file`): only regular files of at most
+MAX_CONFIG_BYTES are read (no FIFO, no /dev/zero), their values nest at most MAX_DEPTH deep and
+number at most MAX_VALUES with YAML aliases expanded (no "billion laughs"), numbers are finite,
+and an error names the file and key but quotes values only cut short (`show`) and never the
+text of a file that does not parse.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import reprlib
+import stat
 import types
 import typing
 from pathlib import Path
@@ -35,6 +44,38 @@ T = TypeVar("T")
 class ConfigError(ValueError):
     """A config file or override that does not fit the dataclass (names the key)."""
 
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read (1 MiB; the shipped ones are a few KB): `include: /dev/zero` or
+a huge file is refused before it fills the memory."""
+
+MAX_DEPTH = 32
+"""How deep values in a config may nest (the shipped ones: 4 levels)."""
+
+MAX_VALUES = 100_000
+"""How many values (scalars, lists and mappings) a config may hold, YAML aliases counted as
+often as they are used: a few hundred bytes of nested aliases (the "billion laughs") expand
+to billions, which any later copy or error message would build."""
+
+
+def _bounded_repr() -> reprlib.Repr:
+    """A `repr` that cuts long strings, numbers and lists and stops a few levels down."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring, r.maxlong, r.maxother = 80, 40, 80
+    return r
+
+
+_SHOW = _bounded_repr()
+MAX_SHOWN = 200
+"""Characters of a value shown in an error message."""
+
+
+def show(value: Any) -> str:
+    """`repr(value)` for an error message, at most about MAX_SHOWN characters: a config value
+    may be huge or self-referencing, and its message is printed to a terminal."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
 
 
 SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -71,64 +112,105 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} fits none of {tp}")
+        raise ConfigError(f"{key}: {show(value)} fits none of {tp}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{key}: {show(value)} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {show(value)}")
         return from_dict(tp, value, prefix=key + ".")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {show(value)}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {show(value)}")
         return dict(value)
     if tp is float:
         if isinstance(value, str) and SCIENTIFIC.match(value.strip()):
             value = float(value)   # `5e-5`: YAML 1.1 (PyYAML) reads it as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{key}: expected a number, got {show(value)}")
+        return _finite(value, key)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {show(value)}")
         return value
     return value
+
+
+def _finite(value: int | float, key: str) -> float:
+    """`value` as a float, or a ConfigError: `.nan` compares false with every bound, so it
+    would pass any range check, and `.inf` or a 400-digit integer is no setting either."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{key}: {show(value)} is too large for a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {show(value)}")
+    return number
+
+
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _key_name(key: Any) -> str:
+    """An unknown key as its message shows it: a name as written (a typo to spot), anything
+    else described, not quoted (an included file may be a secret one that parses as a
+    mapping: `include: /etc/shadow`)."""
+    if isinstance(key, str) and _KEY_NAME.fullmatch(key):
+        return key
+    if isinstance(key, str):
+        return f"<a key of {len(key)} characters that is no name>"
+    return f"<a key that is a {type(key).__name__}, not a name>"
+
+
+def _check_keys(cls: type, data: dict[str, Any], prefix: str = "", nested: bool = True) -> None:
+    """Raise ConfigError naming the first key of `data` (a dict of `cls`) that `cls` has no
+    field for; `nested`: in the sections of nested config dataclasses too."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted((k for k in data if k not in names), key=str)  # keys may be any type
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{_key_name(unknown[0])} (known: "
+                          f"{', '.join(sorted(names))})")
+    if nested:
+        hints = _hints(cls)
+        for name, value in data.items():
+            sub = _dataclass_of(hints[name])
+            if sub is not None and isinstance(value, dict):
+                _check_keys(sub, value, f"{prefix}{name}.")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build `cls` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {show(data)}")
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    _check_keys(cls, data, prefix, nested=False)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as e:  # a dataclass's own range checks (__post_init__)
-        raise ConfigError(str(e)) from None
+    except ValueError as e:  # a dataclass's own range checks (__post_init__), which may quote
+        message = str(e)     # the value: cut like `show`
+        raise ConfigError(message if len(message) <= 2 * MAX_SHOWN
+                          else message[:2 * MAX_SHOWN] + "...") from None
 
 
 def check_range(section: str, cfg: Any, rules: Mapping[str, tuple[float | None, float | None,
@@ -137,19 +219,24 @@ def check_range(section: str, cfg: Any, rules: Mapping[str, tuple[float | None, 
     to (low, high, high_inclusive), low always inclusive, None for no bound."""
     for name, (low, high, high_inclusive) in rules.items():
         value = getattr(cfg, name)
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every bound
+            raise ConfigError(f"{section}.{name} must be a finite number, not {value!r}")
         too_low = low is not None and value < low
         too_high = high is not None and (value > high if high_inclusive else value >= high)
         if too_low or too_high:
             upper = "" if high is None else f" and {'at most' if high_inclusive else 'below'} {high}"
             lower = "" if low is None else f"at least {low}"
-            raise ConfigError(f"{section}.{name} must be {lower}{upper}, not {value!r}")
+            raise ConfigError(f"{section}.{name} must be {lower}{upper}, not {show(value)}")
 
 
-def _parse_scalar(text: str) -> Any:
-    """Parse the right-hand side of `key=value` as YAML so numbers, booleans and lists work."""
+def _parse_scalar(text: str, key: str) -> Any:
+    """Parse the right-hand side of `key=value` as YAML so numbers, booleans and lists work
+    (text that is no YAML stays a string), with the limits of a config file."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return _parse_text(text, "yaml", f"override {key}")
+    except ConfigError:
+        if _is_yaml(text):
+            raise
         return text
 
 
@@ -177,13 +264,13 @@ def parse_overrides(cfg: Any, overrides: list[str]) -> dict[str, Any]:
     current = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {show(item)} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         node: Any = current
         for p in key.split("."):
             node = node.get(p) if isinstance(node, dict) else None
-        value = _parse_scalar(raw)
+        value = _parse_scalar(raw, key)
         if value is not None and not isinstance(value, str) and isinstance(node, str):
             value = raw
         values[key] = value
@@ -195,15 +282,129 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
     return set_values(cfg, parse_overrides(cfg, overrides))
 
 
-def _read_file(path: Path) -> Any:
+def read_config_file(path: str | Path) -> Any:
+    """The data of a config file (JSON for .json, else YAML), or a ConfigError that names the
+    file and never quotes it: only a regular file of at most MAX_CONFIG_BYTES is read (a FIFO
+    would block, /dev/zero never ends, an included /etc/shadow must not be echoed), and its
+    data must keep within MAX_DEPTH and MAX_VALUES."""
+    path = Path(path)
+    return _parse_text(_read_config_text(path), "json" if path.suffix == ".json" else "yaml",
+                             str(path))
+
+
+def _read_config_text(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most MAX_CONFIG_BYTES. Opened without blocking
+    (a FIFO with no writer would wait forever) and checked on the open file, so a file swapped
+    after a check cannot slip through."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a config must be one)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes; a config file may have at most "
+                              f"{MAX_CONFIG_BYTES}")
+        raw = _read_at_most(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:  # it grew while read
+        raise ConfigError(f"{path}: a config file may have at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes of an open file (fewer at its end)."""
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
+
+
+def _is_yaml(text: str) -> bool:
+    """Whether `text` is valid YAML syntax (its values may still be refused)."""
+    try:
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):
+            pass
+    except (yaml.YAMLError, RecursionError):
+        return False
+    return True
+
+
+def _parse_text(text: str, syntax: str, where: str) -> Any:
+    """`text` parsed as "json" or "yaml", checked by `_check_size`; errors name `where` and
+    say where in the text, never what the text says there."""
+    kind = "JSON" if syntax == "json" else "YAML"
+    try:
+        data = json.loads(text) if syntax == "json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON: {e.msg} at line {e.lineno}, column "
+                          f"{e.colno}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML: {_unquoted(e.problem or e.context)}{at}"
+                          ) from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply (at most {MAX_DEPTH} levels)"
+                          ) from None
+    except ValueError as e:  # a 5,000-digit integer, a date that is none
+        raise ConfigError(f"{where}: not valid {kind}: {str(e)[:MAX_SHOWN]}") from None
+    _check_size(data, where)
+    return data
+
+
+_QUOTED = re.compile(r"'[^']{5,}'|\"[^\"]{5,}\"")
+
+
+def _unquoted(problem: Any) -> str:
+    """A PyYAML problem ("found undefined alias 'x'") without the text it quotes from the file,
+    but for a character or two ("found character '\\t'"): the file may be a secret one."""
+    return _QUOTED.sub("'...'", str(problem))[:MAX_SHOWN]
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH or holding more than MAX_VALUES values, with
+    shared (aliased) values counted at each use but walked once, so checking a bomb is cheap;
+    a value that contains itself is refused as too deep."""
+    seen: dict[int, tuple[int, int]] = {}   # id -> (values, levels below)
+
+    def walk(value: Any, depth: int) -> tuple[int, int]:
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: values nested too deeply (at most {MAX_DEPTH} levels)")
+        if not isinstance(value, (dict, list)):
+            return 1, 0
+        if id(value) in seen:
+            count, below = seen[id(value)]
+            if depth + below > MAX_DEPTH:
+                raise ConfigError(f"{where}: values nested too deeply (at most {MAX_DEPTH} "
+                                  "levels)")
+            return count, below
+        count, below = 1, 0
+        for item in (list(value) + list(value.values())) if isinstance(value, dict) else value:
+            n, b = walk(item, depth + 1)
+            count, below = count + n, max(below, b + 1)
+            if count > MAX_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_VALUES} values (YAML aliases "
+                                  "count at each use)")
+        seen[id(value)] = (count, below)
+        return count, below
+
+    walk(data, 0)
 
 
 def _dataclass_of(tp: Any) -> type | None:
@@ -251,19 +452,24 @@ def _resolve(cls: type, data: Any, folder: Path, seen: tuple[Path, ...]) -> Any:
 
 
 def _load_data(cls: type, path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    key = path.resolve()
+    try:
+        key = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise ConfigError(f"{path}: cannot read config (a symbolic link loop)") from None
     if key in seen:
         raise ConfigError(f"{path}: includes itself ({' -> '.join(str(p) for p in seen + (path,))})")
-    data = _read_file(path) or {}
+    data = read_config_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
     included: dict[str, Any] = {}
     if INCLUDE_KEY in data and INCLUDE_KEY not in {f.name for f in dataclasses.fields(cls)}:
         other = data.pop(INCLUDE_KEY)
         if not isinstance(other, str) or not other:
-            raise ConfigError(f"{path}: '{INCLUDE_KEY}' must be the path of a file, got {other!r}")
+            raise ConfigError(f"{path}: '{INCLUDE_KEY}' must be the path of a file, got "
+                              f"{show(other)}")
         included = _load_data(cls, path.parent / other, seen + (key,))
     try:
+        _check_keys(cls, data)   # here, per file: the message names the file with the key
         return _merge(included, _resolve(cls, data, path.parent, seen + (key,)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

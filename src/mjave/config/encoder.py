@@ -25,7 +25,14 @@ class EncoderConfig:
     text_encoder: "minilm" (the pip MiniLM-L6, 384-d), "mpnet" (the pip all-mpnet-base-v2,
         768-d, assembled once into the cache) or a local Hugging Face model folder.
     text_kind: "hf" (pretrained, frozen features are cached) or "bilstm" (trained in the model).
-    fine_tune: train the HF encoder with the model (then its features are not cached).
+    fine_tune: the older spelling of `train_layers: all`, read only when train_layers is not
+        given (configs and model folders written before train_layers keep their meaning).
+    train_layers: how many of the HF encoder's top transformer layers train with the model:
+        0 = frozen (its final states are cached), "all" = full fine-tuning (embeddings too,
+        nothing cached), K = the top K layers train while the embeddings and the L - K layers
+        below stay frozen; their output is computed once per text into the feature store and
+        each step runs only the top K layers and the head (docs/encoders.md). K = L trains
+        every layer over cached embeddings. BERT-family and MPNet encoders only.
     char_level: one token per character (the JAVE scheme for Chinese) from the folder's vocab.txt.
     image_encoder: "efficientnet-lite0" (pip weights, 1280-d), "efficientnet-lite2",
         "resnet101" / "resnet50" (the paper's 2048-d features; weights must be given), "none".
@@ -40,6 +47,7 @@ class EncoderConfig:
     text_encoder: str = "minilm"
     text_kind: TextKind = "hf"
     fine_tune: bool = False
+    train_layers: int | str | None = None
     char_level: bool = False
     image_encoder: ImageEncoderName = "efficientnet-lite0"
     image_weights: str | None = None
@@ -57,12 +65,47 @@ class EncoderConfig:
             raise ValueError(f"encoder.image_size must be at least 32, not {self.image_size}")
         if self.max_length < 3:
             raise ValueError(f"encoder.max_length must be at least 3, not {self.max_length}")
+        self.train_layers = _checked_train_layers(self.train_layers)
+        if self.text_kind != "hf" and self.train_layers not in (None, 0):
+            raise ValueError(f"encoder.train_layers={self.train_layers} applies to a Hugging Face "
+                             f"encoder (text_kind: hf), not text_kind: {self.text_kind}")
+
+    @property
+    def layers_trained(self) -> int | str:
+        """`train_layers` made definite: as given, else "all" under the older `fine_tune: true`
+        and 0 otherwise."""
+        if self.train_layers is not None:
+            return self.train_layers
+        return "all" if self.fine_tune else 0
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        """The HF encoder is part of the trained model (some or all of its layers train)."""
+        return self.text_kind == "hf" and self.layers_trained != 0
 
     @property
     def caches_text(self) -> bool:
         """Only a frozen pretrained encoder gives features that can be computed once."""
-        return self.text_kind == "hf" and not self.fine_tune
+        return self.text_kind == "hf" and self.layers_trained == 0
+
+    @property
+    def caches_lower_layers(self) -> bool:
+        """Top-layer fine-tuning: the output of the frozen layers below is cached instead."""
+        return self.text_kind == "hf" and self.layers_trained not in (0, "all")
 
     @property
     def uses_images(self) -> bool:
         return self.image_encoder != "none"
+
+
+def _checked_train_layers(value: object) -> int | str | None:
+    """None, "all" or a count >= 0; a digit string (what `--set` gives where the current value
+    is "all") becomes the count."""
+    if value is None or value == "all":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"encoder.train_layers must be a number of top layers (0 = frozen) or "
+                         f"'all', not {value!r}")
+    return value

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from mjave.config.core import ConfigError, load
+from mjave.config.core import ConfigError, load, read_config_file
 
 from mjave.config.data import DataConfig
 from mjave.config.encoder import EncoderConfig
@@ -37,8 +35,8 @@ def load_run_config(path: str | Path) -> RunConfig:
         return load(RunConfig, path)
     except ConfigError as e:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            data = read_config_file(path)   # the limits of `load`: no /dev/zero read twice
+        except ConfigError:
             raise e from None
         if isinstance(data, dict) and EXPERIMENT_KEYS & set(data):
             base = data.get("base")

@@ -8,6 +8,10 @@ from typing import Literal
 from mjave.config.core import ConfigError, check_range
 
 
+SEED_MAX = 2**32 - 1
+"""numpy's seeds are 0 .. 2**32 - 1; a seed outside would pass here and fail mid-run."""
+
+
 @dataclass
 class TrainConfig:
     """Optimisation defaults from the paper's Table 2 (lr 1e-4, batch 128, 50 epochs)."""
@@ -65,6 +69,7 @@ class TrainConfig:
             "clip_norm": (0, None, True), "warmup_ratio": (0, 1, False),
             "threshold": (0, 1, True), "partial_attr_weight": (0, 1, True),
             "partial_outside_weight": (0, 1, True), "augment_mentions": (0, 1, True),
-            "augment_copies": (1, None, True)})
+            "augment_copies": (1, None, True),
+            "seed": (0, SEED_MAX, True)})
         if self.lr == 0:
             raise ConfigError("train.lr must be above 0, not 0")

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class DataError(ValueError):
     """A bad input row. The message always reads `FILE:LINE: field 'F': what is wrong`."""
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None, reason: str | None = None):
+                 field: str | None = None, reason: str | None = None, row_id: Any = None):
         self.path = path
         self.line = line
         self.field = field
         self.message = message
+        # The id of the row, when it could be read although the row could not: an error row
+        # keeps it, so `--resume` knows the row is done.
+        self.row_id = row_id
         # `reason` is a short stable category used to group skipped rows in reports.
         self.reason = reason or message
         super().__init__(self._format())
@@ -34,7 +38,7 @@ class DataError(ValueError):
     def located(self, path: str | None = None, line: int | None = None) -> "DataError":
         """The same error with a location filled in where it was missing."""
         return DataError(self.message, path=self.path or path, line=self.line or line,
-                         field=self.field, reason=self.reason)
+                         field=self.field, reason=self.reason, row_id=self.row_id)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from mjave.data import io
 from mjave.data.errors import DataError, RowIssues
+from mjave.data.outputs import atomic_write
 from mjave.data.records import Record, Span
 from mjave.data.spans import bio_to_spans, resolve_overlaps, spans_to_bio
 from mjave.data.validate import (IdTracker, check_columns, check_json_row, check_record,
@@ -142,12 +143,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
 
 
 def _parse_json_line(line: str) -> Record:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} at column {e.colno}",
-                        reason="invalid JSON") from None
-    return record_from_json(obj)
+    return record_from_json(io.parse_json_line(line))
 
 
 def _jsonl_line(record: Record, issues: WriteIssues) -> str:
@@ -492,24 +488,17 @@ def write_records(records: Iterable[Record], path: PathLike, format: str | None 
     issues = WriteIssues()
     ids = IdTracker(_ID_FIELD[fmt], unit="record")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for n, record in enumerate(records, 1):
-                issues.rows_read += 1
-                try:
-                    check_record(record, _ID_FIELD[fmt])
-                    ids.check(record.id, n)
-                    f.write(write(record, issues))
-                except DataError as e:
-                    err = DataError(f"record {n} (id {record.id!r}): {e.message}", path=str(path),
-                                    field=e.field, reason=e.reason)
-                    if strict:
-                        raise err from None
-                    issues.skip(err)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, newline="\n") as f:
+        for n, record in enumerate(records, 1):
+            issues.rows_read += 1
+            try:
+                check_record(record, _ID_FIELD[fmt])
+                ids.check(record.id, n)
+                f.write(write(record, issues))
+            except DataError as e:
+                err = DataError(f"record {n} (id {record.id!r}): {e.message}", path=str(path),
+                                field=e.field, reason=e.reason)
+                if strict:
+                    raise err from None
+                issues.skip(err)
     return issues

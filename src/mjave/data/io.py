@@ -20,9 +20,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from functools import partial
+from json.decoder import scanstring
 from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.errors import DataError, RowIssues
@@ -95,6 +98,108 @@ def has_bad_bytes(values: Sequence[Any]) -> bool:
     return any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values)
 
 
+def parse_json_line(text: str) -> Any:
+    """One JSON value, or a DataError: invalid JSON (`invalid JSON`), or valid JSON Python
+    cannot hold: nested deeper than the parser recurses (`nested too deep`) or an integer over
+    Python's digit limit (`integer too long`). Those name the top-level field that holds the
+    value and carry the row's id when it can be read, so the row is an error row of its own
+    and never stops a whole read."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} at column {e.colno}",
+                        reason="invalid JSON") from None
+    except (RecursionError, ValueError) as e:
+        raise unloadable_json(text, e) from None
+
+
+def unloadable_json(text: str, error: BaseException) -> DataError:
+    """The error of valid JSON that `json.loads` failed on with `error`: each top-level member
+    of the object is loaded on its own, so the error names the first field that fails and
+    keeps the id when that loads (an id too long to be an integer is kept as its digits)."""
+    fields = json_members(text)
+    row_id = None
+    found: tuple[str, BaseException] | None = None
+    for key, raw in fields:
+        try:
+            value = json.loads(raw)
+        except (RecursionError, ValueError) as e:
+            if not isinstance(e, json.JSONDecodeError):
+                found = found or (key, e)
+            value = raw if key == "id" and re.fullmatch(r"-?[0-9]+", raw) else None
+        if key == "id":
+            row_id = value
+    key, error = found or (None, error)
+    if isinstance(error, RecursionError):
+        message, reason = "the value is nested too deeply to read", "nested too deep"
+    else:
+        message = (f"the value holds an integer of more than {sys.get_int_max_str_digits()} "
+                   "digits, more than Python reads")
+        reason = "integer too long"
+    return DataError(message, field=key, reason=reason, row_id=row_id)
+
+
+def json_members(text: str) -> list[tuple[str, str]]:
+    """(key, raw JSON text) of each member of the JSON object `text`, found without parsing the
+    values (so a value too deep for the parser is still stepped over); [] if not an object."""
+    members: list[tuple[str, str]] = []
+    i = _skip_space(text, 0)
+    if text[i:i + 1] != "{":
+        return members
+    i += 1
+    while True:
+        i = _skip_space(text, i)
+        if text[i:i + 1] != '"':
+            return members
+        try:
+            key, i = scanstring(text, i + 1)
+        except ValueError:
+            return members
+        i = _skip_space(text, i)
+        if text[i:i + 1] != ":":
+            return members
+        start = _skip_space(text, i + 1)
+        end = _json_value_end(text, start)
+        members.append((key, text[start:end].strip()))
+        i = _skip_space(text, end)
+        if text[i:i + 1] != ",":
+            return members
+        i += 1
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _json_value_end(text: str, i: int) -> int:
+    """Where the JSON value starting at `i` ends: brackets are counted, strings skipped."""
+    depth = 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            try:
+                i = scanstring(text, i + 1)[1]
+            except ValueError:
+                return len(text)
+            if depth == 0:
+                return i
+            continue
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            if depth == 0:
+                return i
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        elif c == "," and depth == 0:
+            return i
+        i += 1
+    return i
+
+
 def jsonl_rows(path: PathLike, required: Sequence[str] = ()) -> Iterator[Row]:
     """One JSON object per non-blank line; a line that is not one (or lacks a `required` key)
     is an error row."""
@@ -105,13 +210,12 @@ def jsonl_rows(path: PathLike, required: Sequence[str] = ()) -> Iterator[Row]:
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = parse_json_line(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 yield n, DataError(f"not valid UTF-8 at byte {e.start}", reason="bad encoding")
                 continue
-            except json.JSONDecodeError as e:
-                yield n, DataError(f"invalid JSON: {e.msg} at column {e.colno}",
-                                   reason="invalid JSON")
+            except DataError as e:
+                yield n, e
                 continue
             if not isinstance(obj, dict):
                 yield n, DataError(f"expected a JSON object, found {type(obj).__name__}",
@@ -143,7 +247,7 @@ def csv_rows(path: PathLike, required: Sequence[str], delimiter: str = ",",
     except BaseException:
         f.close()
         raise
-    return _csv_body(f, reader, header)
+    return _csv_body(f, reader.line_num + 1, header, delimiter)
 
 
 def _header(reader: Any, path: PathLike, required: Sequence[str], unique: bool) -> list[str]:
@@ -168,29 +272,91 @@ def _header(reader: Any, path: PathLike, required: Sequence[str], unique: bool) 
     return header
 
 
-def _csv_body(f: Any, reader: Any, header: list[str]) -> Iterator[Row]:
+class _RowLines:
+    """The lines a csv reader takes, those of the current row kept, so that a row an unclosed
+    quote ran to the end of the file can be read again line by line."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.row: list[str] = []
+        self.at_end = False
+
+    def __iter__(self) -> "_RowLines":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self.lines)
+        except StopIteration:
+            self.at_end = True
+            raise
+        self.row.append(line)
+        return line
+
+
+def _csv_body(f: Any, first: int, header: list[str], delimiter: str) -> Iterator[Row]:
+    """The rows from line `first` on. A quote never closed runs its field to the end of the
+    file: that row is an error naming the lines it took in, and those lines are read again as
+    rows of their own, so one stray quote costs one row, not the rest of the file."""
     with f:
-        last = reader.line_num
-        while True:
-            start = last + 1
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                last = reader.line_num
-                yield start, DataError(f"malformed CSV: {e}", reason="malformed CSV")
-                continue
-            last = reader.line_num
-            if not values or not any(v.strip() for v in values):
-                continue  # blank line
-            if has_bad_bytes(values):
-                yield start, DataError("not valid UTF-8", reason="bad encoding")
-            elif len(values) != len(header):
-                yield start, DataError(f"{len(values)} fields for {len(header)} header columns",
-                                       reason="wrong number of columns")
-            else:
-                yield start, dict(zip(header, values))
+        lines: Iterator[str] | None = iter(f)
+        line = first
+        while lines is not None:
+            source = _RowLines(lines)
+            reader = csv.reader(source, delimiter=delimiter)
+            lines = None
+            while True:
+                source.row = []
+                start = line
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    line = start + len(source.row)
+                    yield start, DataError(f"malformed CSV: {e}", reason="malformed CSV")
+                    continue
+                line = start + len(source.row)
+                if source.at_end:  # the reader asked past the last line: a quote left open
+                    yield start, unclosed_quote(start, line - 1, _complete_id(values, header))
+                    lines, line = iter(source.row[1:]), start + 1
+                    break
+                row = _csv_row(values, header, start, line - 1)
+                if row is not None:
+                    yield start, row
+
+
+def _complete_id(values: list[str], header: list[str]) -> str | None:
+    """The id of a row whose last field an open quote ran on, if it came before that field
+    (so it is whole): the error row keeps it and `--resume` knows the row."""
+    n = header.index("id") if "id" in header else len(values)
+    return values[n] if n < len(values) - 1 and values[n] else None
+
+
+def unclosed_quote(start: int, end: int, row_id: str | None = None) -> DataError:
+    """The error of the row on line `start` whose quote is never closed (the field ran to the
+    last line, `end`)."""
+    n = end - start
+    where = f"line {end}" if n == 1 else f"lines {start + 1}-{end}"
+    taken = (f"; it took in the {n} line(s) after it ({where}), which are read again as rows "
+             "of their own" if n else "")
+    return DataError(f"a quote opened in this row is never closed{taken}",
+                     reason="unclosed quote", row_id=row_id)
+
+
+def _csv_row(values: list[str], header: list[str], start: int, end: int
+             ) -> dict[str, Any] | DataError | None:
+    """One parsed CSV row (lines `start`-`end`): the row, its error, or None when blank."""
+    if not values or not any(v.strip() for v in values):
+        return None
+    if has_bad_bytes(values):
+        return DataError("not valid UTF-8", reason="bad encoding")
+    if len(values) != len(header):
+        spans = (f" (the row runs over lines {start}-{end}: a quote left open?)"
+                 if end > start else "")
+        return DataError(f"{len(values)} fields for {len(header)} header columns{spans}",
+                         reason="wrong number of columns")
+    return dict(zip(header, values))
 
 
 def pyarrow_parquet() -> Any:
@@ -373,9 +539,10 @@ class InputRow:
 
 
 def input_row(number: int, row: dict[str, Any] | DataError) -> InputRow:
-    """An InputRow of a raw reader's row (a DataError: an error row)."""
+    """An InputRow of a raw reader's row (a DataError: an error row, with the row's id when
+    the reader could read it)."""
     if isinstance(row, DataError):
-        return InputRow(number, error=row)
+        return InputRow(number, row.row_id, error=row)
     extra = {k: v for k, v in row.items() if k not in _RESERVED}
     return InputRow(number, row.get("id"), row.get("text"), row.get("image"), extra)
 
@@ -430,6 +597,6 @@ def _text_format_rows(path: Path, fmt: str) -> Iterator[InputRow]:
 
 __all__ = ["EXTENSIONS", "FORMATS", "InputRow", "RECORD_FORMATS", "Row", "TABLE_EXTENSIONS",
            "check_readable", "csv_rows", "detect_format", "has_bad_bytes", "input_row",
-           "iter_records", "jsonl_rows", "parquet_row_count", "parquet_rows", "pyarrow_parquet",
-           "read_input", "read_records", "read_table", "record_from_row",
-           "validated_records"]
+           "iter_records", "json_members", "jsonl_rows", "parquet_row_count", "parquet_rows",
+           "parse_json_line", "pyarrow_parquet", "read_input", "read_records", "read_table",
+           "record_from_row", "unclosed_quote", "unloadable_json", "validated_records"]

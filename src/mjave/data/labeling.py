@@ -47,6 +47,7 @@ from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import WriteIssues, detect_format, write_records
 from mjave.data.normalize import Normalized, find_value, normalize, normalize_value
 from mjave.data.io import iter_records
+from mjave.data.outputs import atomic_write, check_not_input
 from mjave.data.records import Record, Span
 from mjave.data.spans import resolve_overlaps
 
@@ -459,6 +460,9 @@ def label_files(products: PathLike, catalog: PathLike, output: PathLike,
     if out_format == "jave":
         raise DataError("JAVE TSV cannot hold known_attributes, unmatched or calibration; "
                         "write .jsonl (or .conll)", path=str(output), reason="unknown format")
+    inputs = [products, catalog, synonyms]
+    check_not_input(output, inputs)
+    check_not_input(summary_path_for(output), inputs, "the summary")
     issues = {"products": RowIssues(), "catalog": RowIssues(), "synonyms": RowIssues()}
     records = list(iter_records(products, products_format, strict, issues["products"]))
     if not records:
@@ -473,6 +477,6 @@ def label_files(products: PathLike, catalog: PathLike, output: PathLike,
     written = write_records(labelled, output, out_format)
     path = summary_path_for(output)
     run = LabelRun(summary, str(output), str(path), issues, written)
-    path.write_text(json.dumps(run.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    with atomic_write(path) as f:
+        f.write(json.dumps(run.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return run

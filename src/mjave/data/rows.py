@@ -15,6 +15,7 @@ No torch here: the Ray read stage and the CLI import this module.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections import abc
@@ -55,24 +56,82 @@ def field_of(row: Any, name: str) -> Any:
 
 
 def id_key(value: Any) -> str | None:
-    """The comparable form of an id (JSON ints and CSV strings of one id are equal); None for
-    anything that cannot be an id (missing, bool, float, list, ...)."""
+    """The comparable form of an id (JSON ints and CSV strings of one id are equal), as every
+    output stores it (a lone surrogate as its `\\udXXX` escape, so an id read back from a CSV
+    or Parquet output matches the input's); None for anything that cannot be an id (missing,
+    bool, float, list, an integer over Python's digit limit, ...)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (str, int)):
-        return str(value)
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, int):
+        return None if int_too_long(value) else str(value)
     return None
 
 
 def check_id(value: Any) -> str:
-    """The id of a row as its key, or a DataError (`missing id` / `bad id`)."""
+    """The id of a row as its key, or a DataError (`missing id` / `bad id`): a string of valid
+    Unicode (no lone surrogate) or an integer."""
     key = id_key(value)
     if key is None or key == "":
-        missing = value in (None, "")
-        what = "missing" if missing else f"not a string or integer: {value!r}"
+        missing = isinstance(value, str) and value == "" or value is None
+        what = "missing" if missing else f"not a string or integer: {short_repr(value)}"
         raise DataError(f"the id is {what}", field="id",
                         reason="missing id" if missing else "bad id")
+    bad = unencodable(value) if isinstance(value, str) else None
+    if bad is not None:
+        raise DataError(f"the id is not valid Unicode: {bad}", field="id", reason="bad id")
     return key
+
+
+def int_too_long(value: int) -> bool:
+    """Whether an integer has more digits than Python converts to text (4,300 by default):
+    such a value can be neither written nor compared as an id."""
+    if value.bit_length() < 14_000:   # under 4,215 digits: always convertible
+        return False
+    try:
+        str(value)
+    except ValueError:
+        return True
+    return False
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters, for messages (an integer too long to write is
+    described, not written)."""
+    if isinstance(value, int) and int_too_long(value):
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+MAX_NESTING = 100
+"""The deepest lists and objects may nest in a row's fields: JSON writers and readers recurse
+once per level, so a deeper value is an error row rather than a crash of the writer."""
+
+
+def check_values(fields: abc.Mapping[str, Any], max_nesting: int = MAX_NESTING) -> None:
+    """The fields of a row must be writable as standard JSON: a DataError naming the first
+    field that holds NaN or an infinity (`non-finite number`), an integer over Python's digit
+    limit (`integer too long`) or lists/objects nested deeper than `max_nesting`
+    (`nested too deep`). Walked without recursion, so any depth is checked safely."""
+    for name, value in fields.items():
+        stack = [(value, 1)]
+        while stack:
+            v, depth = stack.pop()
+            if isinstance(v, float) and not math.isfinite(v):
+                spelt = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+                raise DataError(f"{spelt} is not a number standard JSON can hold",
+                                field=str(name), reason="non-finite number")
+            if isinstance(v, int) and not isinstance(v, bool) and int_too_long(v):
+                raise DataError(f"an integer of {v.bit_length()} bits, more digits than Python "
+                                "writes", field=str(name), reason="integer too long")
+            if isinstance(v, (abc.Mapping, list, tuple)):
+                if depth > max_nesting:
+                    raise DataError(f"lists/objects nested more than {max_nesting} levels deep",
+                                    field=str(name), reason="nested too deep")
+                items = v.values() if isinstance(v, abc.Mapping) else v
+                stack.extend((x, depth + 1) for x in items)
 
 
 def duplicate_id(key: str, first: str) -> DataError:
@@ -304,8 +363,9 @@ def to_item(row: Any, image_root: PathLike | None = None, *, uses_image: bool = 
             "category": field_of(row, "category")}
 
 
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "bad_category", "bad_image_field",
-           "check_category", "check_id", "check_image_field", "check_image_pixels",
-           "check_text", "duplicate_id", "escape_surrogates", "field_of", "find_image",
-           "id_key", "image_in_root", "missing_image", "open_image_file", "product_id",
-           "resolve_image_path", "to_item", "unencodable"]
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_NESTING", "MAX_TEXT_CHARS", "bad_category",
+           "bad_image_field", "check_category", "check_id", "check_image_field",
+           "check_image_pixels", "check_text", "check_values", "duplicate_id",
+           "escape_surrogates", "field_of", "find_image", "id_key", "image_in_root",
+           "int_too_long", "missing_image", "open_image_file", "product_id",
+           "resolve_image_path", "short_repr", "to_item", "unencodable"]

@@ -5,10 +5,23 @@ the sentences of one product share one image encoding. Only keys not in the stor
 the store is flushed after every batch, so a killed run loses at most one batch and a rerun
 continues where it stopped. The store's meta.json remembers the encoder settings, and reopening
 it with other settings is an error instead of a silent mix of two encoders' features.
+
+Top-layer fine-tuning (`encoder.train_layers: K`) stores the output of the frozen layers below
+the K trained ones in the namespace "lower" instead, keyed by a hash of the text (identical
+titles share one entry). Its settings (a hash of the encoder's weight files, the layer,
+max_length, the tokenizer) are a cache key, not a commitment: when one changes, the namespace is
+deleted and recomputed (`FeatureStore(invalidate=...)`), so the store never holds more than one
+version of it. Stored as float16 like the rest, because the equality test holds: the top layers
+on float16-rounded inputs differ from the full float32 forward by at most 1.2e-3 at the last
+hidden states (MiniLM-L6 on 1,000 titles, states up to |6|, benchmarks/lower_cache.py), about
+the float16 rounding of those states themselves, which the frozen path stores anyway;
+tests/test_train_layers.py holds it to 5e-3. float32 would double the disk for nothing
+measurable (bf16 autocast on CUDA rounds far more coarsely).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,8 +53,10 @@ from mjave.encoders.image import (
     resnet_weights_required,
 )
 from mjave.config.encoder import EncoderConfig
+from mjave.encoders import layers
 from mjave.encoders.store import FeatureStore
 from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
+from mjave.logs import default_progress
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +116,60 @@ def model_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=16)
+def _content_hash(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in stamp:
+        h.update(name.encode() + b"\0")
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def model_content_hash(folder: Path) -> str:
+    """sha256 of config.json and every weight file's bytes: unlike `model_fingerprint`, weights
+    re-saved at the same size count as another model (MiniLM: 0.1 s, all-mpnet-base-v2: about
+    1 s, once per process and file version)."""
+    names = ["config.json"] + sorted(
+        p.name for p in folder.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file())
+    stamp = tuple((n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns)
+                  for n in names)
+    return _content_hash(folder.resolve(), stamp)
+
+
+def text_key(text: str) -> str:
+    """The "lower" namespace's key of a text: its tokens depend on the text alone once the
+    tokenizer and max_length (recorded in the namespace's settings) are fixed."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+LOWER_NAMESPACE = "lower"
+"""Where the frozen lower layers' output of top-layer fine-tuning is stored."""
+
+
+def text_feature_keys(config: EncoderConfig, records: Sequence[Record]) -> tuple[str, list[str]]:
+    """The namespace and keys of `records`' stored text features: record ids under "text" for
+    a frozen encoder, text hashes under "lower" for top-layer fine-tuning."""
+    if config.caches_lower_layers:
+        return LOWER_NAMESPACE, [text_key(r.text) for r in records]
+    return "text", [r.id for r in records]
+
+
+def lower_split(config: EncoderConfig, folder: Path) -> int:
+    """The number of layers below the `train_layers` trained ones, from config.json alone;
+    ValueError for an encoder that cannot be split or has too few layers."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        layers.check_splittable(str(cfg.get("model_type")), str(folder))
+        n = int(cfg["num_hidden_layers"])
+    except (OSError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder}/config.json: cannot read the model type and layer count "
+                         f"({e})") from None
+    return layers.split_index(int(config.layers_trained), n, str(folder))
+
+
 def tokenizer_fingerprint(folder: Path, char_level: bool) -> str:
     """Which tokenizer files, and whether characters are the tokens."""
     kind = "char" if char_level else "hf"
@@ -124,6 +193,20 @@ def _text_meta(config: EncoderConfig, tokenizer: Tokenizer, hidden_size: int,
         "max_length": config.max_length,
         "dim": hidden_size,
         "info": {"text_encoder": config.text_encoder, "path": str(folder)},
+    }
+
+
+def _lower_meta(config: EncoderConfig, tokenizer: Tokenizer, hidden_size: int, folder: Path,
+                split: int) -> dict[str, Any]:
+    char = tokenizer_kind(tokenizer) == "char"
+    return {
+        "encoder": model_content_hash(folder),
+        "layer": split,
+        "tokenizer": f"{type(tokenizer).__name__}/{tokenizer_fingerprint(folder, char)}",
+        "max_length": config.max_length,
+        "dim": hidden_size,
+        "info": {"text_encoder": config.text_encoder, "path": str(folder),
+                 "train_layers": config.layers_trained},
     }
 
 
@@ -177,6 +260,7 @@ def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str
 
 def _make_bar(progress: bool | Callable[..., Any] | None, total: int, desc: str, unit: str
               ) -> Any:
+    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
     if progress is None or progress is False or total == 0:
         return None
     if progress is True:
@@ -211,20 +295,23 @@ def extract_features(records: Sequence[Record], store_dir: str | os.PathLike[str
                      image_encoder: ImageEncoder | None = None) -> FeatureStats:
     """Encode into `store_dir` the texts and images of `records` that it does not hold yet.
 
-    `text` / `image`: None = as the config says (text when the HF encoder is frozen, images
-    unless image_encoder is "none"); True where the config cannot cache them is an error.
+    `text` / `image`: None = as the config says (text when the HF encoder is frozen, or the
+    lower layers' output under top-layer fine-tuning; images unless image_encoder is "none");
+    True where the config cannot cache them is an error.
     `progress`: True for a tqdm bar, or a factory called as `progress(total=, desc=, unit=)`
     returning a tqdm-like object. `text_encoder`, `tokenizer`, `image_encoder` reuse already
     loaded models (they must match `config`). Models are only loaded when something is missing.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
-    do_text = config.caches_text if text is None else text
+    cacheable = config.caches_text or config.caches_lower_layers
+    do_text = cacheable if text is None else text
     do_image = config.uses_images if image is None else image
-    if do_text and not config.caches_text:
-        raise ValueError(f"text features are cached only for a frozen Hugging Face encoder; "
-                         f"this config has text_kind={config.text_kind!r}, "
-                         f"fine_tune={config.fine_tune} (its text encoder runs inside the model)")
+    if do_text and not cacheable:
+        raise ValueError(f"text features are cached only for a frozen Hugging Face encoder or "
+                         f"its frozen lower layers; this config has "
+                         f"text_kind={config.text_kind!r}, train_layers="
+                         f"{config.layers_trained!r} (its text encoder runs inside the model)")
     if do_image and not config.uses_images:
         raise ValueError("image features were asked for but encoder.image_encoder is 'none'")
     stats = FeatureStats()
@@ -234,19 +321,29 @@ def extract_features(records: Sequence[Record], store_dir: str | os.PathLike[str
 
     meta: dict[str, dict[str, Any]] = {}
     folder: Path | None = None
+    split: int | None = None
     if do_text:
         folder = resolve_text_encoder_path(config.text_encoder)
         if tokenizer is None:
             tokenizer = load_tokenizer(folder, char_level=config.char_level)
         hidden = (text_encoder.hidden_size if text_encoder is not None
                   else hidden_size_from_config(folder))
-        meta["text"] = _text_meta(config, tokenizer, hidden, folder)
+        if config.caches_lower_layers:
+            split = lower_split(config, folder)
+            meta[LOWER_NAMESPACE] = _lower_meta(config, tokenizer, hidden, folder, split)
+        else:
+            meta["text"] = _text_meta(config, tokenizer, hidden, folder)
     if do_image:
         meta["image"] = _image_meta(config, image_encoder)
 
-    store = FeatureStore(store_dir, meta=meta, flush_every=max(batch_size, 1) * 2)
+    store = FeatureStore(store_dir, meta=meta, flush_every=max(batch_size, 1) * 2,
+                         invalidate=(LOWER_NAMESPACE,))
     try:
-        if do_text:
+        if do_text and split is not None:
+            assert tokenizer is not None and folder is not None
+            _extract_lower(records, store, config, tokenizer, folder, text_encoder, split,
+                           batch_size, progress, dev, stats)
+        elif do_text:
             assert tokenizer is not None and folder is not None
             _extract_text(records, store, config, tokenizer, folder, text_encoder, batch_size,
                           progress, dev, stats)
@@ -263,6 +360,7 @@ def _extract_text(records: Sequence[Record], store: FeatureStore, config: Encode
                   tokenizer: Tokenizer, folder: Path, encoder: HFTextEncoder | None,
                   batch_size: int, progress: Any, device: torch.device,
                   stats: FeatureStats) -> None:
+    """The frozen encoder's last hidden states, keyed by record id."""
     first: dict[str, Record] = {}
     conflicting = 0
     for r in records:
@@ -273,18 +371,53 @@ def _extract_text(records: Sequence[Record], store: FeatureStore, config: Encode
     if conflicting:
         log.warning("%d records reuse an id with a different text; the first text's features "
                     "are stored for that id", conflicting)
-    pending = store.missing("text", first)
-    stats.skipped_texts = len(first) - len(pending)
+
+    def load() -> HFTextEncoder:
+        return HFTextEncoder.from_pretrained(folder, fine_tune=False)
+
+    _encode_texts(store, "text", {k: r.text for k, r in first.items()}, load,
+                  lambda enc, ids, mask: enc(ids, mask), config, tokenizer, folder, encoder,
+                  batch_size, progress, device, stats)
+
+
+def _extract_lower(records: Sequence[Record], store: FeatureStore, config: EncoderConfig,
+                   tokenizer: Tokenizer, folder: Path, encoder: HFTextEncoder | None,
+                   split: int, batch_size: int, progress: Any, device: torch.device,
+                   stats: FeatureStats) -> None:
+    """The frozen lower layers' output under top-layer fine-tuning, keyed by `text_key`. A
+    given `encoder` (the network's own, already loaded) must split where the config does."""
+    if encoder is not None and getattr(encoder, "split", None) != split:
+        raise ValueError(f"the given text encoder splits at layer "
+                         f"{getattr(encoder, 'split', None)}, the config at {split}")
+
+    def load() -> HFTextEncoder:
+        return HFTextEncoder.from_pretrained(folder, fine_tune=True,
+                                             train_layers=config.layers_trained)
+
+    _encode_texts(store, LOWER_NAMESPACE, {text_key(r.text): r.text for r in records}, load,
+                  lambda enc, ids, mask: enc.lower(ids, mask), config, tokenizer, folder,
+                  encoder, batch_size, progress, device, stats)
+
+
+def _encode_texts(store: FeatureStore, ns: str, texts: dict[str, str],
+                  load: Callable[[], HFTextEncoder],
+                  run: Callable[[HFTextEncoder, torch.Tensor, torch.Tensor], torch.Tensor],
+                  config: EncoderConfig, tokenizer: Tokenizer, folder: Path,
+                  encoder: HFTextEncoder | None, batch_size: int, progress: Any,
+                  device: torch.device, stats: FeatureStats) -> None:
+    """Put `run(encoder, ids, mask)` of the texts (by key) that `ns` lacks, a batch per flush."""
+    pending = store.missing(ns, texts)
+    stats.skipped_texts = len(texts) - len(pending)
     if not pending:
         return
     if encoder is None:
         t0 = time.perf_counter()
-        encoder = HFTextEncoder.from_pretrained(folder, fine_tune=False).to(device)
+        encoder = load().to(device)
         stats.load_seconds += time.perf_counter() - t0
     device = next(encoder.parameters()).device
     start = time.perf_counter()
     aligner = TextAligner(tokenizer, max_length=config.max_length)
-    encodeds = {k: aligner.encode_text(first[k].text) for k in pending}
+    encodeds = {k: aligner.encode_text(texts[k]) for k in pending}
     # Similar lengths together: less padding per batch. (Outputs at real tokens do not depend on
     # the padding, up to float rounding far below float16 resolution.)
     order = sorted(pending, key=lambda k: len(encodeds[k]))
@@ -297,10 +430,10 @@ def _extract_text(records: Sequence[Record], store: FeatureStore, config: Encode
                 raise ValueError(f"tokenizer ids reach {int(ids.max())} but the text encoder in "
                                  f"{folder} has only {encoder.vocab_size} embeddings: the "
                                  "tokenizer does not belong to this model")
-            h = encoder(ids.to(device), torch.from_numpy(batch["attention_mask"]).to(device))
+            h = run(encoder, ids.to(device), torch.from_numpy(batch["attention_mask"]).to(device))
             h = h.float().cpu().numpy()
-            store.put("text", {k: h[i, :int(n)] for i, (k, n)
-                               in enumerate(zip(keys, batch["lengths"]))})
+            store.put(ns, {k: h[i, :int(n)] for i, (k, n)
+                           in enumerate(zip(keys, batch["lengths"]))})
             store.flush()
             stats.new_texts += len(keys)
             if bar is not None:
@@ -408,5 +541,6 @@ def _extract_images(records: Sequence[Record], store: FeatureStore, config: Enco
                     "(retried on the next run)", stats.missing_images)
 
 
-__all__ = ["EncoderConfig", "FeatureStats", "extract_features", "model_fingerprint",
-           "resolve_image_path", "tokenizer_fingerprint"]
+__all__ = ["EncoderConfig", "FeatureStats", "LOWER_NAMESPACE", "extract_features", "lower_split",
+           "model_content_hash", "model_fingerprint", "resolve_image_path", "text_feature_keys",
+           "text_key", "tokenizer_fingerprint"]

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -129,16 +130,23 @@ class FeatureStore:
 
     `put` buffers; every `flush_every` buffered items (and on `flush`, `close`, or leaving a
     `with` block) the buffer becomes one new shard per namespace.
+
+    `invalidate` names namespaces that are a disposable cache of something else (the lower
+    layers' output of top-layer fine-tuning): when their stored settings differ, their
+    features are deleted and the new settings recorded, instead of the error. Deleting comes
+    first, so a kill in between leaves the old settings over no features, never new settings
+    over old features.
     """
 
     def __init__(self, root: str | os.PathLike[str],
                  meta: Mapping[str, Mapping[str, Any]] | None = None,
-                 flush_every: int = 256, max_open_shards: int = 64):
+                 flush_every: int = 256, max_open_shards: int = 64,
+                 invalidate: Iterable[str] = ()):
         self.root = Path(root)
         self.flush_every = max(1, int(flush_every))
         self.max_open_shards = max(1, int(max_open_shards))
         self.root.mkdir(parents=True, exist_ok=True)
-        self.meta: dict[str, Any] = self._open_meta(meta)
+        self.meta: dict[str, Any] = self._open_meta(meta, frozenset(invalidate))
         self._ns: dict[str, _Namespace] = {}
         self._handles: OrderedDict[Path, Any] = OrderedDict()
 
@@ -148,7 +156,8 @@ class FeatureStore:
     def meta_path(self) -> Path:
         return self.root / "meta.json"
 
-    def _open_meta(self, given: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    def _open_meta(self, given: Mapping[str, Mapping[str, Any]] | None,
+                   invalidate: frozenset[str] = frozenset()) -> dict[str, Any]:
         stored: dict[str, Any] = {"format": FORMAT, "version": VERSION, "dtype": "float16",
                                   "namespaces": {}}
         if self.meta_path.is_file():
@@ -174,6 +183,14 @@ class FeatureStore:
             if old != new:
                 diffs = [f"{k}: stored {old.get(k)!r}, now {new.get(k)!r}"
                          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                if ns in invalidate:
+                    log.info("feature store %s: %s features are out of date (%s); deleting "
+                             "them to recompute", self.root, ns, "; ".join(diffs))
+                    if (self.root / ns).exists():
+                        shutil.rmtree(self.root / ns)
+                    spaces[ns] = settings
+                    changed = True
+                    continue
                 raise StoreMismatchError(
                     f"feature store {self.root} holds {ns} features computed with other "
                     f"settings ({'; '.join(diffs)}); mixing them would give the model features "

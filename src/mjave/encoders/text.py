@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mjave.config.encoder import NAMED_TEXT_ENCODERS
 from mjave.data.tagging import CharTokenizer, HFTokenizerAdapter, Tokenizer, read_vocab
+from mjave.encoders import layers
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +99,35 @@ class HFTextEncoder(nn.Module):
     pad id, since MPNet and RoBERTa number positions by skipping it. With `fine_tune=False`
     all weights are frozen, the module stays in eval mode even when a parent calls `.train()`
     (no dropout in cached features), and forward builds no graph.
+
+    `train_layers` (with `fine_tune=True`): "all", or K to train only the top K layers. Then
+    `split` = L - K layers stay frozen below them, in eval mode whatever the parent's mode (the
+    feature store caches their eval output); `lower` computes that output and `upper` continues
+    from it (`mjave.encoders.layers`). `forward` is the ordinary full forward either way, which
+    is what a saved model runs at prediction time.
     """
 
-    def __init__(self, model: nn.Module, fine_tune: bool = False, name: str | None = None):
+    def __init__(self, model: nn.Module, fine_tune: bool = False, name: str | None = None,
+                 train_layers: int | str = "all"):
         super().__init__()
         self.model = model
         self.fine_tune = fine_tune
         self.name = name
+        self.split: int | None = None
         if not fine_tune:
             self.model.requires_grad_(False)
             self.train(False)
+        elif train_layers != "all":
+            where = name or type(model).__name__
+            layers.check_splittable(str(model.config.model_type), where)
+            self.split = layers.split_index(int(train_layers), layers.num_layers(model), where)
+            layers.freeze_below(model, self.split)
+            for m in layers.lower_modules(model, self.split):
+                m.train(False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, fine_tune: bool = False) -> "HFTextEncoder":
+    def from_pretrained(cls, path: str | Path, fine_tune: bool = False,
+                        train_layers: int | str = "all") -> "HFTextEncoder":
         """Load `transformers.AutoModel` from a local folder (or a name in
         `NAMED_TEXT_ENCODERS`)."""
         folder = resolve_text_encoder_path(str(path))
@@ -129,9 +146,11 @@ class HFTextEncoder(nn.Module):
         finally:
             if bar_was_on:
                 hf_logging.enable_progress_bar()
+        how = ("frozen" if not fine_tune else "fine-tuned" if train_layers == "all"
+               else f"top {train_layers} layers fine-tuned")
         log.info("loaded text encoder %s (%s, hidden %d, %s)", folder, type(model).__name__,
-                 model.config.hidden_size, "fine-tuned" if fine_tune else "frozen")
-        return cls(model, fine_tune=fine_tune, name=str(folder))
+                 model.config.hidden_size, how)
+        return cls(model, fine_tune=fine_tune, name=str(folder), train_layers=train_layers)
 
     @property
     def hidden_size(self) -> int:
@@ -142,9 +161,26 @@ class HFTextEncoder(nn.Module):
         return int(self.model.config.vocab_size)
 
     def train(self, mode: bool = True) -> "HFTextEncoder":
-        """A frozen encoder ignores `.train()`: its features must not depend on dropout."""
+        """A frozen encoder, or its frozen lower layers, ignore `.train()`: cached features
+        must not depend on dropout."""
         super().train(mode if self.fine_tune else False)
+        if self.split is not None:
+            for m in layers.lower_modules(self.model, self.split):
+                m.train(False)
         return self
+
+    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) output of the frozen layers below the trained ones, without a graph."""
+        if self.split is None:
+            raise ValueError("lower() needs an encoder built with train_layers below 'all'")
+        with torch.no_grad():
+            return layers.lower(self.model, input_ids, attention_mask, self.split)
+
+    def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The last hidden states from `lower`'s output: only the trained layers run."""
+        if self.split is None:
+            raise ValueError("upper() needs an encoder built with train_layers below 'all'")
+        return layers.upper(self.model, hidden, attention_mask, self.split)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:

@@ -451,7 +451,9 @@ def _run_setting(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
         trained_on = everyone - targets
     else:
         targets = trained_on = everyone
-    base = replace(cfg.base, data=replace(cfg.base.data, format=None))
+    # fixed epochs, no validation set (_default_base): a base recipe's valid split
+    # (configs/runs/completion.yaml names OA-Mine's) does not pick the epoch here
+    base = replace(cfg.base, data=replace(cfg.base.data, format=None, valid=None))
     if not base.features_dir:
         base = replace(base, features_dir=str(out / "features"))
 

@@ -33,6 +33,9 @@ from mjave.config import DataConfig, RunConfig, TrainConfig
 CATALOG = "demo_output/catalog"
 SHIFTED_CATALOG = "demo_output/catalog-seed1-amb50"
 SHARED_DATA = "../shared/data"
+DATA_ROOTS = {"oamine": "src/mjave/datasets", "wdcpave": SHARED_DATA}
+"""Where each real dataset's splits are, from the repository root: OA-Mine ships inside the
+package (mjave.datasets, Apache-2.0); WDC-PAVE (research use) stays outside the project."""
 
 
 def synthetic_base(catalog: str = CATALOG, features_dir: str = "runs/features/synthetic",
@@ -132,7 +135,7 @@ def all_presets() -> dict[str, ExperimentBase]:
     out: dict[str, ExperimentBase] = {f"synthetic-{name}": cfg
                                       for name, cfg in synthetic_configs(synthetic_base()).items()}
     for dataset in ("oamine", "wdcpave"):
-        out[f"{dataset}-table"] = text_only_table(dataset)
+        out[f"{dataset}-table"] = text_only_table(dataset, DATA_ROOTS[dataset])
     return out
 
 

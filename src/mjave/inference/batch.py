@@ -37,10 +37,12 @@ from typing import Any, Iterator, Sequence
 from mjave.data.errors import DataError
 from mjave.data.io import (FORMATS, InputRow, detect_format, parquet_row_count, pyarrow_parquet,
                            read_input)
-from mjave.data.rows import (MAX_TEXT_CHARS, check_id, check_text, duplicate_id,
-                             escape_surrogates, id_key, to_item)
+from mjave.data.outputs import check_not_input
+from mjave.data.rows import (MAX_TEXT_CHARS, check_id, check_text, check_values,
+                             duplicate_id, escape_surrogates, id_key, to_item)
 from mjave.inference.idset import IdRegistry
 from mjave.inference.windows import chunk_fits
+from mjave.logs import default_progress
 
 INPUT_FORMATS = FORMATS
 """Input formats: those of the reader registry (`mjave.data.io`)."""
@@ -180,12 +182,16 @@ class _CsvWriter:
         header = not append or path.stat().st_size == 0
         self._f = open(path, "a" if append else "w", encoding="utf-8", newline="")
         self._w = csv.writer(self._f, lineterminator="\n")
+        # csv quotes only the line terminator's characters: a bare "\r" in a value would end
+        # the row for every reader, so a row holding one is written fully quoted
+        self._quoted = csv.writer(self._f, lineterminator="\n", quoting=csv.QUOTE_ALL)
         if header:
             self._w.writerow(CSV_COLUMNS)
             self._f.flush()
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._w.writerows(_csv_values(r) for r in rows)
+        for values in map(_csv_values, rows):
+            (self._quoted if any("\r" in v for v in values) else self._w).writerow(values)
         self._f.flush()
 
     def close(self) -> None:
@@ -363,7 +369,9 @@ def _next_part(path: Path) -> Path:
 
 def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
                  ) -> tuple[Any, IdRegistry]:
-    """The writer for this run and the ids the output already holds (resume only)."""
+    """The writer for this run and the ids the output already holds (resume only). JSONL and
+    CSV are written in place, not by atomic rename: a killed run's rows must stay where
+    `resume` finds them (`predict_file` has refused an output that is the input before)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     done = IdRegistry(folder=path.parent)
     if fmt == "parquet":
@@ -389,6 +397,7 @@ def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
 
 
 def _make_bar(progress: Any, total: int | None, desc: str) -> Any:
+    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
     if progress is None or progress is False:
         return None
     if progress is True:
@@ -415,6 +424,19 @@ def _base_row(row: InputRow, include_text: bool) -> dict[str, Any]:
     if row.image is not None and not isinstance(row.image, (bytes, bytearray)):
         out["image"] = row.image  # a path; no image blobs in the output
     return out
+
+
+def writable_row(row: InputRow) -> InputRow:
+    """The row if every field can be written as standard JSON (`check_values`), else an
+    error row keeping only its id: a NaN, an integer too long to write or a value nested too
+    deep cannot go into any output, so it must not stop the writer (and the sweep)."""
+    if row.error is not None:
+        return row
+    try:
+        check_values({"id": row.id, "text": row.text, "image": row.image, **row.extra})
+    except DataError as e:
+        return InputRow(row.number, row.id if id_key(row.id) is not None else None, error=e)
+    return row
 
 
 def _with_extra(out: dict[str, Any], row: InputRow) -> dict[str, Any]:
@@ -452,6 +474,12 @@ class _Sweep:
 
     def add(self, row: InputRow) -> None:
         self.summary.rows += 1
+        row = writable_row(row)
+        done_key = id_key(row.id)
+        if done_key and done_key in self.done:   # resume: error rows with an id included
+            self.summary.skipped += 1
+            self._tick(1)
+            return
         out = _base_row(row, self.include_text)
         if row.error is not None:
             self._fail(row, out, row.error)
@@ -460,10 +488,6 @@ class _Sweep:
             key = check_id(row.id)
         except DataError as e:
             self._fail(row, out, e)
-            return
-        if key in self.done:
-            self.summary.skipped += 1
-            self._tick(1)
             return
         first = self.seen.get(key)
         if first is not None:
@@ -554,9 +578,7 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
             raise ValueError(f"{name} must be positive, not {limit}")
     input_path, output_path = Path(input_path), Path(output_path)
     out_fmt = detect_output_format(output_path)
-    if input_path.resolve() == output_path.resolve():
-        raise DataError("the output would overwrite the input", path=str(output_path),
-                        reason="same file")
+    check_not_input(output_path, [input_path])
     rows = read_input(input_path, input_format, batch_size)
     if isinstance(model_dir_or_extractor, (str, os.PathLike)):
         from mjave.inference.extractor import Extractor
@@ -594,4 +616,4 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
 
 __all__ = ["CSV_COLUMNS", "INPUT_FORMATS", "InputRow", "PredictSummary", "detect_input_format",
            "detect_output_format", "json_text", "parquet_parts", "parquet_schema",
-           "predict_file", "read_input", "text_or_none"]
+           "predict_file", "read_input", "text_or_none", "writable_row"]

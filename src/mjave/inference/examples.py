@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from mjave.data.errors import RowIssues
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner
 from mjave.config import EncoderConfig
-from mjave.encoders.features import extract_features
+from mjave.encoders.features import extract_features, text_feature_keys
 from mjave.encoders.store import FeatureStore
 from mjave.model.batches import Example, attribute_targets, known_attribute_mask
+
+if TYPE_CHECKING:
+    from mjave.encoders.text import HFTextEncoder
 
 
 def _known_spans_only(records: Sequence[Record], schema: AttributeSchema,
@@ -38,20 +41,24 @@ def _known_spans_only(records: Sequence[Record], schema: AttributeSchema,
 def build_examples(records: Sequence[Record], aligner: TextAligner, schema: AttributeSchema,
                    encoder: EncoderConfig, store_dir: str | Path, image_root: str | None,
                    text_features: bool, image_features: bool, issues: RowIssues | None = None,
-                   progress: Callable | None = None, batch_size: int = 32) -> list[Example]:
+                   progress: Callable | None = None, batch_size: int = 32,
+                   text_encoder: HFTextEncoder | None = None) -> list[Example]:
     """Align every record and attach its features, encoding into the store what is missing.
 
     `text_features=False` when a text encoder runs inside the model (fine-tuning, BiLSTM);
+    under top-layer fine-tuning (`encoder.train_layers: K`) the text features are the frozen
+    lower layers' output, computed by `text_encoder` (the network's own) when given.
     `image_features=False` for text-only models, which then never open an image.
     A record carrying `known_attributes` (partial labels) gets its `Example.attr_known` mask.
     """
     if text_features or image_features:
         extract_features(records, store_dir, encoder, image_root=image_root,
                          batch_size=batch_size, progress=progress,
-                         text=text_features, image=image_features)
+                         text=text_features, image=image_features, text_encoder=text_encoder)
     store = FeatureStore(store_dir) if (text_features or image_features) else None
     encodeds = aligner.encode_many(_known_spans_only(records, schema, issues), issues)
-    texts = store.get("text", [r.id for r in records]) if text_features else [None] * len(records)
+    texts = (store.get(*text_feature_keys(encoder, records)) if text_features
+             else [None] * len(records))
     images = (store.get("image", [r.product_id for r in records]) if image_features
               else [None] * len(records))
     return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema))

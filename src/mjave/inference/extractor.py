@@ -391,7 +391,8 @@ class Extractor:
             "tags": self.schema.tags,
             "encoders": {
                 "text": name(enc.text_encoder), "text_kind": enc.text_kind,
-                "fine_tuned": enc.fine_tune, "char_level": enc.char_level,
+                "fine_tuned": enc.trains_text_encoder, "train_layers": enc.layers_trained,
+                "char_level": enc.char_level,
                 "image": enc.image_encoder if self.uses_image else None,
                 "image_size": enc.image_size if self.uses_image else None,
             },

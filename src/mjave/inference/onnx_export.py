@@ -8,21 +8,25 @@ global and regional features). The exported folder keeps config.json (sizes fill
 schema.json and versions.json, and adds `export.json` (opset, int8, every graph's input and
 output names and shapes) and the tokenizer files, so it is one thing to copy; it needs neither
 the torch weights nor the encoder folder. `int8`: onnxruntime's dynamic quantisation of the
-MatMul weights (activations are quantised per batch at run time).
+MatMul weights (activations are quantised per batch at run time), checked against the fp32 graph
+on this CPU before it is written (`quantize_checked`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from mjave import pretrained
 from mjave.config import to_dict
+from mjave.data.outputs import same_file
 from mjave.encoders import text as text_encoders
 
 log = logging.getLogger(__name__)
@@ -138,18 +142,37 @@ def ffn_output_matmuls(graph: Any, depth: int = 4) -> list[str]:
     return found
 
 
-def quantize_int8(path: Path) -> None:
-    """Replace `path` by its dynamic int8 quantisation: MatMul weights as signed int8, one scale
-    per output channel, except the FFN output projections (`ffn_output_matmuls`)."""
+INT8_WEIGHTS = ("unsigned", "signed")
+"""`unsigned` (the default) runs the same on every x86 CPU; `signed` takes the faster VNNI
+kernels but saturates on AVX2 CPUs without VNNI (see `quantize_int8`): only for a fleet known
+to have VNNI."""
+
+
+def quantize_int8(path: Path, weights: str = "unsigned") -> None:
+    """Replace `path` by its dynamic int8 quantisation: MatMul weights as unsigned 8-bit, one
+    scale and zero point per output channel, except the FFN output projections
+    (`ffn_output_matmuls`).
+
+    Why unsigned weights: activations are quantised to u8 at run time, and onnxruntime computes
+    u8 x s8 products on AVX2 without VNNI by summing pairs in int16 (`vpmaddubsw`), which
+    saturates (an activation near 255 times a weight near 127, twice, is over 32,767). On such a
+    CPU signed-weight graphs kept 57-77% of the fp32 spans of the test models and the same files
+    99-100% on a VNNI CPU. u8 x u8 products have no saturating kernel on any x86 CPU, so one file
+    gives the same integers everywhere and keeps the full 8 bits (`reduce_range`'s 7-bit weights
+    also avoid the saturation, but cost accuracy on every CPU). docs/performance.md has both.
+    `weights="signed"` is the faster graph for VNNI-only fleets."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if weights not in INT8_WEIGHTS:
+        raise ValueError(f"int8 weights must be one of {list(INT8_WEIGHTS)}, not {weights!r}")
     keep = ffn_output_matmuls(onnx.load(str(path), load_external_data=False).graph)
     tmp = path.with_suffix(".fp32.onnx")
     path.replace(tmp)
     try:
         quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
-                         weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep)
+                         weight_type=QuantType.QInt8 if weights == "signed" else QuantType.QUInt8,
+                         per_channel=True, nodes_to_exclude=keep)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -182,9 +205,18 @@ def export_image_encoder(config: Any, path: Path, opset: int) -> dict[str, Any]:
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = False,
-                 opset: int = DEFAULT_OPSET) -> Path:
+                 opset: int = DEFAULT_OPSET, check_texts: str | Path | None = None,
+                 min_agreement: float | None = None, force: bool = False,
+                 int8_weights: str = "unsigned") -> Path:
     """Write the exported folder of `model_dir` into `out_dir` and return it (see the module
-    docstring). `out_dir` must not be a torch model folder (it would hold two models)."""
+    docstring). `out_dir` must not be a torch model folder (it would hold two models).
+
+    `int8`: the fp32 export is written first, then quantised in a staging copy and checked
+    against it (`mjave.inference.onnx_check`) on `check_texts` (a file of rows with a text), the
+    model's valid split, or built-in texts. Below `min_agreement` span agreement the int8 graph
+    is refused (Int8CheckError; `out_dir` keeps the fp32 export) unless `force`, which writes it
+    with a warning. The check's figures go into export.json (`int8_check`). `int8_weights`: see
+    `INT8_WEIGHTS`."""
     require_onnx()
     import onnx
     import onnxruntime
@@ -193,7 +225,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     if pretrained.is_exported(src):
         raise ValueError(f"{src} is already an exported ONNX folder; export its torch model "
                          "folder instead")
-    if out.resolve() == src.resolve() or (out / pretrained.WEIGHTS).exists():
+    if same_file(out, src) or (out / pretrained.WEIGHTS).exists():
         raise ValueError(f"{out} holds a torch model; export into a new folder")
     loaded = pretrained.LoadedModel.load(src, device="cpu")
     config = loaded.config
@@ -224,11 +256,6 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     image_record = None
     if loaded.uses_image:
         image_record = export_image_encoder(config, out / pretrained.IMAGE_GRAPH, opset)
-    if int8:
-        quantize_int8(text_path)
-        if image_record is not None:
-            quantize_int8(out / pretrained.IMAGE_GRAPH)
-            image_record.update(graph_signature(out / pretrained.IMAGE_GRAPH))
     tokenizer_path = text_encoders.resolve_text_encoder_path(config.encoder.text_encoder)
     copy_tokenizer(tokenizer_path, out / pretrained.TOKENIZER_DIR)
 
@@ -237,7 +264,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     trained = pretrained.read_versions(src)
     if trained:
         pretrained.write_json(out / pretrained.VERSIONS, trained)
-    record = {"format": "mjave-onnx", "opset": opset, "int8": bool(int8),
+    record = {"format": "mjave-onnx", "opset": opset, "int8": False,
               "exporter": "torch.onnx (TorchScript)", "source": src.name,
               "file": pretrained.GRAPH, **graph_signature(text_path),
               "frozen_encoder_in_graph": frozen is not None,
@@ -246,8 +273,59 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
               "versions": {**pretrained.versions(), "onnx": onnx.__version__,
                            "onnxruntime": onnxruntime.__version__}}
     pretrained.write_json(out / pretrained.EXPORT, record)
+    if int8:
+        from mjave.inference.onnx_check import MIN_AGREEMENT, sample_items
+        items, source = sample_items(check_texts, config.data.valid)
+        floor = MIN_AGREEMENT if min_agreement is None else min_agreement
+        quantize_checked(out, record, items, source, min_agreement=floor, force=force,
+                         weights=int8_weights)
     log.info("exported %s to %s (opset %d%s)", src, out, opset, ", int8" if int8 else "")
     return out
+
+
+class Int8CheckError(ValueError):
+    """The int8 graph strays too far from the fp32 one on this CPU (the check's figures)."""
+
+    def __init__(self, message: str, check: Any):
+        super().__init__(message)
+        self.check = check
+
+
+def quantize_checked(out: Path, record: dict[str, Any], items: Sequence[dict[str, Any]],
+                     source: str, *, min_agreement: float, force: bool = False,
+                     weights: str = "unsigned") -> Any:
+    """Quantise the fp32 export in `out` in a staging copy, compare it with `out` on `items`,
+    and move the int8 graphs and export.json into `out` only if the check passes (or `force`).
+    Returns the `Int8Check`."""
+    from mjave.inference.onnx_check import check_int8
+
+    graphs = [name for name in (pretrained.GRAPH, pretrained.IMAGE_GRAPH)
+              if (out / name).is_file()]
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-int8-", dir=out.parent) as tmp:
+        staged = Path(tmp) / "int8"
+        shutil.copytree(out, staged)
+        for name in graphs:
+            quantize_int8(staged / name, weights)
+        record = {**record, "int8": True, "int8_weights": weights,
+                  **graph_signature(staged / pretrained.GRAPH)}
+        if record.get("image"):
+            record["image"] = {**record["image"],
+                               **graph_signature(staged / pretrained.IMAGE_GRAPH)}
+        pretrained.write_json(staged / pretrained.EXPORT, record)
+        check = check_int8(out, staged, items, source, min_agreement=min_agreement)
+        log.info("%s", check.summary())
+        if not check.passed and not force:
+            raise Int8CheckError(
+                f"{check.summary()}. The int8 graph was not written: {out} holds the fp32 export. "
+                "Pass --force to write int8 anyway, or use the fp32 export on this CPU "
+                "(docs/performance.md, 'int8 on different CPUs').", check)
+        if not check.passed:
+            log.warning("WRITING AN INT8 GRAPH THAT FAILED ITS CHECK (--force): %s",
+                        check.summary())
+        pretrained.write_json(staged / pretrained.EXPORT, {**record, "int8_check": check.to_dict()})
+        for name in (*graphs, pretrained.EXPORT):
+            os.replace(staged / name, out / name)
+    return check
 
 
 def image_regions(config: Any) -> int:
@@ -257,5 +335,6 @@ def image_regions(config: Any) -> int:
     return ImageEncoder(config.encoder.image_size).num_regions
 
 
-__all__ = ["DEFAULT_OPSET", "TextGraph", "copy_tokenizer", "export_model", "graph_signature",
-           "ffn_output_matmuls", "quantize_int8", "require_onnx"]
+__all__ = ["DEFAULT_OPSET", "INT8_WEIGHTS", "Int8CheckError", "TextGraph", "copy_tokenizer",
+           "export_model", "ffn_output_matmuls", "graph_signature", "quantize_checked", "quantize_int8",
+           "require_onnx"]

@@ -14,6 +14,7 @@ record, so a graph from another model is refused with a message rather than mis-
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from mjave.encoders.image import ImageEncoder
 from mjave.encoders.text import load_tokenizer
 from mjave.inference.onnx_export import require_onnx
 from mjave.model.mjave import MJAVEOutput
+
+log = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
 
@@ -131,6 +134,22 @@ class ExportedModel(pretrained.LoadedModel):
         return False
 
 
+def warn_if_saturating(folder: Path, record: dict[str, Any]) -> bool:
+    """Warn (and return True) when an int8 graph with signed weights (exported before issue #30,
+    or with `--int8-weights signed`) is loaded on a CPU without VNNI, where onnxruntime's u8 x s8
+    kernels saturate and its spans can differ from fp32's by a third."""
+    from mjave.inference.onnx_check import cpu_isa
+
+    if not record.get("int8") or record.get("int8_weights", "signed") != "signed":
+        return False
+    if "no VNNI" not in cpu_isa():
+        return False
+    log.warning("%s: int8 graph with signed weights on a CPU without VNNI (%s): its answers can "
+                "be far from fp32's here; re-export with `mjave export --int8` (unsigned "
+                "weights) or use the fp32 export", folder, cpu_isa())
+    return True
+
+
 def load_exported(folder: str | Path, device: str = "auto", threads: int | None = None
                   ) -> tuple[ExportedModel, OnnxImageEncoder | None]:
     """The model of an exported folder and, for an image model, its image encoder; ValueError
@@ -141,6 +160,7 @@ def load_exported(folder: str | Path, device: str = "auto", threads: int | None 
     require_onnx()
     folder = Path(folder)
     config, schema, record = pretrained.read_export(folder)
+    warn_if_saturating(folder, record)
     session = make_session(folder / record.get("file", pretrained.GRAPH), threads)
     check_graph(session, record, folder / pretrained.GRAPH)
     tokenizer = load_tokenizer(folder / pretrained.TOKENIZER_DIR,
@@ -159,4 +179,4 @@ def load_exported(folder: str | Path, device: str = "auto", threads: int | None 
 
 
 __all__ = ["ExportedModel", "OnnxImageEncoder", "OnnxNetwork", "check_graph", "load_exported",
-           "make_session"]
+           "make_session", "warn_if_saturating"]

@@ -41,10 +41,11 @@ from typing import Any, Iterator, Sequence
 
 from mjave.data.errors import DataError
 from mjave.data.io import EXTENSIONS, InputRow, read_input
+from mjave.data.outputs import check_not_input
 from mjave.data.rows import (MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, bad_category, bad_image_field,
                              check_id, check_text, duplicate_id, find_image, id_key, to_item)
 from mjave.inference.batch import (CSV_COLUMNS, PathLike, PredictSummary, json_text,
-                                   parquet_schema, text_or_none)
+                                   parquet_schema, text_or_none, writable_row)
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mjave[ray]'"
 DEFAULT_WORKERS = 2
@@ -234,7 +235,9 @@ def stage_row(row: InputRow, name: str, shard_index: int, dups: dict[str, int],
               ) -> dict[str, Any]:
     """One input row as a typed staged row: checked by the checks the local engine runs
     (`mjave.data.rows`), in the same order. Strings are stored with any lone surrogate escaped
-    (Arrow holds only valid UTF-8); the checks see the row as read."""
+    (Arrow holds only valid UTF-8); the checks see the row as read. A field that cannot be
+    written as JSON makes an error row (`writable_row`), as in the local engine."""
+    row = writable_row(row)
     cid, category = row.extra.get("cid"), row.extra.get("category")
     extra = {k: v for k, v in row.extra.items() if k not in CSV_COLUMNS}
     ord_ = shard_index << ROW_BITS | row.number
@@ -462,9 +465,10 @@ def _prepare_output(output: Path, shards: Sequence[Path]) -> None:
     if output.is_file():
         raise DataError("this is a file; the Ray engine writes a folder of Parquet part files",
                         path=str(output), reason="bad output")
-    if any(p == output or output in p.parents for p in shards):
-        raise DataError("the output would overwrite the input", path=str(output),
-                        reason="same file")
+    check_not_input(output, shards)
+    if any(output.resolve() in p.resolve().parents for p in shards):
+        raise DataError("the output would overwrite the input (it lies in the output folder)",
+                        path=str(output), reason="same file")
     if output.is_dir():
         others = [p.name for p in output.iterdir() if p.suffix != ".parquet" or not p.is_file()]
         if others:

@@ -17,7 +17,8 @@ from mjave.data.tagging import Encoded
 
 @dataclass
 class Example:
-    """A record ready for the model. `text_features` is None when a text encoder runs in the loop."""
+    """A record ready for the model. `text_features` is None when a text encoder runs in the loop,
+    and holds its frozen lower layers' output under top-layer fine-tuning (`train_layers: K`)."""
 
     record: Record
     encoded: Encoded

@@ -17,7 +17,11 @@ def supports_partial_labels(head: nn.Module) -> bool:
 
 class TextImageModel(nn.Module):
     """M-JAVE over either cached token states (`batch['h']`) or a text encoder run in the loop
-    (fine-tuned BERT, or the paper's BiLSTM). Image features always come from the batch."""
+    (fine-tuned BERT, or the paper's BiLSTM). Image features always come from the batch.
+
+    Under top-layer fine-tuning (`encoder.train_layers: K`) the text encoder is in the loop and
+    a batch with `h` holds the cached output of its frozen lower layers: only the top K layers
+    run (`HFTextEncoder.upper`). Without `h` (prediction, export) the encoder runs whole."""
 
     def __init__(self, head: nn.Module, text_encoder: nn.Module | None = None):
         super().__init__()
@@ -32,6 +36,8 @@ class TextImageModel(nn.Module):
         `mjave.model.losses` (`attribute_loss`, `tag_loss`)."""
         if self.text_encoder is None:
             h = batch["h"]
+        elif "h" in batch:
+            h = self.text_encoder.upper(batch["h"], batch["mask"].long())
         else:
             h = self.text_encoder(batch["input_ids"], batch["mask"].long())
         gold = with_labels or self.head.cfg.gold_attr_conditioning

@@ -14,10 +14,11 @@ The page (`/`, static files of `mjave.web`) talks to a small JSON API:
 | `GET /api/image/{id}` | the item's product image, read only from `image_root` |
 
 Every answer is JSON; texts are never turned into HTML by the server or the page. Request bodies
-are bounded (`max_body_bytes`), strings by their schema. Images are served only from the image
-root (the path comes from the products file, never from the request; `..`, symlinks out of the
-root and anything but a regular file are refused, as in `mjave serve`), only in the formats
-Pillow identifies as JPEG, PNG, WEBP, GIF or BMP.
+are bounded (`max_body_bytes`), strings by their schema; a body that does not fit is a 422 from
+the error handlers of `mjave serve` (`mjave.serving.errors`), which never echo a value. Images
+are served only from the image root (the path comes from the products file, never from the
+request; `..`, symlinks out of the root and anything but a regular file are refused, as in
+`mjave serve`), only in the formats Pillow identifies as JPEG, PNG, WEBP, GIF or BMP.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from typing import Annotated, Any, Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Path as PathParam, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from mjave import __version__
 from mjave.review.db import Filters, ReviewDB, ReviewError
 from mjave.serving.app import IMAGE_FORMATS, BodyLimitMiddleware, ClientError, read_image_path
+from mjave.serving.docs import offline_docs_app
+from mjave.serving.errors import MAX_DETAIL, add_error_handlers, safe_text
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +142,16 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
         if not root.is_dir():
             raise NotADirectoryError(f"image root is not a folder: {image_root}")
 
-    app = FastAPIOffline(title="M-JAVE review", version=__version__,   # /docs without a CDN
-                         description="Review completion suggestions and conflicts.")
+    app = offline_docs_app(title="M-JAVE review", version=__version__,   # docs without a CDN
+                           description="Review completion suggestions and conflicts.")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    add_error_handlers(app)   # the 422s of `mjave serve`: NaN or "\ud800" in a body is no 500
     app.state.db = db
 
     @app.exception_handler(ReviewError)
     async def _review_error(request: Request, exc: ReviewError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+        return JSONResponse(status_code=exc.status,
+                            content={"detail": safe_text(exc, MAX_DETAIL)})
 
     def image_candidates(item: dict[str, Any]) -> list[str]:
         if item.get("image"):

@@ -30,10 +30,11 @@ import csv
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from mjave.data.errors import DataError
 from mjave.data.formats import write_records
+from mjave.data.outputs import atomic_write, check_not_input, same_file
 from mjave.data.records import Record, Span
 from mjave.review.db import ReviewDB
 from mjave.review.inputs import find_all, same_value
@@ -76,18 +77,6 @@ def accepted_values(db: ReviewDB) -> tuple[list[dict[str, Any]], dict[str, int]]
     return out, dict(by_action)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_catalog(rows: list[dict[str, Any]], path: PathLike) -> int:
     """`product_id, attribute, value` for each kept value (each distinct row once)."""
     seen: set[tuple[str, str, str]] = set()
@@ -99,11 +88,10 @@ def write_catalog(rows: list[dict[str, Any]], path: PathLike) -> int:
             table.append(key)
     table.sort()
 
-    def write(f: Any) -> None:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["product_id", "attribute", "value"])
         w.writerows(table)
-    _atomic_write(Path(path), write)
     return len(table)
 
 
@@ -162,7 +150,14 @@ def labelled_records(db: ReviewDB, rows: list[dict[str, Any]], summary: ExportSu
 
 def export(db: ReviewDB, output: PathLike | None = None, labeled: PathLike | None = None
            ) -> ExportSummary:
-    """Write the catalog table to `output` and/or the labelled JSONL to `labeled`."""
+    """Write the catalog table to `output` and/or the labelled JSONL to `labeled`; neither may
+    be the database itself, nor the two one file (checked before anything is written)."""
+    for path in (output, labeled):
+        if path is not None:
+            check_not_input(path, [db.path], "the export")
+    if output is not None and labeled is not None and same_file(output, labeled):
+        raise DataError("the catalog table and the labelled JSONL are the same file",
+                        path=str(labeled), reason="same file")
     rows, by_action = accepted_values(db)
     summary = ExportSummary(decided=sum(by_action.values()), by_action=by_action)
     if output is not None:

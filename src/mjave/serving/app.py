@@ -3,11 +3,12 @@
 Endpoints: `POST /v1/extract` (one item or `{"items": [...]}`; `"explain": true` adds the
 visual gates and token offsets), `GET /healthz` (the process is alive), `GET /readyz` (the model
 is loaded and the micro-batcher runs), `GET /v1/model` (schema, version, info), FastAPI's
-`/openapi.json` with `/docs` and `/redoc` (fastapi-offline's bundled files, no CDN), and the try
-page at `/` (static files of `mjave.web`, no CDN).
+`/openapi.json` with `/docs` and `/redoc` (bundled files, no CDN: `mjave.serving.docs`), and
+the try page at `/` (static files of `mjave.web`, no CDN).
 
 Client input never causes a 500: a body, item count, text or image over its limit is 413 (the
-message names the limit), a body that does not fit the schema 422, bad base64, an undecodable
+message names the limit), a body that does not fit the schema 422 (`mjave.serving.errors`, which
+echoes no value, so NaN or a lone surrogate anywhere is a 422 too), bad base64, an undecodable
 image or an `image_path` the server may not read 400. `image_path` is read only when the server
 was given an image root, and only for regular files whose real path (symlinks resolved) lies
 inside it. Nothing is unpickled; images are decoded by Pillow from an allow-list of formats.
@@ -27,9 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Optional, Protocol, Sequence, Union
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi_offline import FastAPIOffline
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       create_model, field_validator, model_validator)
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +39,8 @@ from mjave.data.rows import check_image_pixels, check_text, image_in_root, open_
 from mjave.serving.batcher import (BatcherNotRunning, BatcherOverloaded, DeadlineExceeded,
                                    ItemFailed, MicroBatcher)
 from mjave.serving.config import ServeConfig
+from mjave.serving.docs import offline_docs_app
+from mjave.serving.errors import ErrorOut, ValidationErrorOut, add_error_handlers
 
 __all__ = ["ServeConfig", "create_app", "ExtractorLike"]
 
@@ -197,21 +198,6 @@ class ExtractResult(BaseModel):
 
 class ExtractBatchResult(BaseModel):
     items: list[ExtractResult]
-
-
-class ErrorOut(BaseModel):
-    detail: str
-
-
-class FieldError(BaseModel):
-    loc: list[Union[str, int]]
-    msg: str
-    type: str
-
-
-class ValidationErrorOut(BaseModel):
-    detail: str = Field(description="all problems in one line")
-    errors: list[FieldError]
 
 
 class ModelOut(BaseModel):
@@ -395,21 +381,6 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-def _loc(loc: Sequence[Union[str, int]]) -> list[Union[str, int]]:
-    """Drop FastAPI's 'body' and the union tags from a pydantic error location."""
-    out = list(loc)
-    if out and out[0] == "body":
-        out = out[1:]
-    return [p for p in out if p not in ("single", "batch")]
-
-
-def _loc_text(loc: Sequence[Union[str, int]]) -> str:
-    text = ""
-    for p in loc:
-        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
-    return text or "body"
-
-
 def _schema_lists(schema: Any) -> tuple[list[str], list[str]]:
     attributes = [str(a) for a in getattr(schema, "attributes", ())]
     tags = [str(t) for t in getattr(schema, "tags", ())]
@@ -490,39 +461,18 @@ def create_app(extractor: ExtractorLike, config: Optional[ServeConfig] = None) -
         finally:
             await batcher.stop()
 
-    # /docs and /redoc from fastapi-offline's bundled Swagger UI / ReDoc files: FastAPI's own
-    # pages load them from a CDN, so behind a catalog team's firewall they stay blank.
-    app = FastAPIOffline(title="M-JAVE attribute extraction", version=__version__,
-                         lifespan=lifespan,
-                         description="Multimodal attribute prediction and value extraction. "
-                         f"Limits: {limits}.")
+    # /docs and /redoc from bundled Swagger UI / ReDoc files (`mjave.serving.docs`): FastAPI's
+    # own pages load them from a CDN, so behind a catalog team's firewall they stay blank.
+    app = offline_docs_app(title="M-JAVE attribute extraction", version=__version__,
+                           lifespan=lifespan,
+                           description="Multimodal attribute prediction and value extraction. "
+                           f"Limits: {limits}.")
     app.state.batcher = batcher
     app.state.config = config
     app.state.extractor = extractor
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for e in exc.errors():
-            if e.get("type") == "too_long" and _loc(e.get("loc", ())) == ["items"]:
-                ctx = e.get("ctx") if isinstance(e.get("ctx"), dict) else {}
-                n = ctx.get("actual_length")
-                return JSONResponse(status_code=413, content={"detail": (
-                    f"{n if n is not None else 'too many'} items in one request; the limit "
-                    f"is {config.max_request_items}")})
-            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            loc = _loc(e.get("loc", ()))
-            if e.get("type") == "json_invalid":  # loc is ("body", character offset)
-                ctx = e.get("ctx") if isinstance(e.get("ctx"), dict) else {}
-                msg = f"JSON decode error at character {loc[0] if loc else '?'}: " \
-                      f"{ctx.get('error', 'invalid JSON')}"
-                loc = []
-            errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", "invalid"))})
-        shown = "; ".join(f"{_loc_text(e['loc'])}: {e['msg']}" for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        return JSONResponse(status_code=422, content={
-            "detail": f"invalid request: {shown}{more}", "errors": errors})
+    add_error_handlers(app, max_items=config.max_request_items)
 
     @app.get("/healthz", response_model=HealthOut, tags=["health"])
     async def healthz() -> dict:

@@ -24,10 +24,12 @@ from mjave.config import ConfigError
 from mjave.data.augment import mention_replacement
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
+from mjave.data.outputs import check_not_input
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.examples import build_examples
 from mjave.inference.predict import as_records, decode_options, predict_examples
+from mjave.logs import default_progress
 from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training import distributed
@@ -182,10 +184,12 @@ def _train(config: RunConfig, progress: Progress | None,
            stop_after_epochs: int | None) -> TrainResult:
     start = time.time()
     out = Path(config.output_dir)
+    check_not_input(out, [config.data.train, config.data.valid, config.data.test], "output_dir")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = distributed.local_device(resolve_device(config.train.device))
-    progress = progress if distributed.is_main() else None
+    # without a bar of its own, the one `mjave.enable_logging()` set (none unless called)
+    progress = default_progress(progress) if distributed.is_main() else None
 
     train_records, train_issues = load_split(config.data.train, config)
     schema = AttributeSchema.from_records(train_records)
@@ -208,10 +212,14 @@ def _train(config: RunConfig, progress: Progress | None,
     net.to(device)
 
     store_dir = config.features_dir or str(out / "features")
+    # Top-layer fine-tuning (encoder.train_layers: K): the frozen layers below run once per text,
+    # here, with the network's own encoder; every step then runs the top K layers on them.
+    lower = config.encoder.caches_lower_layers
     featurize = dict(aligner=aligner, schema=schema, encoder=config.encoder, store_dir=store_dir,
                      image_root=config.data.image_root,
-                     text_features=not text_in_loop(config.encoder),
-                     image_features=model_cfg.use_image, progress=progress)
+                     text_features=not text_in_loop(config.encoder) or lower,
+                     image_features=model_cfg.use_image, progress=progress,
+                     text_encoder=net.text_encoder if lower else None)
     with distributed.main_first():  # the feature store takes one writer at a time
         train_split = Split(train_records, build_examples(train_records, issues=train_issues,
                                                           **featurize), train_issues)

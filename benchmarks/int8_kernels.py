@@ -1,0 +1,120 @@
+"""int8 weights signed vs unsigned: span agreement with fp32 and throughput, on this CPU.
+
+onnxruntime's int8 kernels depend on the CPU: with VNNI (AVX-512 VNNI, AVX-VNNI) u8 x s8 sums
+go to int32; on AVX2 without VNNI pairs are summed in int16 first and saturate (issue #30).
+`mjave export --int8` writes unsigned weights (u8 x u8, no saturating kernel). This benchmark
+exports MODEL once in fp32, quantises the graph both ways (the shipped `quantize_int8`, and the
+former signed-weight settings), and runs the three folders through the same Extractor on the same
+texts, interleaved, best of `--repeats` passes:
+
+- agreement: Jaccard of each int8 folder's spans with the fp32 folder's; kept: share of fp32
+  spans it keeps; span F1 (exact attribute, begin, end) when the texts carry gold spans;
+- throughput in items/s and its ratio to fp32 measured in the same run.
+
+The CPU's vector extensions are printed with every figure (`onnx_check.cpu_isa`). To see the
+AVX2-only kernels on a VNNI machine, run this script under `qemu-x86_64 -cpu Haswell` (slow:
+about 20 s per title for MiniLM; use `--limit 16`).
+
+    python benchmarks/int8_kernels.py runs/oamine --data ../shared/data/oamine/valid.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def quantize_signed(path: Path) -> None:
+    """The quantisation `mjave export --int8` used before issue #30: signed weights."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mjave.inference.onnx_export import ffn_output_matmuls
+
+    keep = ffn_output_matmuls(onnx.load(str(path), load_external_data=False).graph)
+    tmp = path.with_suffix(".fp32.onnx")
+    path.replace(tmp)
+    quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
+                     weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep)
+    tmp.unlink()
+
+
+def span_f1(results: list[dict], rows: list[dict]) -> float | None:
+    """Micro F1 of (row, attribute, begin, end) against the rows' gold spans, or None."""
+    if not any("spans" in r for r in rows):
+        return None
+    gold = {(i, s["attr"], s["begin"], s["end"]) for i, r in enumerate(rows)
+            for s in r.get("spans", [])}
+    pred = {(i, v["attribute"], v["begin"], v["end"]) for i, r in enumerate(results)
+            for v in r["values"]}
+    tp = len(gold & pred)
+    return 200 * tp / max(1, len(gold) + len(pred))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="a torch model folder written by `mjave train`")
+    ap.add_argument("--data", help="JSONL rows with text (and category, spans); default: the "
+                    "model's valid split")
+    ap.add_argument("--limit", type=int, default=256, help="rows to use (default 256)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per folder")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    ap.add_argument("--json", help="write the figures here too")
+    args = ap.parse_args(argv)
+
+    from mjave.inference.extractor import Extractor
+    from mjave.inference.onnx_check import compare, cpu_isa
+    from mjave.inference.onnx_export import export_model, quantize_int8
+    from mjave.pretrained import GRAPH, LoadedModel
+
+    data = args.data or LoadedModel.load(args.model, device="cpu").config.data.valid
+    rows = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines()
+            if line.strip()][: args.limit]
+    items = [{"text": r["text"], "category": r.get("category")} for r in rows]
+    figures: dict = {"cpu": cpu_isa(), "model": str(args.model), "data": str(data),
+                     "items": len(items), "threads": args.threads, "folders": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_model(args.model, Path(tmp) / "fp32")
+        folders = {"fp32": fp32}
+        for name, quantize in (("int8 unsigned (shipped)", quantize_int8),
+                               ("int8 signed (before #30)", quantize_signed)):
+            folder = Path(tmp) / name.split()[1]
+            shutil.copytree(fp32, folder)
+            quantize(folder / GRAPH)
+            folders[name] = folder
+        extractors = {n: Extractor.load(f, device="cpu", threads=args.threads)
+                      for n, f in folders.items()}
+        results = {n: ex.predict_batch(items) for n, ex in extractors.items()}  # warm-up
+        best = {n: float("inf") for n in extractors}
+        for _ in range(args.repeats):
+            for n, ex in extractors.items():
+                t = time.perf_counter()
+                ex.predict_batch(items)
+                best[n] = min(best[n], time.perf_counter() - t)
+    for n in extractors:
+        check = compare(results["fp32"], results[n], cpu=figures["cpu"], source=str(data))
+        figures["folders"][n] = {
+            "items_per_s": len(items) / best[n], "vs_fp32": best["fp32"] / best[n],
+            "agreement": check.agreement, "kept": check.kept,
+            "max_score_drift": check.max_score_drift, "span_f1": span_f1(results[n], rows)}
+    print(f"CPU: {figures['cpu']}; {len(items)} items of {data}; {args.threads} thread(s)")
+    print(f"{'graph':<26} {'items/s':>8} {'vs fp32':>8} {'agree':>6} {'kept':>6} {'F1':>6}")
+    for n, f in figures["folders"].items():
+        f1 = "-" if f["span_f1"] is None else f"{f['span_f1']:.2f}"
+        print(f"{n:<26} {f['items_per_s']:8.1f} {f['vs_fp32']:8.2f} {f['agreement']:6.3f} "
+              f"{f['kept']:6.3f} {f1:>6}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
