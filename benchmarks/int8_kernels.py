@@ -32,8 +32,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def quantize_signed(path: Path) -> None:
-    """The quantisation `mjave export --int8` used before issue #30: signed weights."""
+def quantize_signed(path: Path, reduce_range: bool = False) -> None:
+    """The quantisation `mjave export --int8` used before issue #30: signed weights
+    (`reduce_range`: 7-bit, which cannot saturate the AVX2 pair sums)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -43,7 +44,8 @@ def quantize_signed(path: Path) -> None:
     tmp = path.with_suffix(".fp32.onnx")
     path.replace(tmp)
     quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
-                     weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep)
+                     weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
+                     reduce_range=reduce_range)
     tmp.unlink()
 
 
@@ -84,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_model(args.model, Path(tmp) / "fp32")
         folders = {"fp32": fp32}
-        for name, quantize in (("int8 unsigned (shipped)", quantize_int8),
-                               ("int8 signed (before #30)", quantize_signed)):
-            folder = Path(tmp) / name.split()[1]
+        for name, quantize in (
+                ("int8 unsigned", quantize_int8),
+                ("int8 signed (before #30)", quantize_signed),
+                ("int8 signed 7-bit", lambda path: quantize_signed(path, reduce_range=True))):
+            folder = Path(tmp) / name.replace(" ", "-").replace("#", "").strip("()")
             shutil.copytree(fp32, folder)
             quantize(folder / GRAPH)
             folders[name] = folder

@@ -5,7 +5,8 @@ config) on the dataset's train split with N seeds, scores valid, and prints attr
 (span) and pair F1 as mean ± std next to the plain token-classification baseline (the same
 MiniLM-L6 encoder plus one linear BIO layer, fine-tuned the same way), with the difference; also
 slot F1 (the LLM papers' protocol, one value per attribute asked) when the experiment's summary
-carries it.
+carries it, and "unseen R": recall on gold values whose (attribute, normalised value) pair is not
+in the training split (`mjave.evaluation.novelty`), where rare values show.
 
     python benchmarks/realdata.py --dataset oamine              # 3 seeds, the committed recipe
     python benchmarks/realdata.py --dataset wdcpave --seeds 1
@@ -46,6 +47,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def unseen_cell(row: dict) -> str:
+    """Recall on gold values unseen in training, mean ± std over the seeds ("-": none)."""
+    unseen = (row.get("recall_by_novelty") or {}).get("unseen") or {}
+    if unseen.get("recall") is None:
+        return "-"
+    return f"{unseen['recall']:.2f} ± {unseen['recall_std']:<5.2f}"
+
+
+def unseen_per_run(row: dict) -> list[float | None] | None:
+    return ((row.get("recall_by_novelty") or {}).get("unseen") or {}).get("recall_per_run")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -73,16 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     ran = [r for r in models.values() if r.get("available")]
     tasks = (*TASKS, SLOT) if ran and all(SLOT in r for r in ran) else TASKS
     print(f"{'model':<28}" + "".join(f"{t + ' F1':>22}" for t in tasks)
-          + f"{'value F1 - baseline':>22}")
+          + f"{'unseen R':>22}{'value F1 - baseline':>22}")
     for name, row in models.items():
         if not row.get("available"):
             print(f"{name:<28}  not available: {row.get('reason')}")
             continue
         cells = "".join(f"{row[t]['f1']:>14.2f} ± {row[t]['f1_std']:<5.2f}" for t in tasks)
         diff = row["value"]["f1"] - base["value"]["f1"]
-        print(f"{name:<28}{cells}{diff:>+22.2f}")
-    print(json.dumps({n: {t: r[t]["f1_per_run"] for t in tasks} for n, r in models.items()
-                      if r.get("available")}))
+        print(f"{name:<28}{cells}{unseen_cell(row):>22}{diff:>+22.2f}")
+    novelty = next((r["recall_by_novelty"] for r in ran if "recall_by_novelty" in r), None)
+    if novelty:
+        print(f"unseen R: pair-level recall on the {novelty['unseen']['gold']} gold values "
+              f"({novelty['unseen_share']}%) not among the training split's (attribute, value) "
+              f"pairs; seen ones: {novelty['seen']['gold']}")
+    print(json.dumps({n: {**{t: r[t]["f1_per_run"] for t in tasks},
+                          "unseen_recall": unseen_per_run(r)}
+                      for n, r in models.items() if r.get("available")}))
     print(f"table: {result.output_dir / 'results.md'}")
     return 0
 

@@ -15,7 +15,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mjave.training.evaluate import evaluate_model
     report = evaluate_model(args.model, args.data, image_root=args.image_root,
                             device=args.device, format=args.format,
-                            strict=not args.lenient, progress=progress_bar())
+                            strict=not args.lenient, progress=progress_bar(),
+                            train=args.train)
     print(format_report(report, title=f"{args.model} on {args.data}"))
     if report.get("issues"):
         print(report["issues"])
@@ -36,6 +37,10 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--format", choices=["jsonl", "jave", "conll"],
                    help="format of DATA (default: from the extension)")
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--train", metavar="FILE",
+                   help="training data, to report recall on gold values seen and unseen in "
+                        "training separately (default: the model config's data.train; without "
+                        "either that part is omitted)")
     p.add_argument("--lenient", action="store_true", help="skip bad rows (reported)")
     p.set_defaults(func=cmd_evaluate)
     return p

@@ -55,9 +55,11 @@ def add_export_command(commands: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--min-agreement", type=float, default=None, metavar="F",
                    help=f"refuse an int8 graph whose span agreement with fp32 on the check "
                    f"texts is below F (default {MIN_AGREEMENT})")
-    p.add_argument("--int8-weights", choices=INT8_WEIGHTS, default="unsigned",
-                   help="unsigned (default): the same answers on every x86 CPU; signed: faster "
-                   "on CPUs with VNNI, wrong on AVX2 CPUs without it (docs/performance.md)")
+    p.add_argument("--int8-weights", choices=INT8_WEIGHTS, default="signed7",
+                   help="signed7 (default): 7-bit signed, the same answers and fast on every x86 "
+                   "CPU; unsigned: 8-bit, the same answers everywhere but no faster than fp32 on "
+                   "VNNI CPUs; signed: 8-bit, fastest on VNNI CPUs and wrong on AVX2 CPUs without "
+                   "VNNI (docs/performance.md)")
     p.add_argument("--force", action="store_true",
                    help="write the int8 graph even when it fails its check (with a warning)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,

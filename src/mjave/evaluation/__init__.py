@@ -1,5 +1,6 @@
 """Attribute-prediction and value-extraction metrics (micro P/R/F1), the slot protocol of LLM
-extraction papers (one value per attribute asked) and their text reports.
+extraction papers (one value per attribute asked), recall on values seen / unseen in training
+and their text reports.
 
 Imports only `mjave.data` and numpy, so that predictions can be scored without torch.
 """
@@ -19,7 +20,8 @@ from mjave.evaluation.metrics import (
     per_category,
     span_prf,
 )
-from mjave.evaluation.report import format_comparison, format_report
+from mjave.evaluation.novelty import NoveltyCounts, recall_by_novelty, seen_pairs
+from mjave.evaluation.report import format_comparison, format_report, novelty_line
 from mjave.evaluation.slot import (
     SlotCounts,
     asked_attributes,
@@ -30,6 +32,7 @@ from mjave.evaluation.slot import (
 
 __all__ = [
     "NO_CATEGORY",
+    "NoveltyCounts",
     "PRF",
     "SlotCounts",
     "asked_attributes",
@@ -40,11 +43,14 @@ __all__ = [
     "format_comparison",
     "format_report",
     "normalize_value",
+    "novelty_line",
     "pair_prf",
     "pair_set",
     "per_attribute",
     "per_attribute_prediction",
     "per_category",
+    "recall_by_novelty",
+    "seen_pairs",
     "slot_counts",
     "slot_per_attribute",
     "span_prf",

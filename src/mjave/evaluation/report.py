@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_comparison", "format_report"]
+__all__ = ["format_comparison", "format_report", "novelty_line"]
 
 _SECTIONS = (("attribute", "attribute"), ("value", "value (span)"), ("pair", "pair"))
 _SLOT = ("slot", "slot (1 value/attr)")
@@ -52,13 +52,36 @@ def _has_slot(entries: Mapping[str, Mapping[str, Any]]) -> bool:
     return any("slot" in d for d in entries.values())
 
 
+def _recall_cell(d: Mapping[str, Any]) -> str:
+    """ "66.67 (2/3)": a `NoveltyCounts.to_dict` as recall and counts ("-" without gold)."""
+    return f"{_num(d, 'recall')} ({d.get('found', 0)}/{d.get('gold', 0)})"
+
+
+def novelty_line(report: Mapping[str, Any]) -> str | None:
+    """The one line of recall on values seen / unseen in training (`recall_by_novelty`), or
+    why it was omitted; None when the report has neither."""
+    novelty = report.get("recall_by_novelty")
+    if not novelty:
+        omitted = report.get("recall_by_novelty_omitted")
+        return f"recall on values unseen in training: omitted, {omitted}" if omitted else None
+    total = novelty["seen"]["gold"] + novelty["unseen"]["gold"]
+    line = (f"recall on values seen / unseen in training (pair): "
+            f"seen {_recall_cell(novelty['seen'])}, unseen {_recall_cell(novelty['unseen'])}; "
+            f"unseen share {_num(novelty, 'unseen_share')}% of {total} gold values")
+    slot = novelty.get("slot")
+    if slot:
+        line += f"; slot: seen {_recall_cell(slot['seen'])}, unseen {_recall_cell(slot['unseen'])}"
+    return line
+
+
 def format_report(report: Mapping[str, Any], title: str = "") -> str:
     """Overall P/R/F1 of the metrics, then per-attribute and per-category tables.
 
     The per-attribute table is sorted by support (gold value spans, then gold attribute
     occurrences), largest first, so the attributes that move the micro average come first.
     A report with the slot protocol (`mjave.evaluation.slot.with_slot`) gets its row (TP = VC,
-    FP = NV + VW, FN = VN + VW), a line with the four counts and a "slot F1" column.
+    FP = NV + VW, FN = VN + VW), a line with the four counts and a "slot F1" column; one with
+    "recall_by_novelty" (or the reason it was omitted) a line for that (`novelty_line`).
     """
     parts: list[str] = []
     if title:
@@ -83,6 +106,9 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
     if slot:
         parts.append("slot counts (one value per attribute asked): "
                      + "  ".join(f"{k.upper()} {_num(slot, k)}" for k in ("vc", "vw", "vn", "nv")))
+    novelty = novelty_line(report)
+    if novelty:
+        parts.append(novelty)
 
     per_attr: Mapping[str, Mapping[str, Any]] = report.get("per_attribute") or {}
     if per_attr:

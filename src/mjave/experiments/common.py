@@ -200,7 +200,8 @@ class Predictions:
 
     Predicted attribute sets come from the classifier's probabilities when given (M-JAVE's
     attribute head), otherwise from the predicted spans (WSM). `given` names tasks whose
-    "predictions" are the gold answers (the upper-bound rows of Table 5).
+    "predictions" are the gold answers (the upper-bound rows of Table 5). `seen`: the
+    (attribute, value) pairs of the training data, for the report's "recall_by_novelty".
     """
 
     gold: list[Record]
@@ -209,11 +210,13 @@ class Predictions:
     attributes: list[str] | None = None
     threshold: float = 0.5
     given: tuple[str, ...] = ()
+    seen: frozenset[tuple[str, str]] | None = None
 
     def report(self) -> dict:
         """The metrics report, partial labels scored as `mjave evaluate` scores them."""
         from mjave.training.evaluate import report_of
-        return report_of(self.gold, self.pred, self.attr_probs, self.attributes, self.threshold)
+        return report_of(self.gold, self.pred, self.attr_probs, self.attributes, self.threshold,
+                         self.seen)
 
     def attribute_sets(self) -> list[set[str]]:
         if self.attr_probs is not None:
@@ -462,9 +465,35 @@ class VariantRuns:
                       "p": mean_std([r[t]["p"] for r in self.reports])[0],
                       "r": mean_std([r[t]["r"] for r in self.reports])[0],
                       "f1_per_run": [r[t]["f1"] for r in self.reports]}
+        if self.reports and all("recall_by_novelty" in r for r in self.reports):
+            out["recall_by_novelty"] = novelty_summary([r["recall_by_novelty"]
+                                                        for r in self.reports])
         out["train_seconds"] = [round(s, 1) for s in self.seconds]
         out["best_epochs"] = self.best_epochs
         return out
+
+
+def seen_in_training(cfg: RunConfig, cache: dict[str, frozenset[tuple[str, str]] | None]
+                     ) -> frozenset[tuple[str, str]] | None:
+    """The (attribute, value) pairs of a run's training data (`training_values`), read once per
+    file however many variants and seeds train on it; None when it cannot be read."""
+    from mjave.training.evaluate import training_values
+    if cfg.data.train not in cache:
+        cache[cfg.data.train] = training_values(cfg)[0]
+    return cache[cfg.data.train]
+
+
+def novelty_summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over the runs of the recall on seen and on unseen gold values (percent, None
+    when there is no such gold value), with the gold counts and unseen share of the first run
+    (one evaluation and one training file: the same in every run)."""
+    out: dict[str, Any] = {"unseen_share": entries[0]["unseen_share"]}
+    for k in ("seen", "unseen"):
+        per_run = [e[k]["recall"] for e in entries]
+        m, s = mean_std(per_run) if None not in per_run else (None, None)
+        out[k] = {"gold": entries[0][k]["gold"], "recall": m, "recall_std": s,
+                  "recall_per_run": per_run}
+    return out
 
 
 def run_variants(base: RunConfig, variants: Sequence[ModelVariant], records: Sequence[Record],
@@ -477,6 +506,7 @@ def run_variants(base: RunConfig, variants: Sequence[ModelVariant], records: Seq
     if repeats < 1:
         raise ExperimentError(f"repeats must be at least 1, got {repeats}")
     out: dict[str, VariantRuns] = {}
+    seen_cache: dict[str, frozenset[tuple[str, str]] | None] = {}
     for v in variants:
         runs = VariantRuns(v.name)
         for r in range(repeats):
@@ -488,7 +518,8 @@ def run_variants(base: RunConfig, variants: Sequence[ModelVariant], records: Seq
                 runs.unavailable = str(e)
                 log.warning("%s: not run (%s)", v.name, e)
                 break
-            preds = model.predict(records)
+            preds = replace(model.predict(records),
+                            seen=seen_in_training(model.config, seen_cache))
             runs.reports.append(preds.report())
             runs.predictions.append(preds)
             runs.seconds.append(model.seconds)

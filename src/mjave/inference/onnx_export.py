@@ -142,25 +142,29 @@ def ffn_output_matmuls(graph: Any, depth: int = 4) -> list[str]:
     return found
 
 
-INT8_WEIGHTS = ("unsigned", "signed")
-"""`unsigned` (the default) runs the same on every x86 CPU; `signed` takes the faster VNNI
-kernels but saturates on AVX2 CPUs without VNNI (see `quantize_int8`): only for a fleet known
-to have VNNI."""
+INT8_WEIGHTS = ("signed7", "unsigned", "signed")
+"""How `--int8` stores MatMul weights (docs/performance.md, 'int8 on different CPUs'):
+
+- `signed7` (default): signed, 7 bits (|w| <= 64). The same answers on every x86 CPU and the fast
+  u8 x s8 kernels on all of them.
+- `unsigned`: 8 bits, u8 x u8. The same answers on every x86 CPU, but no faster than fp32 on a
+  VNNI CPU (its kernels do not use VNNI).
+- `signed`: 8 bits, the graph exported before issue #30. Fastest on VNNI CPUs and wrong on AVX2
+  CPUs without VNNI (pair sums saturate): only for a fleet known to have VNNI."""
 
 
-def quantize_int8(path: Path, weights: str = "unsigned") -> None:
-    """Replace `path` by its dynamic int8 quantisation: MatMul weights as unsigned 8-bit, one
-    scale and zero point per output channel, except the FFN output projections
-    (`ffn_output_matmuls`).
+def quantize_int8(path: Path, weights: str = "signed7") -> None:
+    """Replace `path` by its dynamic int8 quantisation: MatMul weights per output channel as
+    `weights` says (`INT8_WEIGHTS`), except the FFN output projections (`ffn_output_matmuls`).
 
-    Why unsigned weights: activations are quantised to u8 at run time, and onnxruntime computes
-    u8 x s8 products on AVX2 without VNNI by summing pairs in int16 (`vpmaddubsw`), which
-    saturates (an activation near 255 times a weight near 127, twice, is over 32,767). On such a
-    CPU signed-weight graphs kept 57-77% of the fp32 spans of the test models and the same files
-    99-100% on a VNNI CPU. u8 x u8 products have no saturating kernel on any x86 CPU, so one file
-    gives the same integers everywhere and keeps the full 8 bits (`reduce_range`'s 7-bit weights
-    also avoid the saturation, but cost accuracy on every CPU). docs/performance.md has both.
-    `weights="signed"` is the faster graph for VNNI-only fleets."""
+    Why 7 bits by default: activations are quantised to u8 at run time, and onnxruntime computes
+    u8 x s8 products on AVX2 without VNNI by adding two of them in int16 (`vpmaddubsw`), which
+    saturates at 32,767 (an activation near 255 times a weight near 127, twice, is 64,770). With
+    8-bit signed weights the test models kept 57-77% of their fp32 spans on such a CPU and 99-100%
+    on a VNNI CPU. With |weights| <= 64 a pair is at most 2 x 255 x 64 = 32,640: no CPU can
+    saturate, one file gives the same integers everywhere, and the u8 x s8 kernels stay (1.5x
+    fp32 on OA-Mine at 2 threads, against 1.0x for unsigned weights), for 0.2 value F1 against
+    8 bits (OA-Mine valid; the synthetic catalog: no loss)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -171,8 +175,9 @@ def quantize_int8(path: Path, weights: str = "unsigned") -> None:
     path.replace(tmp)
     try:
         quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
-                         weight_type=QuantType.QInt8 if weights == "signed" else QuantType.QUInt8,
-                         per_channel=True, nodes_to_exclude=keep)
+                         weight_type=QuantType.QUInt8 if weights == "unsigned" else QuantType.QInt8,
+                         reduce_range=weights == "signed7", per_channel=True,
+                         nodes_to_exclude=keep)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -207,7 +212,7 @@ def export_image_encoder(config: Any, path: Path, opset: int) -> dict[str, Any]:
 def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = False,
                  opset: int = DEFAULT_OPSET, check_texts: str | Path | None = None,
                  min_agreement: float | None = None, force: bool = False,
-                 int8_weights: str = "unsigned") -> Path:
+                 int8_weights: str = "signed7") -> Path:
     """Write the exported folder of `model_dir` into `out_dir` and return it (see the module
     docstring). `out_dir` must not be a torch model folder (it would hold two models).
 
@@ -293,7 +298,7 @@ class Int8CheckError(ValueError):
 
 def quantize_checked(out: Path, record: dict[str, Any], items: Sequence[dict[str, Any]],
                      source: str, *, min_agreement: float, force: bool = False,
-                     weights: str = "unsigned") -> Any:
+                     weights: str = "signed7") -> Any:
     """Quantise the fp32 export in `out` in a staging copy, compare it with `out` on `items`,
     and move the int8 graphs and export.json into `out` only if the check passes (or `force`).
     Returns the `Int8Check`."""

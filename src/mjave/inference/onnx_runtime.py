@@ -135,9 +135,9 @@ class ExportedModel(pretrained.LoadedModel):
 
 
 def warn_if_saturating(folder: Path, record: dict[str, Any]) -> bool:
-    """Warn (and return True) when an int8 graph with signed weights (exported before issue #30,
-    or with `--int8-weights signed`) is loaded on a CPU without VNNI, where onnxruntime's u8 x s8
-    kernels saturate and its spans can differ from fp32's by a third."""
+    """Warn (and return True) when an int8 graph with 8-bit signed weights (exported before issue
+    #30, or with `--int8-weights signed`) is loaded on a CPU without VNNI, where onnxruntime's
+    u8 x s8 kernels saturate and its spans can differ from fp32's by a third."""
     from mjave.inference.onnx_check import cpu_isa
 
     if not record.get("int8") or record.get("int8_weights", "signed") != "signed":
@@ -145,8 +145,8 @@ def warn_if_saturating(folder: Path, record: dict[str, Any]) -> bool:
     if "no VNNI" not in cpu_isa():
         return False
     log.warning("%s: int8 graph with signed weights on a CPU without VNNI (%s): its answers can "
-                "be far from fp32's here; re-export with `mjave export --int8` (unsigned "
-                "weights) or use the fp32 export", folder, cpu_isa())
+                "be far from fp32's here; re-export with `mjave export --int8` (7-bit "
+                "weights, the default) or use the fp32 export", folder, cpu_isa())
     return True
 
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from mjave.data.errors import RowIssues
+from mjave.config import RunConfig
+from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import read_records
 from mjave.data.records import Record, Span
 from mjave.data.rows import to_item
 from mjave.evaluation.metrics import evaluate_records
+from mjave.evaluation.novelty import Pair, recall_by_novelty, seen_pairs
 from mjave.evaluation.slot import with_slot
 from mjave.inference.examples import build_examples
 from mjave.inference.predict import as_records, decode_options, predict_examples
@@ -75,15 +77,46 @@ def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record],
 
 
 def report_of(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray | None,
-              attributes: Sequence[str] | None, threshold: float) -> dict:
+              attributes: Sequence[str] | None, threshold: float,
+              seen: frozenset[Pair] | None = None) -> dict:
     """The metrics report of predictions against gold records, partially labelled records
     scored on their known attributes only: every scoring path reports through this. It adds
     the slot protocol (`with_slot`: the highest-scoring value of each attribute asked, ranked
-    by `Span.score`) to `evaluate_records`' report."""
+    by `Span.score`) to `evaluate_records`' report, and "recall_by_novelty" when the training
+    pairs (`seen`, `seen_pairs` of the training records) are given."""
     if any(r.known_attributes() is not None for r in gold):
         gold, pred, probs = known_attributes_only(gold, pred, probs, attributes or [])
     gold, pred = list(gold), list(pred)
-    return with_slot(evaluate_records(gold, pred, probs, attributes, threshold), gold, pred)
+    report = with_slot(evaluate_records(gold, pred, probs, attributes, threshold), gold, pred)
+    if seen is not None:
+        report["recall_by_novelty"] = recall_by_novelty(gold, pred, seen)
+    return report
+
+
+def seen_values(train_path: str | os.PathLike, format: str | None = None,
+                strict: bool = True) -> frozenset[Pair]:
+    """The (attribute, normalised value) pairs of a training file's gold spans."""
+    records, _ = read_records(train_path, format=format, strict=strict)
+    return seen_pairs(records)
+
+
+def training_values(config: RunConfig, explicit: str | os.PathLike | None = None
+                    ) -> tuple[frozenset[Pair] | None, str | None]:
+    """(pairs seen in training, None), or (None, why not) when they cannot be had.
+
+    `explicit` (`mjave evaluate --train`) wins and must be readable (its errors propagate: the
+    user named it); otherwise the model's `data.train`, whose absence or unreadability (a folder
+    trained elsewhere) only omits the split."""
+    if explicit:
+        return seen_values(explicit), None
+    path = config.data.train
+    if not path:
+        return None, "the model's config names no training data (give --train FILE)"
+    try:
+        return seen_values(path, config.data.format, not config.data.lenient), None
+    except (OSError, DataError) as e:
+        return None, (f"the model's training data {path} cannot be read "
+                      f"({type(e).__name__}: {e}; give --train FILE)")
 
 
 def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Example],
@@ -143,11 +176,13 @@ def extractor_predictions(extractor: Extractor, records: Sequence[Record],
 def score_records(extractor: Extractor, records: Sequence[Record],
                   image_root: str | os.PathLike | None = None,
                   batch_size: int = EVAL_BATCH_SIZE, progress: Callable | None = None,
-                  items: Sequence[dict[str, Any]] | None = None) -> dict:
-    """The metrics report of `records` scored through the Extractor (`extractor_predictions`)."""
+                  items: Sequence[dict[str, Any]] | None = None,
+                  seen: frozenset[Pair] | None = None) -> dict:
+    """The metrics report of `records` scored through the Extractor (`extractor_predictions`);
+    `seen`: the training pairs, for "recall_by_novelty"."""
     preds, probs = extractor_predictions(extractor, records, image_root, batch_size, progress,
                                          items)
-    return report_of(records, preds, probs, extractor.attributes, extractor.threshold)
+    return report_of(records, preds, probs, extractor.attributes, extractor.threshold, seen)
 
 
 def final_report(model_dir: str | os.PathLike, records: Sequence[Record],
@@ -159,7 +194,8 @@ def final_report(model_dir: str | os.PathLike, records: Sequence[Record],
     extractor = Extractor.load(model_dir, device=device, batch_size=EVAL_BATCH_SIZE)
     if extractor.config.model.gold_attr_conditioning:
         return None
-    return score_records(extractor, records, image_root)
+    seen, _ = training_values(extractor.config)
+    return score_records(extractor, records, image_root, seen=seen)
 
 
 def final_figure(model_dir: str | os.PathLike, records: Sequence[Record],
@@ -229,12 +265,16 @@ def image_awareness(extractor: Extractor, records: Sequence[Record],
 
 def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None = None,
                    device: str = "auto", format: str | None = None, strict: bool = True,
-                   progress: Callable | None = None, batch_size: int = EVAL_BATCH_SIZE) -> dict:
+                   progress: Callable | None = None, batch_size: int = EVAL_BATCH_SIZE,
+                   train: str | os.PathLike | None = None) -> dict:
     """`mjave evaluate`: the metrics report of a model folder on a data file.
 
     Predicts through `Extractor`, the path `mjave predict` and `mjave serve` take, so texts longer
     than the max length are windowed rather than truncated and the scores are those users get.
     Partially labelled records (`known_attributes`) are scored on their known attributes only.
+    Recall on values seen and unseen in training ("recall_by_novelty") needs the training data:
+    `train`, else the model's `data.train` (`training_values`); without it the report says why
+    in "recall_by_novelty_omitted".
     """
     from mjave.inference.extractor import Extractor
 
@@ -242,6 +282,9 @@ def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None
     records, issues = read_records(data_path, format=format, strict=strict)
     known = set(extractor.attributes)
     issues.unknown_attribute_spans += sum(s.attr not in known for r in records for s in r.spans)
-    report = score_records(extractor, records, image_root, batch_size, progress)
+    seen, omitted = training_values(extractor.config, train)
+    report = score_records(extractor, records, image_root, batch_size, progress, seen=seen)
+    if omitted:
+        report["recall_by_novelty_omitted"] = omitted
     report["issues"] = issues.summary()
     return report
