@@ -1,11 +1,11 @@
-"""int8 weights signed vs unsigned: span agreement with fp32 and throughput, on this CPU.
+"""int8 weights, three ways: span agreement with fp32 and throughput, on this CPU.
 
 onnxruntime's int8 kernels depend on the CPU: with VNNI (AVX-512 VNNI, AVX-VNNI) u8 x s8 sums
 go to int32; on AVX2 without VNNI pairs are summed in int16 first and saturate (issue #30).
-`mjave export --int8` writes unsigned weights (u8 x u8, no saturating kernel). This benchmark
-exports MODEL once in fp32, quantises the graph both ways (the shipped `quantize_int8`, and the
-former signed-weight settings), and runs the three folders through the same Extractor on the same
-texts, interleaved, best of `--repeats` passes:
+`mjave export --int8` writes 7-bit signed weights, which cannot saturate. This benchmark exports
+MODEL once in fp32, quantises the graph each way `quantize_int8` offers (7-bit signed, the
+default; unsigned; 8-bit signed, the graph before issue #30), and runs the four folders through
+the same Extractor on the same texts, interleaved, best of `--repeats` passes:
 
 - agreement: Jaccard of each int8 folder's spans with the fp32 folder's; kept: share of fp32
   spans it keeps; span F1 (exact attribute, begin, end) when the texts carry gold spans;
@@ -30,23 +30,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def quantize_signed(path: Path, reduce_range: bool = False) -> None:
-    """The quantisation `mjave export --int8` used before issue #30: signed weights
-    (`reduce_range`: 7-bit, which cannot saturate the AVX2 pair sums)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from mjave.inference.onnx_export import ffn_output_matmuls
-
-    keep = ffn_output_matmuls(onnx.load(str(path), load_external_data=False).graph)
-    tmp = path.with_suffix(".fp32.onnx")
-    path.replace(tmp)
-    quantize_dynamic(str(tmp), str(path), op_types_to_quantize=["MatMul"],
-                     weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                     reduce_range=reduce_range)
-    tmp.unlink()
 
 
 def span_f1(results: list[dict], rows: list[dict]) -> float | None:
@@ -86,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_model(args.model, Path(tmp) / "fp32")
         folders = {"fp32": fp32}
-        for name, quantize in (
-                ("int8 unsigned", quantize_int8),
-                ("int8 signed (before #30)", quantize_signed),
-                ("int8 signed 7-bit", lambda path: quantize_signed(path, reduce_range=True))):
-            folder = Path(tmp) / name.replace(" ", "-").replace("#", "").strip("()")
+        for name, weights in (("int8 unsigned", "unsigned"),
+                              ("int8 signed (before #30)", "signed"),
+                              ("int8 signed 7-bit", "signed7")):
+            folder = Path(tmp) / weights
             shutil.copytree(fp32, folder)
-            quantize(folder / GRAPH)
+            quantize_int8(folder / GRAPH, weights)
             folders[name] = folder
         extractors = {n: Extractor.load(f, device="cpu", threads=args.threads)
                       for n, f in folders.items()}

@@ -142,11 +142,12 @@ def warn_if_saturating(folder: Path, record: dict[str, Any]) -> bool:
 
     if not record.get("int8") or record.get("int8_weights", "signed") != "signed":
         return False
-    if "no VNNI" not in cpu_isa():
+    cpu = cpu_isa()
+    if "no VNNI" not in cpu:
         return False
     log.warning("%s: int8 graph with signed weights on a CPU without VNNI (%s): its answers can "
                 "be far from fp32's here; re-export with `mjave export --int8` (7-bit "
-                "weights, the default) or use the fp32 export", folder, cpu_isa())
+                "weights, the default) or use the fp32 export", folder, cpu)
     return True
 
 
