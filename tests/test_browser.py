@@ -207,6 +207,62 @@ def test_try_page_renders_markup_as_text(page, serve):
     assert not page.errors
 
 
+def sent_extracts(page) -> list[dict]:
+    """The bodies of the page's POST /v1/extract requests, recorded as they go out."""
+    bodies: list[dict] = []
+    page.on("request", lambda r: r.method == "POST" and r.url.endswith("/v1/extract")
+            and bodies.append(json.loads(r.post_data or "{}")))
+    return bodies
+
+
+def serve_model_info(page, server, **info) -> None:
+    """Answer the page's GET /v1/model with the server's, `info` changed."""
+    model = HTTP.get(server.url + "/v1/model").json()
+    model["info"].update(info)
+    page.route("**/v1/model", lambda route: route.fulfill(json=model))
+
+
+def test_try_page_sends_a_typed_category_when_the_model_lists_none(page, serve):
+    """A schema without categories: a text input, its value sent as `category` (the server
+    accepts it; an unknown category restricts nothing)."""
+    server, _ = serve
+    serve_model_info(page, server, categories=[])
+    bodies = sent_extracts(page)
+    page.goto(server.url + "/")
+    page.wait_for_function("() => document.getElementById('category-hint').textContent !== ''")
+    assert page.is_visible("#category-text") and page.is_hidden("#category")
+    page.fill("#text", TEXT)
+    page.fill("#category-text", "  shirts ")
+    page.click("#extract")
+    page.wait_for_selector("#rendered mark.val")
+    assert bodies and bodies[-1]["category"] == "shirts"
+    page.fill("#category-text", "")
+    page.click("#extract")
+    page.wait_for_function("() => !document.getElementById('extract').disabled")
+    assert len(bodies) == 2 and "category" not in bodies[-1]
+    assert not page.errors and not page.failed, (page.errors, page.failed)
+
+
+def test_try_page_offers_the_schema_categories_in_a_select(page, serve):
+    """A model whose schema has categories (GET /v1/model `info.categories`): a select of them,
+    the chosen one sent with the request."""
+    server, _ = serve
+    serve_model_info(page, server, categories=["hats", "shirts"], restrict_to_category=True)
+    bodies = sent_extracts(page)
+    page.goto(server.url + "/")
+    page.wait_for_function("() => !document.getElementById('category').hidden")
+    assert page.is_hidden("#category-text")
+    options = page.eval_on_selector_all("#category option", "os => os.map(o => o.value)")
+    assert options == ["", "hats", "shirts"]
+    assert "seen with this category" in text_of(page, "#category-hint")
+    page.fill("#text", TEXT)
+    page.select_option("#category", "shirts")
+    page.click("#extract")
+    page.wait_for_selector("#rendered mark.val")
+    assert bodies[-1]["category"] == "shirts"
+    assert not page.errors
+
+
 def test_api_docs_render_without_the_internet(page, serve):
     """Swagger UI at /docs shows the operations with every request answered by the server
     itself (any other host is refused and recorded)."""

@@ -410,7 +410,7 @@ def test_complete_cli_with_a_tiny_model(tmp_path, tiny_bert, gold_file, capsys):
     from mjave.completion.suggest import SUGGESTION_COLUMNS
     from mjave.data.formats import read_records, write_records
     from mjave.data.labeling import label_records
-    from mjave.data.normalize import normalize_value
+    from mjave.data.normalize import collapse_punctuation
     from mjave.experiments.completion import gold_table, hide_attributes, split_table
     from mjave.training.trainer import train
 
@@ -433,7 +433,7 @@ def test_complete_cli_with_a_tiny_model(tmp_path, tiny_bert, gold_file, capsys):
     known: dict[str, dict[str, set[str]]] = {}
     for r in rows:
         known.setdefault(r.product_id, {}).setdefault(r.attribute, set()).add(
-            normalize_value(r.value))
+            collapse_punctuation(r.value))
     out = tmp_path / "out" / "suggestions.csv"
     # the tiny model cannot back precision 0.5 on its few held-out values: `--force` writes at
     # the best threshold (without it the command refuses: tests/test_completion_refusal.py)
@@ -455,10 +455,10 @@ def test_complete_cli_with_a_tiny_model(tmp_path, tiny_bert, gold_file, capsys):
     for r in suggestions:                       # only attributes the table lacks, real offsets
         assert r["attribute"] not in known.get(r["product_id"], {})
         assert by_text[r["record_id"]][int(r["begin"]):int(r["end"])] == r["value"]
-        assert normalize_value(r["value"]) == r["normalized_value"]
+        assert collapse_punctuation(r["value"]) == r["normalized_value"]
     for c in _read_csv(tmp_path / "out" / "conflicts.csv"):
         values = known[c["product_id"]][c["attribute"]]
-        assert normalize_value(c["text_value"]) not in values
+        assert collapse_punctuation(c["text_value"]) not in values
         assert float(c["score"]) >= max(threshold, 0.5) - 1e-6
 
     # raw products (CSV, no held-out values): every decoded value with --threshold 0 ...

@@ -124,8 +124,12 @@ def test_python_block_runs(block: Block, workdir: Path, monkeypatch, capsys):
         tree = ast.parse(code)
         code = ast.unparse(ast.Module([n for n in tree.body
                                        if isinstance(n, (ast.Import, ast.ImportFrom))], []))
+    from mjave.data import formats
+    registered = set(formats.format_names())
     try:
         exec(compile(code, block.name, "exec"), {"__name__": "__doc_snippet__"})
     finally:
         import mjave
         mjave.disable_logging()
+        for name in set(formats.format_names()) - registered:   # a doc's example format
+            formats.unregister(name)                             # must not leak into tests

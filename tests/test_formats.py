@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.formats import (conll_tokens, detect_format, iter_records, join_tokens,
-                                parse_tagged, read_records, record_from_json, record_to_json,
-                                render_tagged, write_records)
+from mjave.data.formats import detect_labelled_format as detect_format
+from mjave.data.formats import iter_records, read_records, write_records
+from mjave.data.formats.conll import conll_tokens, join_tokens
+from mjave.data.formats.jave_tsv import parse_tagged, render_tagged
+from mjave.data.formats.jsonl import record_from_json, record_to_json
 from mjave.data.records import Record, Span
 from mjave.data.spans import resolve_overlaps
 

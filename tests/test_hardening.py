@@ -7,7 +7,7 @@
 5. a long text is predicted in a chunk of its own (the rows before it are written first), and a
    text over the hard cap is refused with a clear message.
 
-Plus a hypothesis fuzz over arbitrary unicode text through every reader of `mjave.data.io` and
+Plus a hypothesis fuzz over arbitrary unicode text through every reader of `mjave.data.formats` and
 the Extractor, and a `mjave predict` sweep with poisoned rows killed and resumed to completion.
 """
 
@@ -147,7 +147,7 @@ def test_predict_file_writes_an_error_row_for_a_lone_surrogate(tmp_path, text_ex
 
 def test_ray_read_stage_flags_a_lone_surrogate_and_stores_the_row(tmp_path):
     pa = pytest.importorskip("pyarrow")
-    from mjave.data import io
+    from mjave.data import formats as io
     from mjave.inference.ray_engine import stage_row, staged_schema
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "lone", "text": SURROGATE},
                                               {"id": "x\ud800", "text": "red shirt"},

@@ -186,7 +186,7 @@ def test_a_carriage_return_in_a_value_keeps_its_csv_output_row_whole(tmp_path):
 
 
 def test_the_ray_engine_stages_an_unwritable_row_as_an_error_row():
-    from mjave.data.io import InputRow
+    from mjave.data.formats import InputRow
     from mjave.inference.ray_engine import stage_row
     for extra, reason in (({"x": float("nan")}, "non-finite number"),
                           ({"cid": [[[1]]] * 2, "n": [[[[1]]]]}, None)):
@@ -221,7 +221,7 @@ def test_a_csv_quote_never_closed_costs_one_row_and_says_where(tmp_path, text_mo
 
 def test_read_table_and_records_locate_an_unclosed_quote(tmp_path):
     from mjave.data.errors import RowIssues
-    from mjave.data.io import iter_records, read_table
+    from mjave.data.formats import iter_records, read_table
     src = tmp_path / "t.csv"
     src.write_text('id,text\na,x\nb,"y\nc,z\n', encoding="utf-8")
     rows = list(read_table(src, ("id", "text")))

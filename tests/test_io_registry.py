@@ -1,4 +1,4 @@
-"""The one reader registry (`mjave.data.io`) and the one row-to-input function and row checks
+"""The one reader registry (`mjave.data.formats`) and the one row-to-input function and row checks
 (`mjave.data.rows`): every format reads the same records, the local and the Ray engine flag
 the same bad rows with the same messages, and predict and completion fail a missing image alike.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mjave.data import io, rows
+from mjave.data import formats as io
+from mjave.data import rows
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import write_records
 from mjave.data.records import Record, Span
@@ -121,7 +122,7 @@ def test_to_item_resolves_images_like_training(tmp_path):
 
 
 def test_data_imports_no_torch():
-    code = ("import sys, mjave.data.io, mjave.data.rows, mjave.data.products; "
+    code = ("import sys, mjave.data.formats, mjave.data.rows; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from mjave.cli import main
-from mjave.data.catalog_table import SynonymRow, TableRow, read_synonyms, read_table
+from mjave.data.catalog_table import SynonymRow, TableRow, read_synonyms
+from mjave.data.catalog_table import read_catalog_table as read_table
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import read_records
 from mjave.data.labeling import LabelPolicy, held_out, label_records
-from mjave.data.normalize import (find_in_original, find_value, normalize, normalize_value,
+from mjave.data.normalize import (find_in_original, find_value, normalize, collapse_punctuation,
                                   normalize_with_offsets)
-from mjave.data.products import read_products
+from mjave.data.formats import read_records as read_products
 from mjave.data.records import Record, Span
 
 
@@ -27,11 +28,11 @@ def surfaces(text: str, value: str) -> list[str]:
 # ------------------------------------------------------------------ normaliser
 
 def test_normalize_collapses_case_whitespace_and_punctuation_runs():
-    assert normalize_value("  Non-GMO,  Granola!! ") == "non gmo granola"
-    assert normalize_value("NON  GMO") == normalize_value("non-gmo") == "non gmo"
-    assert normalize_value("...") == ""
+    assert collapse_punctuation("  Non-GMO,  Granola!! ") == "non gmo granola"
+    assert collapse_punctuation("NON  GMO") == collapse_punctuation("non-gmo") == "non gmo"
+    assert collapse_punctuation("...") == ""
     # symbols carry meaning and are kept
-    assert normalize_value("100% Pure + Vegan") == "100% pure + vegan"
+    assert collapse_punctuation("100% Pure + Vegan") == "100% pure + vegan"
 
 
 def test_normalize_with_offsets_points_every_char_at_its_original():
@@ -48,9 +49,9 @@ def test_normalize_with_offsets_points_every_char_at_its_original():
 def test_offsets_map_back_exactly_after_collapsed_and_trailing_punctuation():
     text = "Shirt (Blue), size: XL!!"
     n = normalize(text)
-    (b, e), = find_value(n.text, normalize_value("blue"))
+    (b, e), = find_value(n.text, collapse_punctuation("blue"))
     assert text[slice(*n.original_span(b, e))] == "Blue"
-    (b, e), = find_value(n.text, normalize_value("xl"))
+    (b, e), = find_value(n.text, collapse_punctuation("xl"))
     assert n.original_span(b, e) == (20, 22)  # not over the trailing "!!"
 
 

@@ -21,7 +21,7 @@ from mjave.evaluation import (
     evaluate_records,
     format_comparison,
     format_report,
-    normalize_value,
+    casefold_strip,
     pair_prf,
     per_attribute,
     per_attribute_prediction,
@@ -201,8 +201,8 @@ def test_per_attribute_prediction() -> None:
         ("...", ""),
     ],
 )
-def test_normalize_value(raw: str, expected: str) -> None:
-    assert normalize_value(raw) == expected
+def test_casefold_strip(raw: str, expected: str) -> None:
+    assert casefold_strip(raw) == expected
 
 
 def test_pair_normalisation_and_position_free() -> None:

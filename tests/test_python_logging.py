@@ -84,3 +84,43 @@ def test_a_given_progress_wins_over_the_default():
         assert not logging.getLogger("mjave").handlers
     finally:
         mjave.disable_logging()
+
+
+def test_off_a_terminal_progress_is_periodic_plain_lines(caplog, monkeypatch):
+    """CI, nohup and a notebook's log get one readable line now and then, never bar redraws."""
+    import io
+
+    from mjave.logs import LineProgress, make_bar, tqdm_progress
+    monkeypatch.setattr("sys.stderr", io.StringIO())       # not a terminal
+    monkeypatch.setenv("MJAVE_PROGRESS_SECONDS", "0")      # a line at every update
+    bar = make_bar(True, 3, "text features", "text")
+    assert isinstance(bar, LineProgress)
+    with caplog.at_level(logging.INFO, logger="mjave.progress"):
+        for _ in range(3):
+            bar.update(1)
+        bar.close()
+        bar.close()                                         # closing twice logs once
+        assert list(tqdm_progress()(range(2), desc="epoch 1/1")) == [0, 1]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("text features: 1/3 text,") and "text/s" in lines[0]
+    assert "text features: 3/3 text, done in" in lines[3] and len(lines) == 4 + 3
+    assert all("\r" not in line for line in lines)
+    assert lines[-1].startswith("epoch 1/1: 2/2 it, done in")
+
+
+def test_make_bar_means_one_thing_everywhere():
+    from mjave.logs import make_bar
+    mine = Recorder()
+    assert make_bar(False, 10, "x", "row") is None
+    assert make_bar(mine, 0, "x", "row") is None                 # nothing to do: no bar
+    assert make_bar(mine, 5, "predict a.jsonl", "row") is mine
+    assert mine.bars == ["predict a.jsonl"]
+
+
+def test_the_epoch_line_is_read_by_a_person():
+    from mjave.training.trainer import epoch_line
+    row = {"epoch": 3, "loss": 0.123456789, "valid_attribute_f1": 93.12345,
+           "valid_value_f1": 75.4, "valid_pair_f1": 77.0}
+    assert epoch_line(row, 10, 2) == ("epoch 3/10, loss 0.1235, valid attribute F1 93.12, "
+                                      "valid value F1 75.40, valid pair F1 77.00, best epoch 2")
+    assert epoch_line({"epoch": 1, "loss": 2.0}, 1, 1) == "epoch 1/1, loss 2.0000"

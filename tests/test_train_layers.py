@@ -70,8 +70,9 @@ def run_config(encoder: Path, data: Path, out: Path, train_layers: int | str = 1
         encoder=EncoderConfig(text_encoder=str(encoder), image_encoder="none",
                               train_layers=train_layers),
         model=ModelConfig(use_image=False, attention_size=16),
+        # kept: the resume test compares the last epoch's weights, which only the checkpoint holds
         train=TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, encoder_lr=1e-3, patience=100,
-                          device="cpu", **train_kw))
+                          device="cpu", **{"keep_checkpoint": True, **train_kw}))
 
 
 # --------------------------------------------------------------------------------------------

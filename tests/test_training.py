@@ -61,6 +61,8 @@ def tiny_data(tmp_path_factory):
 
 
 def make_config(out: Path, data: Path, bert: Path, epochs=4, use_image=True, **train_kw):
+    # These tests compare the last epoch's weights, which only the resume checkpoint holds.
+    train_kw.setdefault("keep_checkpoint", True)
     return RunConfig(
         output_dir=str(out), features_dir=str(out.parent / "features"),
         data=DataConfig(train=str(data / "train.jsonl"), valid=str(data / "valid.jsonl"),
@@ -127,7 +129,8 @@ def test_resident_batches_train_exactly_like_host_collated_ones(tmp_path, tiny_d
 
 def test_kill_9_during_training_then_rerun_finishes(tmp_path, tiny_data, tiny_bert):
     out = tmp_path / "killed"
-    cfg = make_config(out, tiny_data, tiny_bert, epochs=60, use_image=False)
+    cfg = make_config(out, tiny_data, tiny_bert, epochs=60, use_image=False,
+                      keep_checkpoint=False)   # the default: removed once the run finishes
     config_path = tmp_path / "run.yaml"
     save(cfg, config_path)
     cmd = [sys.executable, "-m", "mjave.cli", "train", "--config", str(config_path)]
@@ -147,9 +150,11 @@ def test_kill_9_during_training_then_rerun_finishes(tmp_path, tiny_data, tiny_be
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resum" in (done.stdout + done.stderr).lower()
-    final = json.loads(state.read_text())
-    assert final["epoch"] == 60
-    assert [r["epoch"] for r in final["history"]] == list(range(1, 61))
+    assert not state.exists() and not (out / "checkpoint").exists()
+    assert json.loads((out / "metrics.json").read_text())["finished"]["epochs_run"] == 60
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == list(range(1, 61))
+    assert (out / "README.md").is_file()
 
 
 @pytest.mark.parametrize("encoder_kw", [{"text_kind": "bilstm"}, {"fine_tune": True}],

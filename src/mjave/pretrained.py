@@ -1,9 +1,13 @@
 """The model folder: the one place that writes, reads and rebuilds a trained model.
 
 A model folder holds `config.json` (the RunConfig), `schema.json`, `model.safetensors` (weights
-only: nothing is ever unpickled), `versions.json` (the library versions that trained it) and
-`metrics.json`. Training, the Extractor, the Ray driver, experiments and benchmarks all go
-through here, so the format and the "does this model read the image" rule live in one place.
+only: nothing is ever unpickled), `versions.json` (the library versions that trained it),
+`metrics.json`, `tokenizer/` (the text encoder's tokenizer files: the folder tokenizes by itself),
+`encoder.json` (which text encoder it was trained on, by name and content hash, and how to
+install it) and `README.md` (the model card, `mjave.training.model_card`). Every file is written
+atomically with the ordinary file mode (0644 under the usual umask). Training, the Extractor, the
+Ray driver, experiments and benchmarks all go through here, so the format and the "does this model
+read the image" rule live in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import json
 import logging
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,12 @@ from safetensors.torch import load_file, save_file
 from mjave import __version__
 from mjave.config import (ConfigError, EncoderConfig, ModelConfig, RunConfig, from_dict,
                           to_dict)
+from mjave.data.outputs import atomic_write, publish, temporary_path
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner, Tokenizer
 from mjave.encoders import text as text_encoders
-from mjave.encoders.features import hidden_size_from_config, image_feature_dim
+from mjave.encoders.features import (hidden_size_from_config, image_feature_dim,
+                                     model_content_hash)
 from mjave.model.network import TextImageModel
 from mjave.model.registry import architecture_uses_image, build_model
 
@@ -36,12 +43,18 @@ SCHEMA = "schema.json"
 WEIGHTS = "model.safetensors"
 VERSIONS = "versions.json"
 METRICS = "metrics.json"
+ENCODER = "encoder.json"
+CARD = "README.md"
 REQUIRED = (CONFIG, SCHEMA, WEIGHTS)
 """The files without which a folder is no model (versions and metrics are informational)."""
 GRAPH = "model.onnx"
 IMAGE_GRAPH = "image.onnx"
 EXPORT = "export.json"
 TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+"""What a tokenizer (fast HF, WordPiece vocab or character-level) is read from; no weights."""
 EXPORTED_REQUIRED = (CONFIG, SCHEMA, GRAPH, EXPORT)
 """An exported folder (`mjave export`): the ONNX graph and the record of the export instead of
 the weights; `tokenizer/` holds the tokenizer files, `image.onnx` the image encoder."""
@@ -73,7 +86,20 @@ def versions() -> dict[str, str]:
 # ---- files ----------------------------------------------------------------------------------
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """`data` as indented UTF-8 JSON, atomically (a kill leaves the old file or the new one)."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """`tensors` as safetensors, atomically and with the ordinary file mode (safetensors alone
+    creates its files 0600)."""
+    tmp = temporary_path(path)
+    try:
+        save_file(cpu_tensors(tensors), str(tmp))
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def missing_file(path: Path) -> FileNotFoundError:
@@ -117,9 +143,9 @@ def save_model(folder: str | Path, model: torch.nn.Module, config: RunConfig,
     """Write a complete model folder; `config` should be the one the network was built with."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(cpu_tensors(model.state_dict()), str(folder / WEIGHTS))
+    save_tensors(folder / WEIGHTS, model.state_dict())
     write_config(folder, config)
-    schema.save(folder / SCHEMA)
+    write_json(folder / SCHEMA, schema.to_json())
     write_json(folder / VERSIONS, versions())
     if metrics is not None:
         write_json(folder / METRICS, metrics)
@@ -216,10 +242,103 @@ def read_export(folder: str | Path) -> tuple[RunConfig, AttributeSchema, dict]:
     return config, schema, record
 
 
+# ---- the text encoder a folder was trained on ------------------------------------------------
+
+class EncoderMissingError(FileNotFoundError):
+    """The text encoder a model folder needs is not on this machine (one line: what and how)."""
+
+
+def text_encoder_path(encoder: EncoderConfig, folder: str | Path | None = None) -> Path:
+    """The folder of the configured text encoder; EncoderMissingError saying how to install it
+    (or where it was) when it is not there. `folder`: the model folder, whose encoder.json
+    names the encoder's content hash in the message."""
+    name = encoder.text_encoder
+    try:
+        path = text_encoders.resolve_text_encoder_path(name)
+        if path.is_dir():
+            return path
+    except (ImportError, OSError, ValueError):
+        pass
+    record = read_encoder_record(folder) if folder is not None else {}
+    hash_note = f" (content hash {record['content_hash']})" if record.get("content_hash") else ""
+    hint = text_encoders.install_hint(name)
+    how = (f"install it with `{hint}`" if hint else
+           "put that encoder folder back there, or set encoder.text_encoder in config.json to "
+           "a copy of it")
+    where = f"{folder}: " if folder is not None else ""
+    raise EncoderMissingError(f"{where}the text encoder {name!r}{hash_note} is not installed; "
+                              f"{how}")
+
+
+def encoder_record(encoder: EncoderConfig) -> dict[str, Any]:
+    """What `encoder.json` says: the configured name, whether the encoder stays frozen (then
+    prediction needs it installed), its content hash (config.json and weight files) and the
+    command that installs it."""
+    path = text_encoder_path(encoder)
+    return {"text_encoder": encoder.text_encoder, "text_kind": encoder.text_kind,
+            "frozen": not text_in_loop(encoder), "fine_tune": encoder.fine_tune,
+            "train_layers": encoder.train_layers,
+            "content_hash": model_content_hash(path) if encoder.text_kind != "bilstm" else None,
+            "install": text_encoders.install_hint(encoder.text_encoder)}
+
+
+def read_encoder_record(folder: str | Path) -> dict[str, Any]:
+    """`encoder.json` of a model folder; empty for folders written before it existed."""
+    path = Path(folder) / ENCODER
+    if not path.is_file():
+        return {}
+    try:
+        return dict(read_json(path))
+    except (ValueError, TypeError):
+        log.warning("%s is not readable JSON; the text encoder's hash is unknown", path)
+        return {}
+
+
+def copy_tokenizer(encoder_path: Path, out: Path) -> Path:
+    """The tokenizer files of the encoder folder in `out` (no weights), each written atomically
+    with the ordinary file mode."""
+    copied = [name for name in TOKENIZER_FILES if (encoder_path / name).is_file()]
+    if not copied:
+        raise FileNotFoundError(f"{encoder_path}: no tokenizer files to copy")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in copied:
+        with atomic_write(out / name, "wb") as f, open(encoder_path / name, "rb") as src:
+            shutil.copyfileobj(src, f)
+    return out
+
+
+def save_encoder_files(folder: str | Path, encoder: EncoderConfig) -> None:
+    """`tokenizer/` and `encoder.json`: a model folder tokenizes by itself and names the text
+    encoder it needs by content hash (the trainer writes them once, before the first epoch)."""
+    folder = Path(folder)
+    copy_tokenizer(text_encoder_path(encoder), folder / TOKENIZER_DIR)
+    write_json(folder / ENCODER, encoder_record(encoder))
+
+
+def check_text_encoder(folder: str | Path, encoder: EncoderConfig) -> None:
+    """Before building a model: its pretrained text encoder must be installed (else one line
+    saying how), and a frozen one should be the one it was trained on. Same name but other
+    weights (another content hash) is a warning: its features are not those the model learnt
+    from. A BiLSTM needs nothing beyond the folder's own tokenizer."""
+    if encoder.text_kind == "bilstm":
+        return
+    path = text_encoder_path(encoder, folder)
+    expected = read_encoder_record(folder).get("content_hash")
+    if not expected or text_in_loop(encoder):
+        return
+    found = model_content_hash(path)
+    if found != expected:
+        log.warning("%s was trained on text encoder %r with content hash %s, but the installed "
+                    "one has %s: predictions may be off", folder, encoder.text_encoder,
+                    expected, found)
+
+
 # ---- building what a config describes -------------------------------------------------------
 
-def make_tokenizer(encoder: EncoderConfig) -> Tokenizer:
-    path = text_encoders.resolve_text_encoder_path(encoder.text_encoder)
+def make_tokenizer(encoder: EncoderConfig, folder: str | Path | None = None) -> Tokenizer:
+    """The tokenizer of model folder `folder` (its `tokenizer/`), else the encoder's own."""
+    own = Path(folder) / TOKENIZER_DIR if folder is not None else None
+    path = own if own is not None and own.is_dir() else text_encoder_path(encoder, folder)
     return text_encoders.load_tokenizer(path, char_level=encoder.char_level)
 
 
@@ -233,7 +352,7 @@ def make_text_encoder(encoder: EncoderConfig, tokenizer: Tokenizer) -> torch.nn.
     if encoder.text_kind == "bilstm":
         return text_encoders.BiLSTMTextEncoder(vocab_size=tokenizer.vocab_size,
                                                pad_id=tokenizer.pad_id)
-    path = text_encoders.resolve_text_encoder_path(encoder.text_encoder)
+    path = text_encoder_path(encoder)
     top = encoder.layers_trained if encoder.caches_lower_layers else "all"
     return text_encoders.HFTextEncoder.from_pretrained(path, fine_tune=True, train_layers=top)
 
@@ -241,7 +360,7 @@ def make_text_encoder(encoder: EncoderConfig, tokenizer: Tokenizer) -> torch.nn.
 def text_feature_dim(encoder: EncoderConfig, text_module: torch.nn.Module | None) -> int:
     if text_module is not None:
         return int(text_module.hidden_size)
-    return hidden_size_from_config(text_encoders.resolve_text_encoder_path(encoder.text_encoder))
+    return hidden_size_from_config(text_encoder_path(encoder))
 
 
 def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokenizer
@@ -295,7 +414,8 @@ class LoadedModel:
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto") -> "LoadedModel":
         config, schema, weights = load_model_files(folder)
-        tokenizer = make_tokenizer(config.encoder)
+        check_text_encoder(folder, config.encoder)
+        tokenizer = make_tokenizer(config.encoder, folder)
         net, model_cfg = build_network(config, schema, tokenizer)
         net.load_state_dict(weights)
         config = dataclasses.replace(config, model=model_cfg)
@@ -313,7 +433,9 @@ class LoadedModel:
         return uses_image(self.config)
 
 
-__all__ = ["CONFIG", "EXPORT", "EXPORTED_REQUIRED", "GRAPH", "IMAGE_GRAPH", "LoadedModel",
+__all__ = ["CARD", "CONFIG", "ENCODER", "EXPORT", "EncoderMissingError", "TOKENIZER_FILES",
+           "check_text_encoder", "copy_tokenizer", "encoder_record", "read_encoder_record",
+           "save_encoder_files", "save_tensors", "text_encoder_path", "EXPORTED_REQUIRED", "GRAPH", "IMAGE_GRAPH", "LoadedModel",
            "METRICS", "REQUIRED", "SCHEMA", "TOKENIZER_DIR", "VERSIONS", "WEIGHTS",
            "export_mismatches", "is_exported", "read_export",
            "build_network", "check_folder", "cpu_tensors", "load_model_files", "make_aligner",

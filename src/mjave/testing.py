@@ -52,14 +52,15 @@ TINY_COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 
 def write_tiny_catalog(folder: str | Path, n: int = 12) -> Path:
     """`n` products "<a> shirt with <b> shoes, slim fit" whose one-colour 64 px image says which
     colour is the Color value; `train.jsonl` and `images/p<i>.png` in `folder`."""
-    import json
-
     from PIL import Image
+
+    from mjave.data.formats import write_records
+    from mjave.data.records import Record, Span
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     names = list(TINY_COLOURS)
-    rows = []
+    records = []
     for i in range(n):
         a, b = names[i % 3], names[(i + 1) % 3]
         shown = a if (i // 3) % 2 == 0 else b
@@ -67,14 +68,11 @@ def write_tiny_catalog(folder: str | Path, n: int = 12) -> Path:
         text = f"{a} shirt with {b} shoes, slim fit"
         begin = text.index(shown + " ") if shown == a else text.index(" " + shown) + 1
         fit = text.index("slim fit")
-        rows.append({"id": f"s{i}", "cid": f"p{i}", "text": text, "image": f"images/p{i}.png",
-                     "category": "shirts" if i % 2 == 0 else "shoes",
-                     "spans": [{"attr": "Color", "begin": begin, "end": begin + len(shown),
-                                "value": shown},
-                               {"attr": "Fit", "begin": fit, "end": fit + 8,
-                                "value": "slim fit"}]})
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
-                                        encoding="utf-8")
+        records.append(Record(id=f"s{i}", cid=f"p{i}", text=text, image=f"images/p{i}.png",
+                              category="shirts" if i % 2 == 0 else "shoes",
+                              spans=[Span(begin, begin + len(shown), "Color", shown),
+                                     Span(fit, fit + 8, "Fit", "slim fit")]))
+    write_records(records, folder / "train.jsonl")
     return folder
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from mjave.cli.console import failing_with, progress_bar, setup_logging
+from mjave.cli.format_option import add_format_option
 
 
 REFUSED = 2
@@ -111,7 +112,7 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
                    help="texts per forward pass (default 32; lower it if memory runs short)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--image-root", help="folder image paths are relative to (image models)")
-    p.add_argument("--format", help="input format of PRODUCTS (default: from the extension)")
+    add_format_option(p, what="PRODUCTS")
     p.set_defaults(func=cmd_complete)
     return p
 

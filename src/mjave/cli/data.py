@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 from mjave.cli.console import progress_bar, report_skipped
+from mjave.cli.format_option import add_format_option
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.formats import FORMATS, iter_records, read_records, write_records
-from mjave.data.outputs import check_not_input
+from mjave.data.formats import iter_records, read_records, write_records
+from mjave.data.outputs import atomic_write, check_not_input
 from mjave.data.stats import dataset_stats, format_stats
 
 
@@ -25,8 +26,10 @@ def add_mode(p: argparse.ArgumentParser) -> None:
 
 
 def read_checked(args: argparse.Namespace):
-    """The records of `args.file`, the skipped rows reported; an error when none is valid."""
-    records, issues = read_records(args.file, args.format, strict=not args.lenient)
+    """The labelled records of `args.file` (a format without spans is refused), the skipped
+    rows reported; an error when none is valid."""
+    records, issues = read_records(args.file, args.format, strict=not args.lenient,
+                                   labelled=True)
     report_skipped(issues)
     if not records and issues.rows_read:
         raise DataError(f"no valid rows among {issues.rows_read}", path=args.file,
@@ -55,7 +58,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     check_not_input(args.output, [args.input])
     read_issues = RowIssues()
     records = iter_records(args.input, args.from_format, strict=not args.lenient,
-                           issues=read_issues)
+                           issues=read_issues, labelled=True)
     written = write_records(records, args.output, args.to_format, strict=not args.lenient)
     report_skipped(read_issues)
     n = written.rows_read - len(written.skipped)
@@ -69,6 +72,32 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         report_skipped(written)  # its summary also names overlaps and fields lost
     elif written.summary():
         print(f"note: {written.summary()}")
+    return 0
+
+
+def cmd_data_labelstudio_config(args: argparse.Namespace) -> int:
+    """The config XML whose label names and tags match the tasks `--to labelstudio` writes."""
+    from mjave.data.formats.labelstudio import labeling_config, record_attributes
+    source = Path(args.source)
+    if source.is_dir():
+        from mjave.config import RunConfig, load
+        from mjave.data.schema import AttributeSchema
+        attributes = list(AttributeSchema.load(source / "schema.json").attributes)
+        image = load(RunConfig, source / "config.json").model.use_image
+    else:
+        records, _ = read_records(source, args.format, labelled=True)
+        attributes, image = record_attributes(records)
+    if not attributes:
+        raise DataError("no attribute to label: the data has no spans", path=str(source),
+                        reason="no attributes")
+    xml = labeling_config(attributes, image if args.image is None else args.image)
+    if args.output is None:
+        print(xml, end="")
+        return 0
+    check_not_input(args.output, [args.source])
+    with atomic_write(args.output) as f:
+        f.write(xml)
+    print(f"wrote the labelling config for {len(attributes)} attributes to {args.output}")
     return 0
 
 
@@ -110,7 +139,6 @@ def cmd_data_label(args: argparse.Namespace) -> int:
 def add_label_command(sub: argparse._SubParsersAction) -> None:
     """`mjave data label`: spans from a catalog table (mjave.data.labeling, docs/completion.md)."""
     from mjave.data.labeling import CONFLICTS, OCCURRENCES, UNKNOWN_PRODUCTS
-    from mjave.data.products import PRODUCT_FORMATS
 
     def fraction(s: str) -> float:
         v = float(s)
@@ -126,8 +154,7 @@ def add_label_command(sub: argparse._SubParsersAction) -> None:
                    "the summary goes beside it as .summary.json")
     p.add_argument("--synonyms", metavar="FILE",
                    help="CSV/TSV/JSONL with attribute, canonical_value, surface_form")
-    p.add_argument("--format", choices=PRODUCT_FORMATS,
-                   help="products format; default: from the extension")
+    add_format_option(p, what="products")
     p.add_argument("--occurrences", choices=OCCURRENCES, default="all",
                    help="label every occurrence of a value (default) or only the first")
     p.add_argument("--conflicts", choices=CONFLICTS, default="drop",
@@ -151,29 +178,42 @@ def add_data_commands(commands: argparse._SubParsersAction) -> argparse._SubPars
     commands."""
     data = commands.add_parser("data", help="check, describe and convert datasets")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    fmt_help = f"file format ({', '.join(FORMATS)}); default: from the extension"
 
     p = sub.add_parser("validate", help="check every row; exit 1 on the first error")
-    p.add_argument("file", help="data file (JSONL, JAVE TSV or CoNLL)")
-    p.add_argument("--format", choices=FORMATS, help=fmt_help)
+    p.add_argument("file", help="labelled data file (JSONL, JAVE TSV or CoNLL)")
+    add_format_option(p, what="data")
     add_mode(p)
     p.set_defaults(func=cmd_data_validate)
 
     p = sub.add_parser("stats", help="counts, attribute table, lengths, BIO overlap losses")
-    p.add_argument("file", help="data file (JSONL, JAVE TSV or CoNLL)")
-    p.add_argument("--format", choices=FORMATS, help=fmt_help)
+    p.add_argument("file", help="labelled data file (JSONL, JAVE TSV or CoNLL)")
+    add_format_option(p, what="data")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     add_mode(p)
     p.set_defaults(func=cmd_data_stats)
 
-    p = sub.add_parser("convert", help="convert between jsonl, jave and conll")
-    p.add_argument("input", help="file to read")
+    p = sub.add_parser("convert", help="convert labelled data (and predictions) between formats: "
+                       "JSONL, JAVE TSV, CoNLL, Label Studio, spaCy DocBin")
+    p.add_argument("input", help="labelled file to read (JSONL, JAVE TSV, CoNLL, a Label Studio "
+                   "export with --from labelstudio, a .spacy DocBin, or `mjave predict` output "
+                   "with --from predictions)")
     p.add_argument("output", help="file to write (never the input)")
-    p.add_argument("--from", dest="from_format", choices=FORMATS, help=fmt_help)
-    p.add_argument("--to", dest="to_format", choices=FORMATS, help=fmt_help)
+    add_format_option(p, "--from", dest="from_format", what="input")
+    add_format_option(p, "--to", dest="to_format", what="output")
     add_mode(p)
     p.set_defaults(func=cmd_data_convert)
     add_label_command(sub)
+
+    p = sub.add_parser("labelstudio-config", help="the Label Studio labelling config (XML) for "
+                       "the attributes of a labelled file or a model folder")
+    p.add_argument("source", help="labelled data file, or a model folder written by `mjave "
+                   "train` (its attribute schema)")
+    add_format_option(p, what="data")
+    p.add_argument("-o", "--output", help="XML file to write (default: print it)")
+    p.add_argument("--image", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the product image above the text (default: when the data has "
+                   "images, or the model uses them)")
+    p.set_defaults(func=cmd_data_labelstudio_config)
 
     p = sub.add_parser("list", help="the datasets shipped with mjave: license, attribution, "
                        "the path of each split (for data.train / data.valid)")

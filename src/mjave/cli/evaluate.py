@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from mjave.cli.console import progress_bar, setup_logging
+from mjave.cli.format_option import add_format_option
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -34,8 +35,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("data", help="data file (JSONL, JAVE TSV or CoNLL)")
     p.add_argument("--image-root", help="folder the records' image paths are relative to")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--format", choices=["jsonl", "jave", "conll"],
-                   help="format of DATA (default: from the extension)")
+    add_format_option(p, what="DATA (labelled)")
     p.add_argument("--json", help="also write the report as JSON here")
     p.add_argument("--train", metavar="FILE",
                    help="training data, to report recall on gold values seen and unseen in "

@@ -7,6 +7,7 @@ import argparse
 
 from mjave.cli.console import (add_threads_option, apply_threads, fail, failing_with,
                                 progress_bar)
+from mjave.cli.format_option import add_format_option
 
 RUN_ERRORS = (OSError, ImportError, ValueError)
 """What stops a sweep before it can run (missing model, unreadable input, unwritable output,
@@ -28,7 +29,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            image_root=args.image_root, progress=progress_bar(),
                            input_format=args.format, include_text=not args.no_text,
                            max_text_chars=args.max_text_chars,
-                           max_image_pixels=args.max_image_pixels)
+                           max_image_pixels=args.max_image_pixels, layout=args.layout)
     print(summary.summary())
     return 0
 
@@ -39,6 +40,9 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
     if args.resume:
         return fail("--resume is not supported with --engine ray (a run replaces its output "
                     "folder)")
+    if args.layout != "nested":
+        return fail(f"--layout {args.layout} is not supported with --engine ray (it writes "
+                    "nested Parquet parts); use --engine local")
     # imports ray only when the job runs
     from mjave.inference.ray_engine import DEFAULT_WORKERS, RayEngineError, predict_with_ray
     try:
@@ -56,7 +60,7 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
 
 def add_predict_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave predict MODEL INPUT -o OUTPUT ...` on the top-level subparsers."""
-    from mjave.inference.batch import INPUT_FORMATS
+    from mjave.inference.tables import LAYOUTS
     p = commands.add_parser(
         "predict", help="predict attributes and values for every row of a file",
         description="Stream INPUT (JSONL, JAVE TSV, CSV with an id,text[,image] header, or "
@@ -79,9 +83,14 @@ def add_predict_command(commands: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                    help="largest image, width x height, read from its header before decoding "
                    "(larger: unreadable; default 40000000, as mjave serve)")
-    p.add_argument("--format", choices=[*INPUT_FORMATS, "tsv"],
-                   help="input format (default: from the extension)")
+    add_format_option(p)
     p.add_argument("--no-text", action="store_true", help="leave the text out of the output")
+    p.add_argument("--layout", choices=LAYOUTS, default="nested",
+                   help="output rows for .csv, .parquet and .jsonl: nested = one row per input "
+                   "row, attributes and values as JSON/lists (default); long = one row per "
+                   "predicted value (id, attribute, value, begin, end, score; a row without a "
+                   "value appears once, empty); wide = one row per input row, one column per "
+                   "attribute holding its best-scoring value (see docs/inference.md)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: Ray Data over the shards of INPUT "
                    "(a file, a folder or a quoted glob) into a folder of Parquet parts "

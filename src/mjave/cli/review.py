@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mjave.cli.console import fail, print_listed
+from mjave.cli.format_option import add_format_option
 from mjave.cli.serve import (LOG_LEVELS, image_root_error, serve_app, serve_extra_missing,
                              warn_if_exposed)
 from mjave.data.errors import DataError
@@ -49,7 +50,7 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--products", metavar="PRODUCTS",
                    help="the products file (any format mjave reads: JSONL, TSV, CoNLL, CSV, "
                         "Parquet) with the texts the suggestions are about")
-    g.add_argument("--format", help="the products file's format (default: from the extension)")
+    add_format_option(g, what="the products file's")
     g.add_argument("--conflicts", metavar="CONFLICTS.csv",
                    help="the conflicts file of `mjave complete` (product_id, attribute, "
                         "table_value, text_value, score, begin, end, evidence)")

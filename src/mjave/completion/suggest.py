@@ -56,13 +56,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from mjave.completion.calibrate import (DEFAULT_FOLDS, Calibration, Judged, calibrate,
                                         fixed_threshold)
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.io import iter_records, read_table
-from mjave.data.normalize import normalize_value
+from mjave.data.formats import iter_records, read_table
+from mjave.data.normalize import collapse_punctuation
 from mjave.data.outputs import atomic_write, check_not_input, same_file
 from mjave.data.records import Record
 from mjave.data.rows import to_item
 from mjave.data.tabular import required_text
-from mjave.logs import default_progress
+from mjave.logs import make_bar
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def evidence_window(text: str, begin: int, end: int, width: int = EVIDENCE_WIDTH
 
 
 def mentions_of(product_id: str, record_id: str, text: str, values: Iterable[Mapping[str, Any]],
-                normalize: Callable[[str], str] = normalize_value,
+                normalize: Callable[[str], str] = collapse_punctuation,
                 width: int = EVIDENCE_WIDTH) -> list[Mention]:
     """The mentions of one prediction (`Extractor` result "values"); empty values are dropped."""
     out = []
@@ -162,7 +162,7 @@ def aggregate(mentions: Iterable[Mention]) -> list[Aggregated]:
     return [Aggregated(best[k], count[k]) for k in sorted(best)]
 
 
-def table_index(rows: Iterable[tuple[str, str]], normalize: Callable[[str], str] = normalize_value
+def table_index(rows: Iterable[tuple[str, str]], normalize: Callable[[str], str] = collapse_punctuation
                 ) -> dict[str, dict[str, str]]:
     """attribute -> {normalised value: the first surface value} of one product's table rows."""
     out: dict[str, dict[str, str]] = {}
@@ -225,16 +225,16 @@ def judge(aggregated: Iterable[Aggregated], held_out: Mapping[str, set[str]],
 
 def read_products(path: PathLike, input_format: str | None = None,
                   issues: RowIssues | None = None) -> Iterator[Record]:
-    """Stream the products of a file in any format mjave reads (`mjave.data.io`). With
+    """Stream the products of a file in any format mjave reads (`mjave.data.formats`). With
     `issues`, bad rows are skipped into it (lenient); without, the first one raises."""
     return iter_records(path, input_format, strict=issues is None, issues=issues)
 
 
 def read_catalog(path: PathLike) -> Iterator[tuple[str, str, str]]:
     """Stream (product_id, attribute, value) of a catalog table (CSV/TSV with a header, or
-    JSONL), row by row, with the checks of `mjave.data.catalog_table.read_table` (which returns
-    a list: a big table would not keep the memory flat). A bad row is a DataError naming the
-    line."""
+    JSONL), row by row, with the checks of `mjave.data.catalog_table.read_catalog_table`
+    (which returns a list: a big table would not keep the memory flat). A bad row is a
+    DataError naming the line."""
     from mjave.data.catalog_table import TABLE_COLUMNS
     for line, row in read_table(path, TABLE_COLUMNS):
         try:
@@ -319,7 +319,7 @@ class _Work:
         n = 0
         chunk: list[tuple] = []
         for pid, attr, value in rows:
-            chunk.append((pid, attr, value, normalize_value(value)))
+            chunk.append((pid, attr, value, collapse_punctuation(value)))
             if len(chunk) >= 5000:
                 self.db.executemany("INSERT INTO tbl VALUES (?,?,?,?)", chunk)
                 n += len(chunk)
@@ -461,7 +461,7 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
         for (r, _), res in zip(batch, results):
             pid = str(r.product_id)
             pairs, attrs = held_out_of(r, gold)
-            held.extend((pid, a, normalize_value(v)) for a, v in pairs)
+            held.extend((pid, a, collapse_punctuation(v)) for a, v in pairs)
             judged.extend((pid, a) for a in attrs)
             if "error" in res:
                 if summary is not None:
@@ -527,13 +527,12 @@ def _rows_pass(work: _Work, src: int) -> tuple[list[Judged], int]:
 
 
 class _RowWriter:
-    """CSV (header + rows) or JSONL."""
+    """CSV (header + rows) or JSONL, into an open file."""
 
-    def __init__(self, path: Path, columns: Sequence[str], jsonl: bool):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, f: Any, columns: Sequence[str], jsonl: bool):
         self.columns = columns
         self.jsonl = jsonl
-        self._f = open(path, "w", encoding="utf-8", newline="" if not self.jsonl else "\n")
+        self._f = f
         if not self.jsonl:
             self._w = csv.writer(self._f, lineterminator="\n")
             self._w.writerow(columns)
@@ -545,28 +544,23 @@ class _RowWriter:
         else:
             self._w.writerow(row)
 
-    def close(self) -> None:
-        self._f.close()
-
 
 def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
                   threshold: float, rows: bool = True) -> int:
     """Rows of `table` scoring >= threshold, by score (descending), then product, attribute;
-    `rows=False`: the header alone (a refused run)."""
+    `rows=False`: the header alone (a refused run). Written atomically (`atomic_write`): a
+    failed run leaves the previous file, never half of one."""
     second = "normalized_value" if table == "suggestion" else "text_value"
     cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ? ORDER BY score DESC, "
                           f"product_id, attribute, {second} LIMIT ?",
                           (threshold, -1 if rows else 0))     # LIMIT -1: no limit
-    tmp = path.with_name(path.name + ".tmp")
-    writer = _RowWriter(tmp, columns, path.suffix.lower() in JSONL_EXTENSIONS)
+    jsonl = path.suffix.lower() in JSONL_EXTENSIONS
     n = 0
-    try:
+    with atomic_write(path, newline="\n" if jsonl else "") as f:
+        writer = _RowWriter(f, columns, jsonl)
         for row in cur:
             writer.write(row)
             n += 1
-    finally:
-        writer.close()
-    os.replace(tmp, path)
     return n
 
 
@@ -576,14 +570,6 @@ def calibration_path(output: PathLike) -> Path:
     return output.with_name(output.stem + ".calibration.json")
 
 
-def _make_bar(progress: Any, desc: str) -> Any:
-    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        from tqdm.auto import tqdm
-        return tqdm(desc=desc, unit="text")
-    return progress(desc=desc, unit="text")
 
 
 def _records(source: Any, input_format: str | None, issues: RowIssues) -> Iterable[Record]:
@@ -659,7 +645,7 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     try:
         summary.table_rows = work.load_table(_table_rows(catalog))
         work.db.commit()
-        bar = _make_bar(progress, f"complete {Path(name).name}")
+        bar = make_bar(progress, None, f"complete {Path(name).name}", "text")
         try:
             issues = RowIssues()
             summary.texts = _sweep(extractor, _records(products, input_format, issues), work,
@@ -676,7 +662,7 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
             cname = (str(calibration) if isinstance(calibration, (str, os.PathLike))
                      else "(records)")
             summary.calibration_file = cname
-            bar = _make_bar(progress, f"calibrate {Path(cname).name}")
+            bar = make_bar(progress, None, f"calibrate {Path(cname).name}", "text")
             try:
                 issues = RowIssues()
                 _sweep(extractor, _records(calibration, None, issues), work, CALIBRATION,

@@ -60,6 +60,11 @@ class TrainConfig:
     # for another value of its category and attribute; 0 = off (the paper's).
     augment_mentions: float = 0.0
     augment_copies: int = 1
+    # Leave the resume checkpoint (`<output_dir>/checkpoint/`: last weights, optimizer state and
+    # RNG, about three times the model) in the folder once training has finished. Off: a
+    # finished model needs none, and it would triple what is copied and shipped; a run killed
+    # before the end keeps it either way and resumes from it.
+    keep_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         check_range("train", self, {

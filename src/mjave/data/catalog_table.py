@@ -8,15 +8,14 @@ and the field; lenient reading (`strict=False`) skips it into `issues` instead.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.io import read_table as read_rows
+from mjave.data.formats import read_table
+from mjave.data.paths import PathLike
 from mjave.data.tabular import required_text
 
-PathLike = str | os.PathLike
 TABLE_COLUMNS = ("product_id", "attribute", "value")
 SYNONYM_COLUMNS = ("attribute", "canonical_value", "surface_form")
 
@@ -52,7 +51,7 @@ def _read(path: PathLike, columns: tuple[str, ...], make: Callable[[dict[str, An
             raise ValueError("lenient reading needs an `issues` tally to record skipped rows")
         issues = RowIssues()
     out: list[T] = []
-    for line, row in read_rows(path, columns):
+    for line, row in read_table(path, columns):
         issues.rows_read += 1
         try:
             if isinstance(row, DataError):
@@ -66,7 +65,7 @@ def _read(path: PathLike, columns: tuple[str, ...], make: Callable[[dict[str, An
     return out
 
 
-def read_table(path: PathLike, strict: bool = True,
+def read_catalog_table(path: PathLike, strict: bool = True,
                issues: RowIssues | None = None) -> list[TableRow]:
     """All rows of a catalog table (CSV/TSV with a header, or JSONL), in file order."""
     def make(row: dict[str, Any], line: int) -> TableRow:

@@ -36,18 +36,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from mjave.data.catalog_table import SynonymRow, TableRow, read_synonyms, read_table
+from mjave.data.catalog_table import SynonymRow, TableRow, read_catalog_table, read_synonyms
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.formats import WriteIssues, detect_format, write_records
-from mjave.data.normalize import Normalized, find_value, normalize, normalize_value
-from mjave.data.io import iter_records
+from mjave.data.formats import (WriteIssues, detect_labelled_format, iter_records,
+                                write_records)
+from mjave.data.normalize import Normalized, find_value, normalize, collapse_punctuation
 from mjave.data.outputs import atomic_write, check_not_input
+from mjave.data.paths import PathLike
 from mjave.data.records import Record, Span
 from mjave.data.spans import resolve_overlaps
 
@@ -55,7 +55,6 @@ OCCURRENCES = ("all", "first")
 CONFLICTS = ("drop", "keep-both", "first-row")
 UNKNOWN_PRODUCTS = ("report", "error")
 MAX_LISTED_LINES = 10
-PathLike = str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ def held_out(seed: int, product_id: str, attribute: str, fraction: float) -> boo
 def _synonym_index(synonyms: Iterable[SynonymRow] | None) -> dict[tuple[str, str], list[str]]:
     index: dict[tuple[str, str], list[str]] = defaultdict(list)
     for s in synonyms or ():
-        index[(s.attribute, normalize_value(s.canonical_value))].append(s.surface_form)
+        index[(s.attribute, collapse_punctuation(s.canonical_value))].append(s.surface_form)
     return index
 
 
@@ -191,14 +190,14 @@ def _pairs_of(rows: Sequence[TableRow], synonyms: dict[tuple[str, str], list[str
               summary: LabelSummary) -> list[_Pair]:
     pairs: dict[tuple[str, str], _Pair] = {}
     for row in rows:
-        key = (row.attribute, normalize_value(row.value))
+        key = (row.attribute, collapse_punctuation(row.value))
         if key in pairs:
             summary.rows_duplicate += 1
             continue
         forms = [(row.value, key[1], False)]
         seen = {key[1]}
         for surface in synonyms.get(key, ()):
-            norm = normalize_value(surface)
+            norm = collapse_punctuation(surface)
             if norm not in seen:
                 seen.add(norm)
                 forms.append((surface, norm, True))
@@ -456,7 +455,7 @@ def label_files(products: PathLike, catalog: PathLike, output: PathLike,
                 progress: Callable[..., Iterable] | None = None) -> LabelRun:
     """`mjave data label`: read products, table and synonyms, label, write the labelled records
     and the summary JSON beside them. The output must keep `extra` (JSONL or CoNLL)."""
-    out_format = detect_format(output)
+    out_format = detect_labelled_format(output)
     if out_format == "jave":
         raise DataError("JAVE TSV cannot hold known_attributes, unmatched or calibration; "
                         "write .jsonl (or .conll)", path=str(output), reason="unknown format")
@@ -467,7 +466,7 @@ def label_files(products: PathLike, catalog: PathLike, output: PathLike,
     records = list(iter_records(products, products_format, strict, issues["products"]))
     if not records:
         raise DataError("no products to label", path=str(products), reason="no valid rows")
-    rows = read_table(catalog, strict, issues["catalog"])
+    rows = read_catalog_table(catalog, strict, issues["catalog"])
     syn = read_synonyms(synonyms, strict, issues["synonyms"]) if synonyms else None
     try:
         labelled, summary = label_records(records, rows, syn, policy, calibration_fraction, seed,

@@ -159,7 +159,7 @@ def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
     return n.text, n.starts + [len(text)]
 
 
-def normalize_value(s: str) -> str:
+def collapse_punctuation(s: str) -> str:
     """The form two values are compared in ("Non-GMO", "non gmo" and "ＮＯＮ－ＧＭＯ" are equal)."""
     return normalize(s).text
 
@@ -195,4 +195,4 @@ def find_value(text_norm: str, value_norm: str, breaks: Collection[int] = ()
 def find_in_original(text: str | Normalized, value: str) -> list[tuple[int, int]]:
     """Occurrences of `value` in `text` as offsets into the original text (see `surface_span`)."""
     n = text if isinstance(text, Normalized) else normalize(text)
-    return [n.surface_span(b, e, value) for b, e in find_value(n.text, normalize_value(value))]
+    return [n.surface_span(b, e, value) for b, e in find_value(n.text, collapse_punctuation(value))]

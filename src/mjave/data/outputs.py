@@ -7,6 +7,8 @@ the name, so a hard link, a symlink or `./x` for `x` is caught too; a path that 
 yet is compared by its resolved name. Files are written through `atomic_write`: a temporary
 file beside the target, renamed over it once complete, so a crash leaves the old file or the
 whole new one, never half of one (and a rename never truncates another link to the old file).
+Files written by other libraries through a temporary name (safetensors writes 0600) get the mode
+`open()` would have given them (`publish`), so a model folder is readable like any other file.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from mjave.data.errors import DataError
+from mjave.data.paths import PathLike
 
-PathLike = str | os.PathLike
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -52,6 +54,22 @@ def temporary_path(path: PathLike) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+def default_file_mode() -> int:
+    """0o666 less the process umask: the mode a plain `open(path, "w")` creates files with.
+    (The umask can only be read by setting it; it is put back at once.)"""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def publish(tmp: PathLike, path: PathLike) -> None:
+    """Give the finished temporary file `tmp` the ordinary file mode and rename it over `path`:
+    for writers (safetensors) that create their file 0600, which would make a model folder
+    unreadable to the other users of a shared machine."""
+    os.chmod(tmp, default_file_mode())
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_write(path: PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
                  newline: str | None = None) -> Iterator[IO[Any]]:
@@ -72,4 +90,5 @@ def atomic_write(path: PathLike, mode: str = "w", *, encoding: str | None = "utf
             tmp.unlink()
 
 
-__all__ = ["atomic_write", "check_not_input", "same_file", "temporary_path"]
+__all__ = ["atomic_write", "check_not_input", "default_file_mode", "publish", "same_file",
+           "temporary_path"]

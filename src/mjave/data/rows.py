@@ -24,8 +24,8 @@ from typing import Any, BinaryIO
 
 from mjave.config.encoder import IMAGE_EXTENSIONS
 from mjave.data.errors import DataError
+from mjave.data.paths import PathLike
 
-PathLike = str | os.PathLike
 
 MAX_TEXT_CHARS = 100_000
 """The hard cap on one text (characters), the default of every front end: a longer text is an
@@ -40,7 +40,7 @@ takes 1.5 GB to decode)."""
 
 
 def field_of(row: Any, name: str) -> Any:
-    """A field of a mapping, a Record, or a reader row (`mjave.data.io.InputRow`, whose
+    """A field of a mapping, a Record, or a reader row (`mjave.data.formats.InputRow`, whose
     fields beyond id/text/image live in `extra`); None when absent."""
     if isinstance(row, abc.Mapping):
         return row.get(name)

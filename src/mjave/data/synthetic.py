@@ -75,6 +75,8 @@ from typing import Callable, Hashable, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from mjave.data.formats import write_records
+from mjave.data.outputs import atomic_write
 from mjave.data.records import Record, Span
 
 __all__ = [
@@ -540,12 +542,6 @@ def generate_records(n_products: int = 600, sentences_per_product: tuple[int, in
     return build_catalog(n_products, sentences_per_product, seed, splits, ambiguous_rate).splits
 
 
-def record_to_json(r: Record) -> dict:
-    return {"id": r.id, "cid": r.cid, "category": r.category, "text": r.text, "image": r.image,
-            "spans": [{"attr": s.attr, "begin": s.begin, "end": s.end, "value": s.value}
-                      for s in r.spans]}
-
-
 @dataclass(frozen=True)
 class CatalogInfo:
     """What `generate_catalog` wrote, and its statistics."""
@@ -585,12 +581,10 @@ def generate_catalog(out_dir: str | Path, n_products: int = 600,
     files = {}
     for s in SPLITS:
         path = out / f"{s}.jsonl"
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            for r in cat.splits[s]:
-                f.write(json.dumps(record_to_json(r), ensure_ascii=False) + "\n")
+        write_records(cat.splits[s], path, "jsonl")
         files[s] = path
     pfile = out / "products.jsonl"
-    with open(pfile, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(pfile, newline="\n") as f:
         for p in cat.products:
             f.write(json.dumps({**p.to_json(), "split": cat.product_split[p.cid]},
                                ensure_ascii=False) + "\n")

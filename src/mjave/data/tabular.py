@@ -1,6 +1,6 @@
 """Cells of table rows (CSV, Parquet, JSONL tables): optional and required text cells.
 
-The rows themselves are read by the one reader registry, `mjave.data.io` (`read_table` for
+The rows themselves are read by the one reader registry, `mjave.data.formats` (`read_table` for
 tables with a header, `iter_records` for products), so a bad row fails the same way everywhere.
 """
 

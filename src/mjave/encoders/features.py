@@ -56,7 +56,7 @@ from mjave.config.encoder import EncoderConfig
 from mjave.encoders import layers
 from mjave.encoders.store import FeatureStore
 from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
-from mjave.logs import default_progress
+from mjave.logs import make_bar
 
 log = logging.getLogger(__name__)
 
@@ -258,16 +258,6 @@ def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str
 # --------------------------------------------------------------------------------------------
 
 
-def _make_bar(progress: bool | Callable[..., Any] | None, total: int, desc: str, unit: str
-              ) -> Any:
-    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
-    if progress is None or progress is False or total == 0:
-        return None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit=unit)
-    return progress(total=total, desc=desc, unit=unit)
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:
@@ -421,7 +411,7 @@ def _encode_texts(store: FeatureStore, ns: str, texts: dict[str, str],
     # Similar lengths together: less padding per batch. (Outputs at real tokens do not depend on
     # the padding, up to float rounding far below float16 resolution.)
     order = sorted(pending, key=lambda k: len(encodeds[k]))
-    bar = _make_bar(progress, len(order), "text features", "text")
+    bar = make_bar(progress, len(order), "text features", "text")
     try:
         for keys in _chunks(order, batch_size):
             batch = batch_pad([encodeds[k] for k in keys], tokenizer.pad_id)
@@ -499,7 +489,7 @@ def _extract_images(records: Sequence[Record], store: FeatureStore, config: Enco
             raise DataError(f"record {record.id!r} (product {pid!r}): {e.message}",
                             path=e.path, field="image", reason=e.reason) from None
 
-    bar = _make_bar(progress, len(pending), "image features", "img")
+    bar = make_bar(progress, len(pending), "image features", "img")
     chunks = _chunks(pending, batch_size)
     workers = max(1, min(8, os.cpu_count() or 1))
     try:

@@ -37,7 +37,8 @@ def precompute_features(cfg: RunConfig, batch_size: int = 32,
         raise DataError("no data files in the config (data.train / data.valid / data.test)")
     store = feature_store_dir(cfg)
     for path in paths:
-        records, issues = read_records(path, format=cfg.data.format, strict=not cfg.data.lenient)
+        records, issues = read_records(path, format=cfg.data.format, strict=not cfg.data.lenient,
+                                       labelled=True)
         stats = extract_features(records, store, cfg.encoder, image_root=cfg.data.image_root,
                                  batch_size=batch_size, progress=progress,
                                  image=cfg.encoder.image_encoder != "none")

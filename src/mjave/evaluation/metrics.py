@@ -27,7 +27,7 @@ __all__ = [
     "attributes_from_probs",
     "check_ids",
     "evaluate_records",
-    "normalize_value",
+    "casefold_strip",
     "pair_prf",
     "pair_set",
     "per_attribute",
@@ -41,7 +41,7 @@ K = TypeVar("K", bound=Hashable)
 #: The `per_category` key used for records whose category is None.
 NO_CATEGORY = "(none)"
 
-#: Trailing characters kept by `normalize_value` after a digit: "50%" and "50" are different values.
+#: Trailing characters kept by `casefold_strip` after a digit: "50%" and "50" are different values.
 _KEEP_AFTER_DIGIT = frozenset("%‰‱")
 
 
@@ -222,7 +222,7 @@ def _span_keys(instances: Sequence[Sequence[Span]]) -> list[list[tuple[str, int,
 # Position-free attribute-value pairs
 
 
-def normalize_value(value: str) -> str:
+def casefold_strip(value: str) -> str:
     """Canonical form of a value string, so that surface noise is not counted as an error.
 
     Unicode NFKC (full-width to ASCII, compatibility forms), casefold, collapse every run of
@@ -256,7 +256,7 @@ def pair_set(items: Iterable[PairLike]) -> set[tuple[str, str]]:
             attr, value = item.attr, item.value
         else:
             attr, value = item
-        pairs.add((attr, normalize_value(value)))
+        pairs.add((attr, casefold_strip(value)))
     return pairs
 
 

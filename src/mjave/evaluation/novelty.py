@@ -1,7 +1,7 @@
 """Recall on gold values seen and unseen in training: does a model find values it never saw?
 
 A gold value is an (attribute, normalised value) pair of a text, exactly as pair F1 counts it
-(`pair_set`: `normalize_value`, one per text however often it occurs). It is **seen** when the
+(`pair_set`: `casefold_strip`, one per text however often it occurs). It is **seen** when the
 same pair occurs among the training records' gold spans (`seen_pairs`), otherwise **unseen**.
 
 Only recall is split. A prediction's novelty could be defined ("the predicted pair was in the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mjave.data.records import Record
-from mjave.evaluation.metrics import check_ids, normalize_value, pair_set
+from mjave.evaluation.metrics import check_ids, casefold_strip, pair_set
 from mjave.evaluation.slot import best_values
 
 __all__ = ["NoveltyCounts", "Pair", "recall_by_novelty", "seen_pairs", "split_by_novelty"]
@@ -78,7 +78,7 @@ def split_by_novelty(gold: Iterable[Pair], found: Iterable[Pair], seen: frozense
 
 def slot_hits(gold: Record, pred: Record) -> set[Pair]:
     """The gold pairs of a text that the slot protocol finds: its kept value per attribute."""
-    kept = {(attr, normalize_value(span.value)) for attr, span in best_values(pred.spans).items()}
+    kept = {(attr, casefold_strip(span.value)) for attr, span in best_values(pred.spans).items()}
     return pair_set(gold.spans) & kept
 
 

@@ -4,7 +4,7 @@ A generative extractor is asked, for each text, a list of attributes and answers
 for each. Span and pair F1 score every predicted value; this protocol instead keeps, for each
 text and each attribute asked, the ONE highest-scoring predicted value and counts:
 
-- VC: that value is one of the gold values of the attribute (compared after `normalize_value`,
+- VC: that value is one of the gold values of the attribute (compared after `casefold_strip`,
   as pair F1 compares values);
 - VW: gold has values and the predicted value is none of them;
 - VN: nothing is predicted though gold has a value;
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mjave.data.records import Record, Span
-from mjave.evaluation.metrics import NO_CATEGORY, PRF, check_ids, normalize_value
+from mjave.evaluation.metrics import NO_CATEGORY, PRF, check_ids, casefold_strip
 
 __all__ = [
     "ABSENT_ATTRS",
@@ -136,7 +136,7 @@ def slot_outcomes(gold: Record, pred: Iterable[Span]) -> dict[str, Outcome]:
     (asked, absent, nothing predicted) are left out, and so are predictions of unasked ones."""
     gold_values: dict[str, set[str]] = defaultdict(set)
     for s in gold.spans:
-        gold_values[s.attr].add(normalize_value(s.value))
+        gold_values[s.attr].add(casefold_strip(s.value))
     best = best_values(pred)
     out: dict[str, Outcome] = {}
     for attr in sorted(asked_attributes(gold)):
@@ -147,7 +147,7 @@ def slot_outcomes(gold: Record, pred: Iterable[Span]) -> dict[str, Outcome]:
         elif not values:
             out[attr] = "nv"
         else:
-            out[attr] = "vc" if normalize_value(span.value) in values else "vw"
+            out[attr] = "vc" if casefold_strip(span.value) in values else "vw"
     return out
 
 

@@ -176,7 +176,8 @@ def eval_file(explicit: str | None, base: RunConfig) -> str:
 
 
 def read_data(path: str, base: RunConfig) -> list[Record]:
-    records, issues = read_records(path, format=base.data.format, strict=not base.data.lenient)
+    records, issues = read_records(path, format=base.data.format, strict=not base.data.lenient,
+                                   labelled=True)
     if issues.skipped:
         log.warning("%s: %s", path, issues.summary())
     if not records:

@@ -138,13 +138,13 @@ class CompletionConfig(ExperimentBase):
 def gold_table(records: Sequence[Record]) -> dict[str, list[tuple[str, str]]]:
     """product_id -> its gold (attribute, value) pairs, one per normalised value, first-seen
     surface form, in text order."""
-    from mjave.data.normalize import normalize_value
+    from mjave.data.normalize import collapse_punctuation
     out: dict[str, list[tuple[str, str]]] = {}
     seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for r in records:
         pairs = out.setdefault(r.product_id, [])
         for s in sorted(r.spans, key=lambda s: (s.begin, s.end)):
-            key = (s.attr, normalize_value(s.value))
+            key = (s.attr, collapse_punctuation(s.value))
             if key[1] and key not in seen[r.product_id]:
                 seen[r.product_id].add(key)
                 pairs.append((s.attr, s.value))
@@ -174,12 +174,12 @@ def split_table(table: dict[str, list[tuple[str, str]]], hidden: dict[str, set[s
                 ) -> tuple[list[Any], set[Pair]]:
     """(visible TableRows in product order, hidden (product, attribute, normalised value))."""
     from mjave.data.catalog_table import TableRow
-    from mjave.data.normalize import normalize_value
+    from mjave.data.normalize import collapse_punctuation
     rows, key = [], set()
     for pid in sorted(table):
         for attr, value in table[pid]:
             if attr in hidden.get(pid, ()):
-                key.add((pid, attr, normalize_value(value)))
+                key.add((pid, attr, collapse_punctuation(value)))
             else:
                 rows.append(TableRow(pid, attr, value, len(rows) + 2))
     return rows, key
@@ -267,8 +267,8 @@ def false_positive_kinds(suggested: Iterable[tuple[Pair, float]], key: set[Pair]
 def seen_in_training(training: Iterable[Record], key: set[Pair]) -> int:
     """How many hidden pairs have an (attribute, normalised value) that a training span holds
     (for any product): the values a model could have learnt by heart."""
-    from mjave.data.normalize import normalize_value
-    taught = {(s.attr, normalize_value(s.value)) for r in training for s in r.spans}
+    from mjave.data.normalize import collapse_punctuation
+    taught = {(s.attr, collapse_punctuation(s.value)) for r in training for s in r.spans}
     return sum((attr, value) in taught for _, attr, value in key)
 
 

@@ -121,7 +121,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: Callable | None = None) -
     timings["generate"] = time.time() - t0
 
     reports, extractors = {}, {}
-    test_records, _ = read_records(catalog / "test.jsonl")
+    test_records, _ = read_records(catalog / "test.jsonl", labelled=True)
     for name, use_image in (("JAVE", False), ("M-JAVE", True)):
         t = time.time()
         result = train(run_config(cfg, name, catalog, use_image), progress=progress)

@@ -1,7 +1,7 @@
 """Batch prediction over files: streaming, resumable, and a bad row never stops the sweep.
 
 `predict_file` reads JSONL, JAVE TSV, CoNLL, CSV or Parquet (the reader registry,
-`mjave.data.io`) batch by batch and writes JSONL, CSV or Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
+`mjave.data.formats`) batch by batch and writes JSONL, CSV or Parquet batch by batch, so memory stays bounded by the batch size; the ids seen, which
 duplicate detection and `resume` need, move to a temporary SQLite file past 100,000
 (`mjave.inference.idset`), so memory is flat at any number of rows. A row that cannot be
 predicted (no id, no text, a text that is not a string or not valid Unicode, a text over the
@@ -20,6 +20,10 @@ incomplete last row, left by a kill, is cut off first); a Parquet file cannot be
 is only complete once closed, so each run writes a whole file: the first `OUT.parquet`, each
 resumed run a new part `OUT.part-00001.parquet` beside it (read them together with
 `pyarrow.dataset.dataset([...])` or `pandas.read_parquet` on the list). See docs/inference.md.
+
+`layout="long"` or `"wide"` writes each output row as table rows (`mjave.inference.tables`)
+instead of one row with the values as lists; `predict_rows` runs the same sweep over rows held
+in memory (`Extractor.predict_frame`).
 """
 
 from __future__ import annotations
@@ -32,20 +36,23 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from mjave.data.errors import DataError
-from mjave.data.io import (FORMATS, InputRow, detect_format, parquet_row_count, pyarrow_parquet,
-                           read_input)
+from mjave.data.formats import FORMATS, InputRow, detect_format, read_input
+from mjave.data.formats.parquet import parquet_row_count, pyarrow_parquet
 from mjave.data.outputs import check_not_input
 from mjave.data.rows import (MAX_TEXT_CHARS, check_id, check_text, check_values,
                              duplicate_id, escape_surrogates, id_key, to_item)
 from mjave.inference.idset import IdRegistry
 from mjave.inference.windows import chunk_fits
-from mjave.logs import default_progress
+
+if TYPE_CHECKING:  # tables imports this module: imported where it is used
+    from mjave.inference.tables import TableLayout
+from mjave.logs import make_bar
 
 INPUT_FORMATS = FORMATS
-"""Input formats: those of the reader registry (`mjave.data.io`)."""
+"""Input formats: those of the reader registry (`mjave.data.formats`)."""
 OUTPUT_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
                      ".pq": "parquet"}
 CSV_COLUMNS = ("id", "cid", "category", "text", "image", "attributes", "values", "warning",
@@ -107,7 +114,7 @@ class PredictSummary:
 
 
 def detect_input_format(path: PathLike, input_format: str | None = None) -> str:
-    """The input's format: the registry's detection (`mjave.data.io.detect_format`)."""
+    """The input's format: the registry's detection (`mjave.data.formats.detect_format`)."""
     return detect_format(path, input_format)
 
 
@@ -175,8 +182,14 @@ def _csv_values(row: dict[str, Any]) -> list[str]:
     return out
 
 
+def _table_cells(columns: Sequence[str]) -> Callable[[dict[str, Any]], list[str]]:
+    """A table row's cells as CSV text (None as empty), in `columns` order."""
+    return lambda row: ["" if row[c] is None else str(row[c]) for c in columns]
+
+
 class _CsvWriter:
-    def __init__(self, path: Path, append: bool):
+    def __init__(self, path: Path, append: bool, columns: Sequence[str] = CSV_COLUMNS,
+                 values: Callable[[dict[str, Any]], list[str]] = _csv_values):
         self.path = path
         self.files = [str(path)]
         header = not append or path.stat().st_size == 0
@@ -185,12 +198,13 @@ class _CsvWriter:
         # csv quotes only the line terminator's characters: a bare "\r" in a value would end
         # the row for every reader, so a row holding one is written fully quoted
         self._quoted = csv.writer(self._f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        self._values = values
         if header:
-            self._w.writerow(CSV_COLUMNS)
+            self._w.writerow(columns)
             self._f.flush()
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        for values in map(_csv_values, rows):
+        for values in map(self._values, rows):
             (self._quoted if any("\r" in v for v in values) else self._w).writerow(values)
         self._f.flush()
 
@@ -211,32 +225,37 @@ def parquet_schema() -> Any:
     ])
 
 
+def _parquet_record(r: dict[str, Any]) -> dict[str, Any]:
+    """An output row as a record of `parquet_schema`."""
+    extra = {k: v for k, v in r.items() if k not in CSV_COLUMNS}
+    return {"id": text_or_none(r.get("id")), "cid": text_or_none(r.get("cid")),
+            "category": text_or_none(r.get("category")),
+            "text": text_or_none(r.get("text")), "image": text_or_none(r.get("image")),
+            "attributes": r.get("attributes"), "values": r.get("values"),
+            "warning": text_or_none(r.get("warning")),
+            "error": text_or_none(r.get("error")),
+            "extra": json_text(extra) if extra else None}
+
+
 class _ParquetWriter:
     """One file, written under a temporary name and renamed when complete (Parquet is only
     readable once its footer is written). Rows are buffered into row groups of
     `row_group_rows`, so memory stays bounded."""
 
-    def __init__(self, path: Path, row_group_rows: int = 1024):
+    def __init__(self, path: Path, row_group_rows: int = 1024, schema: Any = None,
+                 record: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         pq = pyarrow_parquet()
         self.path = path
         self.files = [str(path)]
         self._tmp = path.with_name(path.name + ".tmp")
-        self._schema = parquet_schema()
+        self._schema = parquet_schema() if schema is None else schema
+        self._record = _parquet_record if record is None else record
         self._writer = pq.ParquetWriter(str(self._tmp), self._schema)
         self._rows: list[dict[str, Any]] = []
         self._group = row_group_rows
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        for r in rows:
-            extra = {k: v for k, v in r.items() if k not in CSV_COLUMNS}
-            self._rows.append({
-                "id": text_or_none(r.get("id")), "cid": text_or_none(r.get("cid")),
-                "category": text_or_none(r.get("category")),
-                "text": text_or_none(r.get("text")), "image": text_or_none(r.get("image")),
-                "attributes": r.get("attributes"), "values": r.get("values"),
-                "warning": text_or_none(r.get("warning")),
-                "error": text_or_none(r.get("error")),
-                "extra": json_text(extra) if extra else None})
+        self._rows.extend(map(self._record, rows))
         if len(self._rows) >= self._group:
             self._flush()
 
@@ -252,16 +271,115 @@ class _ParquetWriter:
         os.replace(self._tmp, self.path)
 
 
+class _TableWriter:
+    """Writes each output row of the sweep as its table rows (`TableLayout.rows`)."""
+
+    def __init__(self, inner: Any, table: "TableLayout"):
+        self.inner = inner
+        self.table = table
+        self.files = inner.files
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.inner.write([t for r in rows for t in self.table.rows(r)])
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _ListWriter:
+    """Keeps the output rows in memory (`predict_rows`)."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def _new_writer(path: Path, fmt: str, append: bool, table: "TableLayout | None") -> Any:
+    """The writer of one output format; a table layout writes each row's table rows."""
+    if table is None:
+        if fmt == "parquet":
+            return _ParquetWriter(path)
+        return _JsonlWriter(path, append) if fmt == "jsonl" else _CsvWriter(path, append)
+    if fmt == "parquet":
+        inner: Any = _ParquetWriter(path, schema=table.arrow_schema(), record=dict)
+    elif fmt == "csv":
+        inner = _CsvWriter(path, append, table.columns, _table_cells(table.columns))
+    else:
+        inner = _JsonlWriter(path, append)
+    return _TableWriter(inner, table)
+
+
 # --------------------------------------------------------------------------------------------
 # Resume: which ids the output already holds
 # --------------------------------------------------------------------------------------------
 
 
-def _jsonl_done(path: Path) -> tuple[IdRegistry, int]:
-    """Ids in a JSONL output; an incomplete last line (a killed run) is cut off."""
+class _ItemIds:
+    """The ids of an output's rows, item by item. In the long layout an item's rows follow one
+    another and a kill may have stopped the writer between two of them, so the last item's rows
+    are dropped on resume (it is predicted again); elsewhere one row is one item."""
+
+    def __init__(self, done: IdRegistry, whole_items: bool):
+        self.done = done
+        self.whole_items = whole_items
+        self.key: str | None = None
+        self.start = 0      # where the current item's first row begins
+        self.open = False
+
+    def add(self, key: str | None, start: int) -> None:
+        """A complete row of item `key` (None: no id) that begins at byte `start`."""
+        if self.open and key == self.key:
+            return
+        self._close()
+        self.key, self.start, self.open = key, start, True
+
+    def _close(self) -> None:
+        if self.open and self.key is not None:
+            self.done.add(self.key)
+        self.open = False
+
+    def end(self, good_end: int) -> int:
+        """Where the rows kept for resume end, given where the complete rows end."""
+        if self.whole_items and self.open:
+            self.open = False
+            return self.start
+        self._close()
+        return good_end
+
+
+def _keep_until(path: Path, end: int) -> None:
+    """Cut the output at byte `end` (rows a killed run left incomplete)."""
+    if end < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+
+
+def _check_layout(fields: Sequence[str], table: "TableLayout | None", path: Path) -> None:
+    """Refuse to resume into an output written with another layout (or, wide, another model)."""
+    from mjave.inference.tables import looks_tabular
+    if table is None and not looks_tabular(fields) or (
+            table is not None and tuple(fields) == table.columns):
+        return
+    layout = "nested" if table is None else table.name
+    raise DataError(f"the output's first row has the fields {', '.join(fields)}, not those of "
+                    f"--layout {layout}: it was written with another layout (or model); cannot "
+                    "resume into it", path=str(path), reason="bad output")
+
+
+def _jsonl_done(path: Path, table: "TableLayout | None" = None) -> tuple[IdRegistry, int]:
+    """Ids in a JSONL output; an incomplete last line (a killed run) is cut off, and in the
+    long layout the last item's rows too (`_ItemIds`)."""
     done = IdRegistry(folder=path.parent)
+    items = _ItemIds(done, whole_items=table is not None and table.name == "long")
     good_end = 0
     cut = 0
+    checked = False
     with open(path, "rb") as f:
         pos = 0
         for n, raw in enumerate(f, 1):
@@ -279,19 +397,21 @@ def _jsonl_done(path: Path) -> tuple[IdRegistry, int]:
                 cut = 1
                 break
             if isinstance(obj, dict):
-                key = id_key(obj.get("id"))
-                if key is not None:
-                    done.add(key)
+                if not checked:
+                    _check_layout(list(obj), table, path)
+                    checked = True
+                items.add(id_key(obj.get("id")), good_end)
             good_end = pos
-    if cut:
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+    _keep_until(path, items.end(good_end))
     return done, cut
 
 
-def _csv_done(path: Path) -> tuple[IdRegistry, int]:
-    """Ids in a CSV output written by `predict_file`; an incomplete last row is cut off."""
+def _csv_done(path: Path, table: "TableLayout | None" = None) -> tuple[IdRegistry, int]:
+    """Ids in a CSV output written by `predict_file`; an incomplete last row is cut off, and in
+    the long layout the last item's rows too (`_ItemIds`)."""
+    columns = CSV_COLUMNS if table is None else table.columns
     done = IdRegistry(folder=path.parent)
+    items = _ItemIds(done, whole_items=table is not None and table.name == "long")
     consumed = 0
     last_line = b""
 
@@ -319,21 +439,20 @@ def _csv_done(path: Path) -> tuple[IdRegistry, int]:
                 cut = 1
                 break
             if header:
-                if tuple(values) != CSV_COLUMNS:
+                if tuple(values) != columns:
+                    layout = "nested" if table is None else table.name
                     raise DataError(f"the output's header {values} is not the one predict_file "
-                                    f"writes ({', '.join(CSV_COLUMNS)}); cannot resume into it",
-                                    path=str(path), reason="bad output")
+                                    f"writes for --layout {layout} ({', '.join(columns)}): it "
+                                    "was written with another layout (or model); cannot resume "
+                                    "into it", path=str(path), reason="bad output")
                 header = False
-            elif values and len(values) == len(CSV_COLUMNS):
-                if values[0]:
-                    done.add(values[0])
+            elif values and len(values) == len(columns):
+                items.add(values[0] or None, good_end)
             elif values:
                 cut = 1
                 break
             good_end = consumed
-    if cut:
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+    _keep_until(path, items.end(good_end))
     return done, cut
 
 
@@ -343,12 +462,24 @@ def parquet_parts(path: Path) -> list[Path]:
     return ([path] if path.exists() else []) + parts
 
 
-def _parquet_done(path: Path) -> IdRegistry:
+def _parquet_done(path: Path, schema: Any) -> IdRegistry:
+    """Ids in the Parquet output and its parts; each must have the columns of `schema` (a part
+    of another layout cannot be read with them)."""
     pq = pyarrow_parquet()
     done = IdRegistry(folder=path.parent)
     for p in parquet_parts(path):
         try:
             pf = pq.ParquetFile(str(p))
+            names = pf.schema_arrow.names
+        except Exception as e:
+            raise DataError(f"cannot read the existing output to resume: {e}", path=str(p),
+                            reason="bad output") from None
+        if names != schema.names:
+            raise DataError(f"the output has the columns {', '.join(names)}, not "
+                            f"{', '.join(schema.names)}: it was written with another --layout "
+                            "(or model); cannot resume into it", path=str(p),
+                            reason="bad output")
+        try:
             for batch in pf.iter_batches(columns=["id"]):
                 for v in batch.column(0).to_pylist():
                     if v is not None:
@@ -367,28 +498,29 @@ def _next_part(path: Path) -> Path:
     return path.with_name(f"{path.stem}.part-{max(numbers, default=0) + 1:05d}{path.suffix}")
 
 
-def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
-                 ) -> tuple[Any, IdRegistry]:
+def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary,
+                 table: "TableLayout | None" = None) -> tuple[Any, IdRegistry]:
     """The writer for this run and the ids the output already holds (resume only). JSONL and
     CSV are written in place, not by atomic rename: a killed run's rows must stay where
-    `resume` finds them (`predict_file` has refused an output that is the input before)."""
+    `resume` finds them (`predict_file` has refused an output that is the input before).
+    `table`: write that table layout (None: nested)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     done = IdRegistry(folder=path.parent)
     if fmt == "parquet":
         for stale in path.parent.glob(f"{path.stem}*{path.suffix}.tmp"):
             stale.unlink()  # left by a killed run; it never became readable
         if resume:
-            done = _parquet_done(path)
-            return _ParquetWriter(_next_part(path)), done
+            done = _parquet_done(path, parquet_schema() if table is None
+                                 else table.arrow_schema())
+            return _new_writer(_next_part(path), fmt, False, table), done
         for old in parquet_parts(path):
             old.unlink()  # a fresh run replaces the output and its resume parts
-        return _ParquetWriter(path), done
+        return _new_writer(path, fmt, False, table), done
     exists = path.exists() and path.stat().st_size > 0
     if resume and exists:
-        done, summary.truncated_rows = (_jsonl_done(path) if fmt == "jsonl"
-                                        else _csv_done(path))
-    append = resume and exists
-    return (_JsonlWriter(path, append) if fmt == "jsonl" else _CsvWriter(path, append)), done
+        done, summary.truncated_rows = (_jsonl_done(path, table) if fmt == "jsonl"
+                                        else _csv_done(path, table))
+    return _new_writer(path, fmt, resume and exists, table), done
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,14 +528,6 @@ def _open_output(path: Path, fmt: str, resume: bool, summary: PredictSummary
 # --------------------------------------------------------------------------------------------
 
 
-def _make_bar(progress: Any, total: int | None, desc: str) -> Any:
-    progress = default_progress(progress)   # mjave.enable_logging() turns bars on for Python
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        from tqdm.auto import tqdm
-        return tqdm(total=total, desc=desc, unit="row")
-    return progress(total=total, desc=desc, unit="row")
 
 
 @dataclass
@@ -556,8 +680,8 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
                  batch_size: int = 32, device: str = "auto", resume: bool = False,
                  image_root: PathLike | None = None, progress: Any = None,
                  input_format: str | None = None, include_text: bool = True,
-                 max_text_chars: int | None = None, max_image_pixels: int | None = None
-                 ) -> PredictSummary:
+                 max_text_chars: int | None = None, max_image_pixels: int | None = None,
+                 layout: str = "nested") -> PredictSummary:
     """Predict every row of `input_path` into `output_path` (format by extension).
 
     `model_dir_or_extractor`: a model folder or a loaded `Extractor` (then `device` is unused).
@@ -567,6 +691,8 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     it confines them as the server's does (`mjave.data.rows.image_in_root`: no `..`, no path
     outside it, symlinks included). `max_text_chars` / `max_image_pixels`: the limits of the
     loaded model (None: `mjave.data.rows`' defaults); a given Extractor keeps its own.
+    `layout`: "nested" (one row per input row, values as lists), "long" (one row per value) or
+    "wide" (one column per attribute): `mjave.inference.tables`.
     Raises DataError / FileNotFoundError / ImportError only for fatal problems; bad rows are
     error rows, counted in the summary.
     """
@@ -576,6 +702,9 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     for name, limit in (("max_text_chars", max_text_chars), ("max_image_pixels", max_image_pixels)):
         if limit is not None and limit < 1:
             raise ValueError(f"{name} must be positive, not {limit}")
+    from mjave.inference.tables import LAYOUTS, TableLayout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     input_path, output_path = Path(input_path), Path(output_path)
     out_fmt = detect_output_format(output_path)
     check_not_input(output_path, [input_path])
@@ -595,25 +724,51 @@ def predict_file(model_dir_or_extractor: Any, input_path: PathLike, output_path:
     summary = PredictSummary(str(input_path), str(output_path))
     total = (parquet_row_count(input_path)
              if detect_input_format(input_path, input_format) == "parquet" else None)
-    writer, done = _open_output(output_path, out_fmt, resume, summary)
+    table = None if layout == "nested" else TableLayout.of(layout, extractor.attributes)
+    writer, done = _open_output(output_path, out_fmt, resume, summary, table)
     summary.files = list(writer.files)
-    bar = _make_bar(progress, total, f"predict {input_path.name}")
+    bar = make_bar(progress, total, f"predict {input_path.name}", "row")
     sweep = _Sweep(extractor, writer, done, summary, batch_size, image_root, include_text, bar)
     try:
-        for row in rows:
-            sweep.add(row)
-        sweep.flush()
+        _run_sweep(sweep, rows)
     finally:
         # Also on an exception (Ctrl-C): what was written stays readable, so resume continues.
         if bar is not None:
             bar.close()
         writer.close()
-        sweep.seen.close()
-        done.close()
         summary.seconds = time.perf_counter() - start
     return summary
 
 
+def _run_sweep(sweep: _Sweep, rows: Iterable[InputRow]) -> None:
+    """Every row through the sweep, then its id sets closed (also on an exception)."""
+    try:
+        for row in rows:
+            sweep.add(row)
+        sweep.flush()
+    finally:
+        sweep.seen.close()
+        sweep.done.close()
+
+
+def predict_rows(extractor: Any, rows: Iterable[InputRow], batch_size: int = 32,
+                 image_root: PathLike | None = None, include_text: bool = True
+                 ) -> tuple[list[dict[str, Any]], PredictSummary]:
+    """The output rows (nested) of rows held in memory, and the summary: the sweep of
+    `predict_file` (same checks, error rows, duplicate ids and batches), so a DataFrame
+    (`Extractor.predict_frame`) gets what a file of the same rows gets."""
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    writer = _ListWriter()
+    summary = PredictSummary("(rows)", "(rows)")
+    sweep = _Sweep(extractor, writer, IdRegistry(), summary, batch_size, image_root,
+                   include_text, None)
+    _run_sweep(sweep, rows)
+    summary.seconds = time.perf_counter() - start
+    return writer.rows, summary
+
+
 __all__ = ["CSV_COLUMNS", "INPUT_FORMATS", "InputRow", "PredictSummary", "detect_input_format",
            "detect_output_format", "json_text", "parquet_parts", "parquet_schema",
-           "predict_file", "read_input", "text_or_none", "writable_row"]
+           "predict_file", "predict_rows", "read_input", "text_or_none", "writable_row"]

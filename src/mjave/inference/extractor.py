@@ -26,7 +26,7 @@ from collections import abc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +45,12 @@ from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import (Window, chunk_bounds, merge_attribute_probs, merge_spans,
                                      text_windows)
 from mjave.model.batches import Example, collate
-from mjave.pretrained import LoadedModel, is_exported, read_versions, versions
+from mjave.pretrained import (LoadedModel, is_exported, read_versions, text_encoder_path,
+                              versions)
 from mjave.config import RunConfig
+
+if TYPE_CHECKING:  # an optional extra: `predict_frame` imports it when called
+    import pandas
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +328,9 @@ class Extractor:
         enc = model.config.encoder
         text_encoder = None
         if model.uses_text_features:
-            from mjave.encoders.text import HFTextEncoder, resolve_text_encoder_path
+            from mjave.encoders.text import HFTextEncoder
             text_encoder = HFTextEncoder.from_pretrained(
-                resolve_text_encoder_path(enc.text_encoder), fine_tune=False).to(model.device)
+                text_encoder_path(enc, model_dir), fine_tune=False).to(model.device)
         image_encoder = None
         if model.uses_image:
             from mjave.encoders.image import build_image_encoder
@@ -442,6 +446,34 @@ class Extractor:
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
         return self._run(list(items), errors, prefix=True)
+
+    def predict_frame(self, frame: "pandas.DataFrame", text: str = "text",
+                      image: str | None = None, *, id: str | None = None,
+                      category: str | None = None,
+                      layout: str = "long", image_root: str | os.PathLike | None = None,
+                      include_text: bool = True) -> "pandas.DataFrame":
+        """Predictions for the rows of a pandas DataFrame, as a DataFrame in a table layout.
+
+        `text`, `image`, `id`, `category`: the columns to read (ids: the `id` column, else each
+        row's position). `layout="long"`: one row per value (id, cid, category, text, image,
+        attribute, value, begin, end, score, warning, error, extra); `"wide"`: one row per input
+        row, one column per attribute with its best value (`mjave.inference.tables`). The rows
+        go through the sweep of `mjave predict` (`predict_rows`) and are built by the same
+        function as its CSV, Parquet and JSONL rows, so they equal what `mjave predict --layout`
+        writes for the same rows; a bad row is an error row, not an exception. The result's
+        index holds the input row's index label (repeated in the long layout), so it joins back
+        onto `frame`. Needs pandas (`pip install 'mjave[pandas]'`).
+        """
+        from mjave.inference.batch import predict_rows
+        from mjave.inference.tables import TableLayout, frame_input_rows, require_pandas
+        require_pandas()
+        table = TableLayout.of(layout, self.attributes)
+        inputs = frame_input_rows(frame, text, image, id, category)
+        rows, _ = predict_rows(self, inputs, self.batch_size, image_root, include_text)
+        per_item = [table.rows(row) for row in rows]
+        out = table.frame([t for item in per_item for t in item])
+        out.index = frame.index.repeat([len(item) for item in per_item])
+        return out
 
     def _run(self, items: Sequence[Item], errors: Errors, prefix: bool) -> list[dict[str, Any]]:
         # Chunks of at most batch_size items and CHUNK_CHARS characters: a long text is a chunk

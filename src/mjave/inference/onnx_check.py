@@ -101,7 +101,7 @@ def sample_items(texts_file: str | os.PathLike | None, valid_path: str | None,
     split when it is still readable, else the built-in synthetic items. An item keeps its row's
     category, so a model that restricts decoding by category is checked as it will be used.
     Rows the reader refuses are left out."""
-    from mjave.data.io import read_input
+    from mjave.data.formats import read_input
 
     for path, label in ((texts_file, "given file"), (valid_path, "the model's valid split")):
         if path is None or (label != "given file" and not Path(path).is_file()):

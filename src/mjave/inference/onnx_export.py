@@ -37,10 +37,6 @@ IMAGE_INPUTS = ("v_global", "v")
 TEXT_OUTPUTS = ("attr_logits", "tag_logits")
 IMAGE_GRAPH_INPUTS = ("pixels",)
 IMAGE_GRAPH_OUTPUTS = ("global", "regions")
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-                   "spiece.model", "sentencepiece.bpe.model")
-"""What a tokenizer (fast HF, WordPiece vocab or character-level) is read from; no weights."""
 INSTALL_HINT = "pip install 'mjave[onnx]'"
 
 
@@ -182,17 +178,6 @@ def quantize_int8(path: Path, weights: str = "signed7") -> None:
         tmp.unlink(missing_ok=True)
 
 
-def copy_tokenizer(encoder_path: Path, out: Path) -> Path:
-    """The tokenizer files of the encoder folder in `out` (no weights)."""
-    out.mkdir(parents=True, exist_ok=True)
-    copied = [name for name in TOKENIZER_FILES if (encoder_path / name).is_file()]
-    if not copied:
-        raise FileNotFoundError(f"{encoder_path}: no tokenizer files to copy")
-    for name in copied:
-        shutil.copyfile(encoder_path / name, out / name)
-    return out
-
-
 def export_image_encoder(config: Any, path: Path, opset: int) -> dict[str, Any]:
     """The image encoder as a graph `pixels (B, 3, S, S) -> global (B, D), regions (B, K, D)`;
     returns what preprocessing needs (size, mean, std, resampling) and the graph's sizes."""
@@ -261,8 +246,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     image_record = None
     if loaded.uses_image:
         image_record = export_image_encoder(config, out / pretrained.IMAGE_GRAPH, opset)
-    tokenizer_path = text_encoders.resolve_text_encoder_path(config.encoder.text_encoder)
-    copy_tokenizer(tokenizer_path, out / pretrained.TOKENIZER_DIR)
+    tokenizer_path = src / pretrained.TOKENIZER_DIR  # the model folder's own, where it has one
+    if not tokenizer_path.is_dir():
+        tokenizer_path = pretrained.text_encoder_path(config.encoder, src)
+    pretrained.copy_tokenizer(tokenizer_path, out / pretrained.TOKENIZER_DIR)
 
     pretrained.write_json(out / pretrained.CONFIG, to_dict(config))
     loaded.schema.save(out / pretrained.SCHEMA)
@@ -340,6 +327,6 @@ def image_regions(config: Any) -> int:
     return ImageEncoder(config.encoder.image_size).num_regions
 
 
-__all__ = ["DEFAULT_OPSET", "INT8_WEIGHTS", "Int8CheckError", "TextGraph", "copy_tokenizer",
+__all__ = ["DEFAULT_OPSET", "INT8_WEIGHTS", "Int8CheckError", "TextGraph",
            "export_model", "ffn_output_matmuls", "graph_signature", "quantize_checked", "quantize_int8",
            "require_onnx"]

@@ -3,7 +3,7 @@ over a Ray cluster (or a local Ray instance) for inputs too big for one process.
 
 One streamed Ray Data pipeline per run:
 
-1. read: one task per input shard runs the reader registry's `read_input` (`mjave.data.io`), as
+1. read: one task per input shard runs the reader registry's `read_input` (`mjave.data.formats`), as
    the local engine does, so row numbers, unreadable rows (bad JSON, bad CSV) and the fatal
    checks are those of `mjave predict`. Every row is checked (id, duplicate id, text) by the
    local engine's checks (`mjave.data.rows`) and leaves the stage with fixed
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mjave.data.errors import DataError
-from mjave.data.io import EXTENSIONS, InputRow, read_input
+from mjave.data.formats import EXTENSIONS, InputRow, read_input
 from mjave.data.outputs import check_not_input
 from mjave.data.rows import (MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, bad_category, bad_image_field,
                              check_id, check_text, duplicate_id, find_image, id_key, to_item)

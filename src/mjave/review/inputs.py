@@ -11,7 +11,7 @@ file names one).
 Every bad row is reported, not only the first: `read_items` returns the items and a list of
 `DataError`s naming file, line and field (`FILE:LINE: field 'score': ...`), so the command can
 print them all and stop before the server starts. Both files are read by the one reader registry,
-`mjave.data.io`: the products file in any format mjave reads (JSONL, JAVE TSV, CoNLL, CSV,
+`mjave.data.formats`: the products file in any format mjave reads (JSONL, JAVE TSV, CoNLL, CSV,
 Parquet); only the products the items name are kept.
 """
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
 
 from mjave.data.errors import DataError
-from mjave.data.io import has_bad_bytes, iter_records, read_table
+from mjave.data.formats import iter_records, read_table
+from mjave.data.formats.text_lines import has_bad_bytes
 from mjave.data.records import Record
 
 PathLike = str | os.PathLike
@@ -195,12 +196,12 @@ def _norm_find(text: str, value: str) -> list[tuple[int, int]]:
 
 
 def same_value(a: str, b: str) -> bool:
-    """Equal after normalisation (`mjave.data.normalize.normalize_value` when present)."""
+    """Equal after normalisation (`mjave.data.normalize.collapse_punctuation` when present)."""
     try:
-        from mjave.data.normalize import normalize_value
+        from mjave.data.normalize import collapse_punctuation
     except ImportError:
         return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
-    return normalize_value(a) == normalize_value(b)
+    return collapse_punctuation(a) == collapse_punctuation(b)
 
 
 def locate(text: str, value: str, begin: int | None, end: int | None) -> tuple[int, int] | None:

@@ -3,6 +3,8 @@
 `<output_dir>/checkpoint/` holds the model weights, the optimizer state, the RNG states and the
 trainer's progress, written to a temporary folder and swapped in with one rename so a kill never
 leaves a half-written checkpoint. The model folder itself (what predicts) is `mjave.pretrained`'s.
+A finished run removes the checkpoint (`remove_checkpoint`) unless `train.keep_checkpoint`: it is
+about three times the model and only a run that has not finished needs it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from mjave.pretrained import cpu_tensors, read_json, write_json
+from mjave.pretrained import read_json, save_tensors, write_json
+
+NAME = "checkpoint"
+"""The checkpoint's folder inside output_dir (`.tmp` and `.old` beside it while it is swapped)."""
 
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -45,20 +50,20 @@ def save_checkpoint(output_dir: str | Path, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, trainer_state: dict) -> Path:
     """Atomically replace `<output_dir>/checkpoint` with the current training state."""
     output_dir = Path(output_dir)
-    final = output_dir / "checkpoint"
-    tmp = output_dir / "checkpoint.tmp"
+    final = output_dir / NAME
+    tmp = output_dir / f"{NAME}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(cpu_tensors(model.state_dict()), str(tmp / "model.safetensors"))
+    save_tensors(tmp / "model.safetensors", model.state_dict())
     opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
-    save_file(cpu_tensors(opt_tensors), str(tmp / "optimizer.safetensors"))
+    save_tensors(tmp / "optimizer.safetensors", opt_tensors)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, str(tmp / "rng.safetensors"))
+    save_tensors(tmp / "rng.safetensors", rng)
     write_json(tmp / "optimizer.json", opt_meta)
     write_json(tmp / "trainer_state.json", trainer_state)
-    old = output_dir / "checkpoint.old"
+    old = output_dir / f"{NAME}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -71,9 +76,9 @@ def load_checkpoint(output_dir: str | Path, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer) -> dict | None:
     """Restore model, optimizer and RNG from `<output_dir>/checkpoint`; None when there is none."""
     output_dir = Path(output_dir)
-    folder = output_dir / "checkpoint"
+    folder = output_dir / NAME
     if not (folder / "trainer_state.json").exists():
-        old = output_dir / "checkpoint.old"  # a kill between the two renames
+        old = output_dir / f"{NAME}.old"  # a kill between the two renames
         if (old / "trainer_state.json").exists():
             folder = old
         else:
@@ -88,3 +93,19 @@ def load_checkpoint(output_dir: str | Path, model: torch.nn.Module,
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
     return read_json(folder / "trainer_state.json")
+
+
+def has_checkpoint(output_dir: str | Path) -> bool:
+    """Whether `load_checkpoint` would find a state to resume from."""
+    output_dir = Path(output_dir)
+    return any((output_dir / name / "trainer_state.json").exists()
+               for name in (NAME, f"{NAME}.old"))
+
+
+def remove_checkpoint(output_dir: str | Path) -> None:
+    """Delete the checkpoint (and any half-swapped copy) once the run has finished."""
+    for name in (NAME, f"{NAME}.tmp", f"{NAME}.old"):
+        shutil.rmtree(Path(output_dir) / name, ignore_errors=True)
+
+
+__all__ = ["NAME", "has_checkpoint", "load_checkpoint", "remove_checkpoint", "save_checkpoint"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from mjave.config import RunConfig
 from mjave.data.errors import DataError, RowIssues
-from mjave.data.formats import read_records
+from mjave.data.formats import detect_labelled_format, read_records
 from mjave.data.records import Record, Span
 from mjave.data.rows import to_item
 from mjave.evaluation.metrics import evaluate_records
@@ -96,7 +96,7 @@ def report_of(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray 
 def seen_values(train_path: str | os.PathLike, format: str | None = None,
                 strict: bool = True) -> frozenset[Pair]:
     """The (attribute, normalised value) pairs of a training file's gold spans."""
-    records, _ = read_records(train_path, format=format, strict=strict)
+    records, _ = read_records(train_path, format=format, strict=strict, labelled=True)
     return seen_pairs(records)
 
 
@@ -278,8 +278,9 @@ def evaluate_model(model_dir: str | Path, data_path: str, image_root: str | None
     """
     from mjave.inference.extractor import Extractor
 
+    detect_labelled_format(data_path, format)  # CSV or Parquet data: refused before the load
     extractor = Extractor.load(model_dir, device=device, batch_size=batch_size)
-    records, issues = read_records(data_path, format=format, strict=strict)
+    records, issues = read_records(data_path, format=format, strict=strict, labelled=True)
     known = set(extractor.attributes)
     issues.unknown_attribute_spans += sum(s.attr not in known for r in records for s in r.spans)
     seen, omitted = training_values(extractor.config, train)

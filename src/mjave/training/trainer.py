@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -33,9 +34,12 @@ from mjave.logs import default_progress
 from mjave.model.batches import Example, batches, collate
 from mjave.model.network import TextImageModel, supports_partial_labels
 from mjave.training import distributed
-from mjave.pretrained import (build_network, make_aligner, make_tokenizer, resolve_device,
-                              save_model, text_in_loop, write_config)
-from mjave.training.checkpoint import load_checkpoint, save_checkpoint
+from mjave.pretrained import (METRICS, build_network, make_aligner, make_tokenizer, read_config,
+                              read_json, resolve_device, save_encoder_files, save_model,
+                              text_in_loop, write_config, write_json)
+from mjave.training.checkpoint import (has_checkpoint, load_checkpoint, remove_checkpoint,
+                                       save_checkpoint)
+from mjave.training.model_card import RunSummary, SplitSummary, write_model_card
 from mjave.training.partial_tables import category_absent_examples, outside_weight
 from mjave.config import RunConfig, TrainConfig
 from mjave.training.evaluate import final_figure, report_of
@@ -72,7 +76,8 @@ class TrainResult:
 
 
 def load_split(path: str, config: RunConfig) -> tuple[list[Record], RowIssues]:
-    records, issues = read_records(path, format=config.data.format, strict=not config.data.lenient)
+    records, issues = read_records(path, format=config.data.format, strict=not config.data.lenient,
+                                   labelled=True)
     if issues.skipped:
         log.warning("%s: %s", path, issues.summary())
     return records, issues
@@ -190,6 +195,9 @@ def _train(config: RunConfig, progress: Progress | None,
     device = distributed.local_device(resolve_device(config.train.device))
     # without a bar of its own, the one `mjave.enable_logging()` set (none unless called)
     progress = default_progress(progress) if distributed.is_main() else None
+    done = finished_run(out, start)
+    if done is not None:
+        return done
 
     train_records, train_issues = load_split(config.data.train, config)
     schema = AttributeSchema.from_records(train_records)
@@ -239,6 +247,7 @@ def _train(config: RunConfig, progress: Progress | None,
 
     if distributed.is_main():
         write_config(out, config)
+        save_encoder_files(out, config.encoder)
     optimizer = _optimizer(net, config)
     # Feature extraction may or may not have run (and drawn random numbers, e.g. while building
     # an encoder) depending on what the store already held: reseed so dropout does not care.
@@ -304,8 +313,55 @@ def _train(config: RunConfig, progress: Progress | None,
         # texts windowed, not truncated); per-epoch validation stays on cached features.
         best_valid = final_figure(out, valid_split.records, config.data.image_root,
                                   state["best_epoch"], str(device)) or best_valid
+    if finished and distributed.is_main():
+        finish_folder(out, config, schema, state, table_records, valid_split)
     return TrainResult(out, state["best_epoch"], best_valid, state["history"],
                        state["epoch"], resumed_from, time.time() - start, partial)
+
+
+FINISHED = "finished"
+"""The metrics.json entry of a finished run: its epochs run and best epoch."""
+
+
+def finish_folder(out: Path, config: RunConfig, schema: AttributeSchema, state: dict,
+                  train_records: Sequence[Record], valid_split: Split | None) -> None:
+    """A finished run's last words in its model folder: mark it finished (a rerun then returns
+    it as it is), write the model card, and remove the resume checkpoint unless
+    `train.keep_checkpoint` (a finished model needs none, and it is three models' worth)."""
+    path = out / METRICS
+    metrics = read_json(path) if path.is_file() else {}
+    metrics[FINISHED] = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"]}
+    write_json(path, metrics)
+    splits = [SplitSummary.of("train", config.data.train, train_records)]
+    if valid_split is not None:
+        splits.append(SplitSummary.of("valid", str(config.data.valid), valid_split.records))
+    spans = Counter(s.attr for r in train_records for s in r.spans)
+    write_model_card(out, config, schema, RunSummary(
+        state["best_epoch"], state["epoch"], state["history"], splits, dict(spans)))
+    if not config.train.keep_checkpoint:
+        remove_checkpoint(out)
+
+
+def finished_run(out: Path, start: float) -> TrainResult | None:
+    """The result of a run that already finished in `out` and kept no checkpoint (None when
+    there is something to resume or train): training it again from scratch would silently
+    overwrite the model."""
+    path = out / METRICS
+    if has_checkpoint(out) or not path.is_file():
+        return None
+    metrics = read_json(path)
+    done = metrics.get(FINISHED)
+    if not done:
+        return None
+    log.info("%s holds a finished model (best epoch %d of %d) and no resume checkpoint "
+             "(train.keep_checkpoint: false): nothing to train. Train into another output_dir, "
+             "or delete this one to train it again", out, done["best_epoch"], done["epochs_run"])
+    history_path = out / "history.jsonl"
+    history = ([json.loads(line) for line in history_path.read_text(encoding="utf-8").splitlines()
+                if line.strip()] if history_path.is_file() else [])
+    partial = bool(read_config(out).train.partial_labels)
+    return TrainResult(out, done["best_epoch"], metrics.get("valid"), history,
+                       done["epochs_run"], done["epochs_run"], time.time() - start, partial)
 
 
 def _resident_data(examples: Sequence[Example], requested: bool | None, pad_id: int,
@@ -349,6 +405,19 @@ def _forward_fn(model: torch.nn.Module, tc: TrainConfig
     return compile_with_fallback(forward) if tc.compile else forward
 
 
+def epoch_line(row: dict, epochs: int, best_epoch: int | None) -> str:
+    """The per-epoch log line a person reads: rounded figures (F1 in percent, as the row holds
+    them), the best epoch so far (the raw row stays in history.jsonl)."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['loss']:.4f}"]
+    for key, name in (("valid_attribute_f1", "attribute"), ("valid_value_f1", "value"),
+                      ("valid_pair_f1", "pair")):
+        if key in row:
+            parts.append(f"valid {name} F1 {row[key]:.2f}")
+    if best_epoch is not None and "valid_value_f1" in row:
+        parts.append(f"best epoch {best_epoch}")
+    return ", ".join(parts)
+
+
 def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dict, row: dict,
                valid_split: Split | None, schema: AttributeSchema, config: RunConfig,
                device: torch.device, pad_id: int, out: Path) -> None:
@@ -373,5 +442,5 @@ def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dic
     state["history"].append(row)
     (out / "history.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in state["history"]), encoding="utf-8")
-    log.info("epoch %d: %s", epoch, row)
+    log.info("%s", epoch_line(row, config.train.epochs, state["best_epoch"]))
     save_checkpoint(out, net, optimizer, state)

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mjave.data.formats import CJK_RE
+from mjave.data.formats.conll import CJK_RE
 from mjave.data.records import Record, Span
 from mjave.data.spans import resolve_overlaps
 

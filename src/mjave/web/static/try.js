@@ -1,6 +1,8 @@
 "use strict";
 // The try page of `mjave serve`: POST /v1/extract with explain=true and draw the answer.
 // Uses the public API only (GET /v1/model, POST /v1/extract). All text via textContent.
+// The category goes with the request: a model trained with model.restrict_to_category decodes
+// only the attributes seen with it (a select of the schema's categories, else free text).
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -15,6 +17,7 @@
       const parts = [info.model || "model", `${(m.attributes || []).length} attributes`,
                      info.uses_image ? "reads images" : "text only"];
       $("model-info").textContent = parts.join(" · ");
+      setUpCategory(info);
       if (!info.uses_image) {
         $("drop").hidden = true;
       } else if (info.missing_image === "error") {
@@ -23,6 +26,25 @@
     } catch (e) {
       setStatus(`cannot read the model: ${e.message}`, true);
     }
+  }
+
+  function setUpCategory(info) {
+    const categories = Array.isArray(info.categories) ? info.categories : [];
+    const select = $("category");
+    if (categories.length) {
+      for (const c of categories) select.append(MJ.el("option", {value: String(c), text: String(c)}));
+      select.hidden = false;
+      $("category-text").hidden = true;
+      document.querySelector('label[for="category-text"]').htmlFor = "category";
+    }
+    $("category-hint").textContent = info.restrict_to_category
+      ? "decodes only the attributes seen with this category in training"
+      : "this model decodes every attribute whatever the category";
+  }
+
+  function category() {
+    const value = $("category").hidden ? $("category-text").value.trim() : $("category").value;
+    return value || null;
   }
 
   function setStatus(text, error) {
@@ -67,6 +89,8 @@
     }
     const body = {text, explain: true};
     if (state.imageData) body.image_base64 = state.imageData;
+    const cat = category();
+    if (cat) body.category = cat;
     const button = $("extract");
     button.disabled = true;
     setStatus("extracting…");
