@@ -411,7 +411,7 @@ def test_complete_cli_with_a_tiny_model(tmp_path, tiny_bert, gold_file, capsys):
     from mjave.data.formats import read_records, write_records
     from mjave.data.labeling import label_records
     from mjave.data.normalize import collapse_punctuation
-    from mjave.experiments.completion import gold_table, hide_attributes, split_table
+    from mjave.completion.simulate import gold_table, hide_attributes, split_table
     from mjave.training.trainer import train
 
     gold, _ = read_records(gold_file)
@@ -493,7 +493,7 @@ def test_experiment_field_flags_only_where_the_config_has_them(capsys):
 
 
 def test_hiding_is_per_attribute_seeded_and_near_the_fraction():
-    from mjave.experiments.completion import halves, hide_attributes, split_table
+    from mjave.completion.simulate import halves, hide_attributes, split_table
     table = {f"p{i}": [("Color", "red"), ("Color", "blue"), ("Size", "M"), ("Fit", "slim")]
              for i in range(400)}
     hidden = hide_attributes(table, 0.5, seed=0)

@@ -13,7 +13,7 @@ from mjave.experiments.common import ExperimentError
 
 
 def test_false_positives_split_into_absent_attributes_and_wrong_values():
-    from mjave.experiments.completion import false_positive_kinds
+    from mjave.completion.scoring import false_positive_kinds
     key = {("p1", "Color", "red")}
     gold_attrs = {"p1": {"Color", "Size"}, "p2": {"Size"}}
     suggested = [(("p1", "Color", "red"), 0.9),      # a hidden pair: not a false positive
@@ -27,7 +27,7 @@ def test_false_positives_split_into_absent_attributes_and_wrong_values():
 
 def test_hidden_values_seen_in_training_by_hand():
     from mjave.data.records import Record, Span
-    from mjave.experiments.completion import seen_in_training
+    from mjave.completion.scoring import seen_in_training
     train = [Record(id="a", text="Red shirt", spans=[Span(begin=0, end=3, attr="Color", value="Red")])]
     key = {("p9", "Color", "red"), ("p9", "Size", "red"), ("p8", "Color", "blue")}
     assert seen_in_training(train, key) == 1     # attribute and normalised value both count

@@ -145,3 +145,42 @@ def test_exponent_notation_is_a_number_in_files_and_overrides(tmp_path):
     assert apply_overrides(RunConfig(), ["train.encoder_lr=2e-5"]).train.encoder_lr == 2e-5
     with pytest.raises(ConfigError, match="train.lr: expected a number"):
         apply_overrides(RunConfig(), ["train.lr=fast"])
+
+
+def test_complete_config_round_trips_and_takes_typed_overrides(tmp_path, monkeypatch):
+    """`mjave complete`'s settings are a config like the others: saved and loaded back, `--set`
+    typed and range-checked naming the key, relative input paths relative to the file."""
+    from mjave.config import CompleteConfig
+    monkeypatch.chdir(tmp_path)
+    cfg = CompleteConfig(min_precision=0.9, cv_folds=10, image_root="images", device="cpu")
+    (tmp_path / "sub").mkdir()
+    save(cfg, tmp_path / "sub" / "complete.yaml")
+    assert load(CompleteConfig, tmp_path / "sub" / "complete.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "sub" / "complete.yaml").read_text())["image_root"] \
+        == "../images"
+    cfg = apply_overrides(cfg, ["confidence=0.5", "force=true", "batch_size=8",
+                                "conflicts=c.csv"])
+    assert (cfg.confidence, cfg.force, cfg.batch_size, cfg.conflicts) == (0.5, True, 8, "c.csv")
+    for override, key in [("batch_size=0", "complete.batch_size"),
+                          ("confidence=1", "complete.confidence"),
+                          ("min_precision=1.5", "complete.min_precision"),
+                          ("cv_folds=many", "cv_folds")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            apply_overrides(cfg, [override])
+    with pytest.raises(ConfigError, match="not both"):
+        apply_overrides(cfg, ["threshold=0.5"])
+
+
+def test_complete_flags_override_its_config_file(tmp_path):
+    from mjave.cli.complete import complete_config
+    from mjave.cli.entry import build_parser
+    write(tmp_path / "c.yaml", {"threshold": 0.4, "batch_size": 16, "cv_folds": 3})
+    base = ["complete", "M", "P", "--catalog", "T", "-o", "o.csv", "--config",
+            str(tmp_path / "c.yaml")]
+    cfg = complete_config(build_parser().parse_args([*base, "--set", "device=cpu"]))
+    assert (cfg.threshold, cfg.batch_size, cfg.cv_folds, cfg.device) == (0.4, 16, 3, "cpu")
+    # a flag wins over the file, and picking the threshold by precision clears the fixed one
+    cfg = complete_config(build_parser().parse_args([*base, "--min-precision", "0.8",
+                                                     "--batch-size", "4", "--format", "jsonl"]))
+    assert (cfg.min_precision, cfg.threshold, cfg.batch_size) == (0.8, None, 4)
+    assert cfg.input_format == "jsonl" and cfg.cv_folds == 3

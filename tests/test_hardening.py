@@ -164,7 +164,7 @@ def test_server_refuses_it_with_the_same_check():
     pytest.importorskip("fastapi")
     from pydantic import ValidationError
 
-    from mjave.serving.app import ExtractItem
+    from mjave.serving.schemas import ExtractItem
     with pytest.raises(DataError) as shared:
         rows.check_text(SURROGATE)
     with pytest.raises(ValidationError) as e:

@@ -173,6 +173,90 @@ def test_inference_never_imports_training():
     assert not {k: v for k, v in bad.items() if v}, bad
 
 
-def test_the_model_folder_module_does_not_import_training_or_inference():
-    mods = imported_modules(SRC / "pretrained.py")
+@pytest.mark.parametrize("module", ["pretrained.py", "model_folder.py", "model_files.py",
+                                    "installed_encoder.py"])
+def test_the_model_folder_module_does_not_import_training_or_inference(module):
+    mods = imported_modules(SRC / module)
     assert not [m for m in mods if m.startswith(("mjave.training", "mjave.inference"))], mods
+
+
+def text_config(bert: Path):
+    """A text-only model over the frozen (tiny) encoder's cached states."""
+    config = image_config(bert)
+    return dataclasses.replace(
+        config, encoder=dataclasses.replace(config.encoder, image_encoder="none"),
+        model=dataclasses.replace(config.model, use_image=False))
+
+
+@pytest.fixture
+def reads(monkeypatch) -> dict[str, list[Path]]:
+    """What the test reads from now on: "files" every file opened (resolved), "tokenizers"
+    every tokenizer folder loaded."""
+    import builtins
+    import os
+    import pathlib
+
+    from mjave.data.tagging import CharTokenizer, HFTokenizerAdapter
+
+    seen: dict[str, list[Path]] = {"files": [], "tokenizers": []}
+    real_open, real_path_open = builtins.open, pathlib.Path.open
+
+    def spy_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            seen["files"].append(Path(file).resolve())
+        return real_open(file, *args, **kwargs)
+
+    def spy_path_open(self, *args, **kwargs):
+        seen["files"].append(self.resolve())
+        return real_path_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(pathlib.Path, "open", spy_path_open)
+    for cls in (HFTokenizerAdapter, CharTokenizer):
+        def spy_tokenizer(klass, directory, *, real=cls.from_pretrained.__func__, **kwargs):
+            seen["tokenizers"].append(Path(directory).resolve())
+            return real(klass, directory, **kwargs)
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy_tokenizer))
+    return seen
+
+
+def assert_read_once(seen: dict[str, list[Path]], folder: Path) -> None:
+    folder = folder.resolve()
+    for name in ("config.json", "schema.json"):
+        assert seen["files"].count(folder / name) == 1, (name, seen["files"])
+    assert seen["tokenizers"] == [folder / "tokenizer"]
+
+
+def test_loading_reads_config_schema_and_tokenizer_once(tmp_path, tiny_bert, reads):
+    """A torch folder as the trainer leaves it (`tokenizer/`, `encoder.json`): `Extractor.load`
+    reads config.json, schema.json and the tokenizer exactly once each, and it predicts."""
+    from mjave import pretrained
+    from mjave.inference.extractor import Extractor
+
+    folder = tmp_path / "model"
+    _, config = save_folder(folder, text_config(tiny_bert))
+    pretrained.save_encoder_files(folder, config.encoder)
+    reads["files"].clear()
+    reads["tokenizers"].clear()
+    ex = Extractor.load(folder, device="cpu")
+    assert_read_once(reads, folder)
+    assert ex.predict("red shirt")["attributes"] is not None
+
+
+def test_loading_an_exported_folder_reads_each_file_once(tmp_path, tiny_bert, reads):
+    """The same for the folder `mjave export` writes from it (ONNX graph, no torch weights)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mjave import pretrained
+    from mjave.inference.extractor import Extractor
+    from mjave.inference.onnx_export import export_model
+
+    folder = tmp_path / "model"
+    _, config = save_folder(folder, text_config(tiny_bert))
+    pretrained.save_encoder_files(folder, config.encoder)
+    exported = export_model(folder, tmp_path / "exported")
+    reads["files"].clear()
+    reads["tokenizers"].clear()
+    ex = Extractor.load(exported, device="cpu")
+    assert_read_once(reads, exported)
+    assert ex.predict("red shirt")["attributes"] is not None

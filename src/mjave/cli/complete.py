@@ -1,18 +1,65 @@
 """`mjave complete MODEL PRODUCTS --catalog TABLE -o SUGGESTIONS.csv [--min-precision P] ...`:
-suggest the values a catalog table lacks and flag the ones the text contradicts."""
+suggest the values a catalog table lacks and flag the ones the text contradicts. The settings
+are a `CompleteConfig`: from `--config FILE`, `--set KEY=VALUE` and the flags, as `mjave train`
+reads its run config."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
 from mjave.cli.console import failing_with, progress_bar, setup_logging
 from mjave.cli.format_option import add_format_option
 
+if TYPE_CHECKING:
+    from mjave.config import CompleteConfig
+
 
 REFUSED = 2
 """Exit code of a run that refused: --min-precision P cannot be backed, no rows were written."""
+
+
+FLAG_FIELDS = {"min_precision": "min_precision", "threshold": "threshold",
+               "confidence": "confidence", "force": "force", "cv_folds": "cv_folds",
+               "conflicts": "conflicts", "conflict_threshold": "conflict_threshold",
+               "batch_size": "batch_size", "device": "device", "image_root": "image_root",
+               "format": "input_format"}
+"""Flag (argparse dest) -> `CompleteConfig` field; a flag given overrides the config."""
+
+EITHER = {"min_precision": "threshold", "threshold": "min_precision"}
+"""A flag of one way to pick the threshold clears the other's value from the config file."""
+
+
+def complete_config(args: argparse.Namespace) -> CompleteConfig:
+    """The `CompleteConfig` of `--config` (defaults without one), `--set` overrides, then the
+    flags that were given."""
+    from mjave.config import CompleteConfig, apply_overrides, load, set_values
+    cfg = load(CompleteConfig, args.config) if args.config else CompleteConfig()
+    cfg = apply_overrides(cfg, args.set or [])
+    given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
+             if getattr(args, flag) is not None}
+    cleared = {other: None for field, other in EITHER.items() if field in given}
+    return set_values(cfg, {**cleared, **given})
+
+
+def _refusal(summary: Any, output: str) -> str:
+    """The verdict line of a refused run (the library's warning has the details)."""
+    cal = summary.calibration
+    if cal.precision is None:
+        can = "it can back no precision (no held-out suggestion to judge)"
+    else:
+        rec = "-" if cal.recall is None else f"{cal.recall:.3f}"
+        cv = ("" if cal.cv_precision is None else
+              f", cross-validated over products {cal.cv_precision:.3f}")
+        can = (f"it can back precision {cal.backed_precision:.3f} (estimate "
+               f"{cal.precision:.3f}{cv}) at threshold {cal.threshold:.4f}, recall {rec} "
+               "there")
+    return (f"error: refused: precision {cal.requested:g} cannot be backed; {can}. No rows "
+            f"written ({output} and {summary.conflicts_output} hold their header only): "
+            f"ask for a precision it can back, or --force to write them anyway "
+            f"(exit {REFUSED})")
 
 
 @failing_with(OSError, ImportError, ValueError)
@@ -23,45 +70,26 @@ def cmd_complete(args: argparse.Namespace) -> int:
     (--force writes them anyway, exit 0)."""
     from mjave.completion.suggest import calibration_path, complete
 
-    if args.force and args.min_precision is None:
+    cfg = complete_config(args)
+    if cfg.force and cfg.min_precision is None:
         raise ValueError("--force only applies to --min-precision")
 
     # the library's warnings (threshold not reachable, skipped rows) go to stderr
     setup_logging(logging.WARNING, "warning: %(message)s")
-    summary = complete(args.model, args.products, args.catalog, args.output,
-                       min_precision=args.min_precision, confidence=args.confidence,
-                       calibration=args.calibration,
-                       threshold=args.threshold, conflict_threshold=args.conflict_threshold,
-                       conflicts=args.conflicts, batch_size=args.batch_size,
-                       device=args.device, image_root=args.image_root,
-                       progress=progress_bar(), input_format=args.format,
-                       force=args.force, cv_folds=args.cv_folds)
+    summary = complete(args.model, args.products, args.catalog, args.output, cfg,
+                       calibration=args.calibration, progress=progress_bar())
     print(summary.summary())
     print(f"threshold and estimates: {calibration_path(args.output)}")
     if summary.refused:
-        # the warning above has the details; this line is the verdict
-        cal = summary.calibration
-        if cal.precision is None:
-            can = "it can back no precision (no held-out suggestion to judge)"
-        else:
-            rec = "-" if cal.recall is None else f"{cal.recall:.3f}"
-            cv = ("" if cal.cv_precision is None else
-                  f", cross-validated over products {cal.cv_precision:.3f}")
-            can = (f"it can back precision {cal.backed_precision:.3f} (estimate "
-                   f"{cal.precision:.3f}{cv}) at threshold {cal.threshold:.4f}, recall {rec} "
-                   "there")
-        print(f"error: refused: precision {cal.requested:g} cannot be backed; {can}. No rows "
-              f"written ({args.output} and {summary.conflicts_output} hold their header only): "
-              f"ask for a precision it can back, or --force to write them anyway "
-              f"(exit {REFUSED})", file=sys.stderr)
+        print(_refusal(summary, args.output), file=sys.stderr)
         return REFUSED
     return 0
 
 
 def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave complete` on the top-level subparsers; returns its parser."""
-    from mjave.completion.calibrate import DEFAULT_FOLDS
-    from mjave.completion.suggest import DEFAULT_CONFIDENCE
+    from mjave.config import CompleteConfig
+    default = CompleteConfig()
     p = commands.add_parser(
         "complete", help="suggest the attribute values a catalog table lacks, flag conflicts",
         description="Stream PRODUCTS through a trained model and, per product, suggest values "
@@ -73,7 +101,8 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
         "SUGGESTIONS.calibration.json. When P cannot be backed (no threshold's lower precision "
         "bound reaches it, or the product-grouped cross-validated bound falls short) it refuses: "
         "it says what precision it can back, writes no rows and exits 2 (--force: writes them "
-        "anyway).")
+        "anyway). Settings may come from a file (--config, mjave.config.CompleteConfig) and "
+        "--set KEY=VALUE; a flag given overrides both.")
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("products", help="product texts: JSONL, JAVE TSV, CSV or Parquet with id, "
                    "text (cid, category, image optional), or the labelled JSONL of "
@@ -88,18 +117,18 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     how.add_argument("--threshold", type=float,
                      help="keep suggestions scoring at least this (default 0: every value the "
                      "model decodes)")
-    p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="C",
+    p.add_argument("--confidence", type=float, metavar="C",
                    help="--min-precision is reached when a one-sided lower bound of the "
-                   "held-out precision at confidence C reaches P (default %(default)s; 0.5: the "
-                   "plain estimate)")
-    p.add_argument("--force", action="store_true",
+                   "held-out precision at confidence C reaches P (default "
+                   f"{default.confidence}; 0.5: the plain estimate)")
+    p.add_argument("--force", action="store_true", default=None,
                    help="with --min-precision: when P cannot be backed, write the suggestions "
                    "at the threshold of the best precision bound anyway (exit 0) instead of "
                    "refusing (no rows, exit 2)")
-    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS, metavar="K",
+    p.add_argument("--cv-folds", type=int, metavar="K",
                    help="--min-precision also checks the threshold by K-fold cross-validation "
                    "over products (seeded) and refuses when its lower precision bound is below "
-                   "P (default %(default)s; 0 turns the check off)")
+                   f"P (default {default.cv_folds}; 0 turns the check off)")
     p.add_argument("--calibration", metavar="FILE",
                    help="held-out products with gold spans (labelled JSONL) to calibrate on, "
                    "instead of the calibration pairs carried by PRODUCTS")
@@ -108,13 +137,18 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--conflict-threshold", type=float, metavar="T",
                    help="score a contradicting value needs to be a conflict (default: the "
                    "suggestion threshold, at least 0.5)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N",
-                   help="texts per forward pass (default 32; lower it if memory runs short)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"texts per forward pass (default {default.batch_size}; lower it if "
+                   "memory runs short)")
+    p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default {default.device})")
     p.add_argument("--image-root", help="folder image paths are relative to (image models)")
     add_format_option(p, what="PRODUCTS")
+    p.add_argument("--config", metavar="FILE", help="settings YAML/JSON "
+                   "(mjave.config.CompleteConfig: min_precision, threshold, batch_size, ...)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set cv_folds=10 (repeatable)")
     p.set_defaults(func=cmd_complete)
     return p
 
 
-__all__ = ["REFUSED", "add_complete_command", "cmd_complete"]
+__all__ = ["FLAG_FIELDS", "REFUSED", "add_complete_command", "cmd_complete", "complete_config"]

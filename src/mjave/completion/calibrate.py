@@ -49,7 +49,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, NamedTuple, Sequence
 
-DEFAULT_FOLDS = 5
+from mjave.config.complete import DEFAULT_FOLDS
 
 
 class Judged(NamedTuple):

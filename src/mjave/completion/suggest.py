@@ -48,13 +48,13 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from mjave.completion.calibrate import (DEFAULT_FOLDS, Calibration, Judged, calibrate,
-                                        fixed_threshold)
+from mjave.completion.calibrate import Calibration, Judged, calibrate, fixed_threshold
+from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import iter_records, read_table
 from mjave.data.normalize import collapse_punctuation
@@ -75,14 +75,10 @@ CONFLICT_COLUMNS = ("product_id", "attribute", "table_value", "text_value", "sco
                     "end", "evidence", "record_id", "mentions")
 """Columns of the conflicts file; `table_value` joins several table values with " | "."""
 
-EVIDENCE_WIDTH = 60
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")   # else CSV
 DEFAULT_CONFLICT_THRESHOLD = 0.5
 ALL_ATTRIBUTES = "*"   # calibration: every predicted attribute of the product is judged
 NO_EVIDENCE = 1.0      # the threshold when no held-out value could judge a suggestion
-# `--min-precision` is judged on a one-sided lower bound of the held-out precision at this
-# confidence (docs/completion.md, section 3: measured against the plain estimate, 0.5).
-DEFAULT_CONFIDENCE = 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +574,10 @@ def _records(source: Any, input_format: str | None, issues: RowIssues) -> Iterab
     return source
 
 
+def _source_name(source: Any) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "(records)"
+
+
 def _count_skipped(issues: RowIssues, summary: CompletionSummary) -> None:
     """Rows the reader skipped (lenient) are texts that failed, counted by reason."""
     summary.texts += len(issues.skipped)
@@ -587,32 +587,19 @@ def _count_skipped(issues: RowIssues, summary: CompletionSummary) -> None:
         log.warning("skipped: %s", e)
 
 
-def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
-             catalog: PathLike | Iterable[Any], output: PathLike, *,
-             min_precision: float | None = None, confidence: float = DEFAULT_CONFIDENCE,
-             calibration: PathLike | Iterable[Record] | None = None,
-             threshold: float | None = None, conflict_threshold: float | None = None,
-             conflicts: PathLike | None = None, batch_size: int = 32, device: str = "auto",
-             image_root: PathLike | None = None, progress: Any = None,
-             input_format: str | None = None, evidence_width: int = EVIDENCE_WIDTH,
-             work_dir: PathLike | None = None, force: bool = False,
-             cv_folds: int = DEFAULT_FOLDS, cv_seed: int = 0) -> CompletionSummary:
-    """Suggest missing values of `products` against `catalog` into `output` (module docstring).
+def _settings(config: CompleteConfig | None, options: Mapping[str, Any]) -> CompleteConfig:
+    """`config` (default `CompleteConfig()`) with keyword `options` over it; paths as strings."""
+    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+    try:
+        return replace(config or CompleteConfig(), **options)
+    except TypeError as e:   # an option that is no field of CompleteConfig
+        raise TypeError(f"complete(): {e}") from None
 
-    `model_or_extractor`: a model folder or a loaded `Extractor`. `products`, `calibration`: a
-    file in any format mjave reads, or Records. `catalog`: a table file (CSV or JSONL with
-    product_id, attribute, value) or rows (`TableRow`s or (product_id, attribute, value)).
-    `output`: .csv or .jsonl; `conflicts` (default `conflicts.csv` beside the output).
-    `confidence`: of the lower precision bound `min_precision` is judged on
-    (`mjave.completion.calibrate`; 0.5 = the plain estimate). `cv_folds`, `cv_seed`: the
-    product-grouped cross-validation of the threshold (< 2 folds: not run). When
-    `min_precision` cannot be backed the run refuses (`summary.refused`; both files get their
-    header and no rows) unless `force`, which writes at the threshold of the best bound.
-    `threshold`: fixed threshold when `min_precision` is None (default 0). `conflict_threshold`:
-    default the suggestion threshold, but at least 0.5. `work_dir`: where the temporary
-    database goes (default: the output's folder). Writes `<output stem>.calibration.json`.
-    """
-    start = time.perf_counter()
+
+def _output_paths(output: PathLike, conflicts: str | None, inputs: Sequence[Any]
+                  ) -> tuple[Path, Path]:
+    """(suggestions, conflicts) files, refused before any work when they would overwrite an
+    input or each other, or the suggestions' format is unknown."""
     output = Path(output)
     conflicts_path = Path(conflicts) if conflicts else output.with_name("conflicts.csv")
     if output.suffix.lower() not in (".csv", *JSONL_EXTENSIONS):
@@ -621,102 +608,166 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     if same_file(conflicts_path, output):
         raise DataError("the conflicts file would overwrite the suggestions",
                         path=str(conflicts_path), reason="same file")
-    inputs = [products, catalog, calibration]
     check_not_input(output, inputs, "the suggestions file")
     check_not_input(conflicts_path, inputs, "the conflicts file")
     check_not_input(calibration_path(output), inputs, "the calibration summary")
-    if min_precision is not None and threshold is not None:
-        raise ValueError("give either min_precision or threshold, not both")
-    if min_precision is not None and not 0 <= min_precision <= 1:
-        raise ValueError(f"min_precision must lie in [0, 1], not {min_precision}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    return output, conflicts_path
+
+
+def _extractor(model_or_extractor: Any, cfg: CompleteConfig) -> Any:
+    """A loaded `Extractor` (a model folder is loaded on `cfg.device`)."""
+    if isinstance(model_or_extractor, (str, os.PathLike)):
+        from mjave.inference.extractor import Extractor
+        return Extractor.load(model_or_extractor, device=cfg.device, batch_size=cfg.batch_size)
+    return model_or_extractor
+
+
+def _predict_into(work: _Work, extractor: Any, source: Any, src: int, cfg: CompleteConfig,
+                  progress: Any, summary: CompletionSummary | None) -> tuple[int, RowIssues]:
+    """Predict the texts of `source` (a file or Records; a calibration source's spans are its
+    gold) into the working database behind a progress bar: (texts read, rows skipped)."""
+    name = _source_name(source)
+    verb = "calibrate" if src == CALIBRATION else "complete"
+    input_format = cfg.input_format if src == PRODUCTS else None
+    bar = make_bar(progress, None, f"{verb} {Path(name).name}", "text")
+    issues = RowIssues()
+    try:
+        n = _sweep(extractor, _records(source, input_format, issues), work, src,
+                   src == CALIBRATION, cfg.batch_size, cfg.image_root, bar, summary,
+                   cfg.evidence_width)
+    finally:
+        if bar is not None:
+            bar.close()
+    return n, issues
+
+
+def _products_pass(work: _Work, extractor: Any, products: Any, cfg: CompleteConfig,
+                   progress: Any, summary: CompletionSummary) -> None:
+    """The first pass: predict the products, then turn their mentions into candidate rows and
+    the held-out (score, correct, product) of their calibration pairs."""
+    summary.texts, issues = _predict_into(work, extractor, products, PRODUCTS, cfg, progress,
+                                          summary)
+    _count_skipped(issues, summary)
+    summary.products = work.products(PRODUCTS)
+    summary.held_out_pairs, summary.candidates = _rows_pass(work, PRODUCTS)
+    summary.held_out_values = work.n_held(PRODUCTS)
+
+
+def _calibration_pass(work: _Work, extractor: Any, calibration: Any, cfg: CompleteConfig,
+                      progress: Any, summary: CompletionSummary) -> str:
+    """The second pass, with a calibration file: its gold replaces the products' held-out
+    values. Returns the name the threshold's source goes by."""
+    if calibration is None:
+        return "the held-out values of the products"
+    name = summary.calibration_file = _source_name(calibration)
+    _, issues = _predict_into(work, extractor, calibration, CALIBRATION, cfg, progress, None)
+    if issues.skipped:
+        log.warning("%s: %s", name, issues.summary())
+    summary.held_out_pairs, _ = _rows_pass(work, CALIBRATION)
+    summary.held_out_values = work.n_held(CALIBRATION)
+    return name
+
+
+def _backed_threshold(summary: CompletionSummary, cfg: CompleteConfig, source: str,
+                      output: Path, conflicts: Path) -> Calibration:
+    """The threshold that backs `cfg.min_precision` on the held-out values, warning when it
+    refuses or is forced; no held-out value at all is a DataError."""
+    if not summary.held_out_values:
+        raise DataError("--min-precision needs held-out known values: label the "
+                        "products with a calibration fraction (mjave data label) or "
+                        "give a --calibration file", reason="no calibration values")
+    cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
+                    fallback=NO_EVIDENCE, source=source, confidence=cfg.confidence,
+                    folds=cfg.cv_folds, seed=cfg.cv_seed, force=cfg.force)
+    if cal.refused:
+        log.warning("%s. Nothing is written above a threshold that cannot be backed: "
+                    "%s and %s get their header only (force writes the suggestions "
+                    "scoring >= %.4f anyway)", cal.warning, output, conflicts, cal.threshold)
+    elif cal.forced:
+        log.warning("%s. Forced: writing the suggestions scoring >= %.4f anyway",
+                    cal.warning, cal.threshold)
+    elif cal.warning:
+        log.warning("%s", cal.warning)
+    return cal
+
+
+def _calibrate(summary: CompletionSummary, cfg: CompleteConfig, source: str, output: Path,
+               conflicts: Path) -> None:
+    """Set the summary's thresholds: chosen for `min_precision` (which may refuse), else the
+    fixed one, judged on the held-out values where there are any."""
+    if cfg.min_precision is not None:
+        cal = _backed_threshold(summary, cfg, source, output, conflicts)
+        summary.threshold, summary.refused = cal.threshold, cal.refused
+        summary.calibration = cal
+    else:
+        summary.threshold = float(cfg.threshold or 0.0)
+        summary.calibration = fixed_threshold(
+            summary.held_out_pairs, summary.threshold, summary.held_out_values, source) \
+            if summary.held_out_values else None
+    summary.conflict_threshold = (float(cfg.conflict_threshold)
+                                  if cfg.conflict_threshold is not None
+                                  else max(summary.threshold, DEFAULT_CONFLICT_THRESHOLD))
+
+
+def _write(work: _Work, summary: CompletionSummary, output: Path, conflicts: Path) -> None:
+    """Both files in score order above their thresholds (a refused run: headers only)."""
+    emit = not summary.refused
+    summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
+                                        summary.threshold, emit)
+    summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts,
+                                      summary.conflict_threshold, emit)
+
+
+def _save_summary(summary: CompletionSummary, output: Path, conflicts: Path) -> None:
+    """`<output stem>.calibration.json`: the threshold and what it reaches, beside the rows."""
+    cal_file = calibration_path(output)
+    summary.files = [str(output), str(conflicts), str(cal_file)]
+    with atomic_write(cal_file) as f:
+        f.write(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
+             catalog: PathLike | Iterable[Any], output: PathLike,
+             config: CompleteConfig | None = None, *,
+             calibration: PathLike | Iterable[Record] | None = None, progress: Any = None,
+             **options: Any) -> CompletionSummary:
+    """Suggest missing values of `products` against `catalog` into `output` (module docstring):
+    load the table, predict the products, predict the calibration file, calibrate, write.
+
+    `model_or_extractor`: a model folder or a loaded `Extractor`. `products`, `calibration`: a
+    file in any format mjave reads, or Records. `catalog`: a table file (CSV or JSONL with
+    product_id, attribute, value) or rows (`TableRow`s or (product_id, attribute, value)).
+    `output`: .csv or .jsonl. `config`: how (`mjave.config.CompleteConfig`: threshold or
+    min_precision, conflicts file, batch size, ...); `options`: its fields as keywords
+    (`min_precision=0.9`), set over `config`. When `min_precision` cannot be backed the run
+    refuses (`summary.refused`; both files get their header and no rows) unless `force`.
+    Writes `<output stem>.calibration.json`.
+    """
+    start = time.perf_counter()
+    cfg = _settings(config, options)
+    output, conflicts = _output_paths(output, cfg.conflicts, [products, catalog, calibration])
     if isinstance(products, (str, os.PathLike)) and not Path(products).is_file():
         raise DataError("cannot read the products: no such file", path=str(products),
                         reason="unreadable file")
-    if isinstance(model_or_extractor, (str, os.PathLike)):
-        from mjave.inference.extractor import Extractor
-        extractor = Extractor.load(model_or_extractor, device=device, batch_size=batch_size)
-    else:
-        extractor = model_or_extractor
-    name = str(products) if isinstance(products, (str, os.PathLike)) else "(records)"
-    summary = CompletionSummary(name, str(output), str(conflicts_path))
-    work = _Work(Path(work_dir) if work_dir else output.parent)
+    extractor = _extractor(model_or_extractor, cfg)
+    summary = CompletionSummary(_source_name(products), str(output), str(conflicts))
+    work = _Work(Path(cfg.work_dir) if cfg.work_dir else output.parent)
     try:
         summary.table_rows = work.load_table(_table_rows(catalog))
         work.db.commit()
-        bar = make_bar(progress, None, f"complete {Path(name).name}", "text")
-        try:
-            issues = RowIssues()
-            summary.texts = _sweep(extractor, _records(products, input_format, issues), work,
-                                   PRODUCTS, False, batch_size, image_root, bar, summary,
-                                   evidence_width)
-            _count_skipped(issues, summary)
-        finally:
-            if bar is not None:
-                bar.close()
-        summary.products = work.products(PRODUCTS)
-        held_pairs, summary.candidates = _rows_pass(work, PRODUCTS)
-        n_held, source = work.n_held(PRODUCTS), "the held-out values of the products"
-        if calibration is not None:
-            cname = (str(calibration) if isinstance(calibration, (str, os.PathLike))
-                     else "(records)")
-            summary.calibration_file = cname
-            bar = make_bar(progress, None, f"calibrate {Path(cname).name}", "text")
-            try:
-                issues = RowIssues()
-                _sweep(extractor, _records(calibration, None, issues), work, CALIBRATION,
-                       True, batch_size, image_root, bar, None, evidence_width)
-                if issues.skipped:
-                    log.warning("%s: %s", cname, issues.summary())
-            finally:
-                if bar is not None:
-                    bar.close()
-            held_pairs, _ = _rows_pass(work, CALIBRATION)
-            n_held, source = work.n_held(CALIBRATION), cname
-        summary.held_out_pairs, summary.held_out_values = held_pairs, n_held
-        if min_precision is not None:
-            if not n_held:
-                raise DataError("--min-precision needs held-out known values: label the "
-                                "products with a calibration fraction (mjave data label) or "
-                                "give a --calibration file", reason="no calibration values")
-            cal = calibrate(held_pairs, min_precision, n_held, fallback=NO_EVIDENCE,
-                            source=source, confidence=confidence, folds=cv_folds,
-                            seed=cv_seed, force=force)
-            if cal.refused:
-                log.warning("%s. Nothing is written above a threshold that cannot be backed: "
-                            "%s and %s get their header only (force writes the suggestions "
-                            "scoring >= %.4f anyway)", cal.warning, output, conflicts_path,
-                            cal.threshold)
-            elif cal.forced:
-                log.warning("%s. Forced: writing the suggestions scoring >= %.4f anyway",
-                            cal.warning, cal.threshold)
-            elif cal.warning:
-                log.warning("%s", cal.warning)
-            summary.threshold, summary.refused = cal.threshold, cal.refused
-        else:
-            summary.threshold = float(threshold or 0.0)
-            cal = fixed_threshold(held_pairs, summary.threshold, n_held, source) \
-                if n_held else None
-        summary.calibration = cal
-        summary.conflict_threshold = (float(conflict_threshold) if conflict_threshold is not None
-                                      else max(summary.threshold, DEFAULT_CONFLICT_THRESHOLD))
-        emit = not summary.refused
-        summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
-                                            summary.threshold, emit)
-        summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts_path,
-                                          summary.conflict_threshold, emit)
+        _products_pass(work, extractor, products, cfg, progress, summary)
+        source = _calibration_pass(work, extractor, calibration, cfg, progress, summary)
+        _calibrate(summary, cfg, source, output, conflicts)
+        _write(work, summary, output, conflicts)
     finally:
         work.close()
     summary.seconds = time.perf_counter() - start
-    cal_file = calibration_path(output)
-    summary.files = [str(output), str(conflicts_path), str(cal_file)]
-    with atomic_write(cal_file) as f:
-        f.write(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    _save_summary(summary, output, conflicts)
     return summary
 
 
-__all__ = ["ALL_ATTRIBUTES", "Aggregated", "CONFLICT_COLUMNS", "CompletionSummary", "Mention",
+__all__ = ["ALL_ATTRIBUTES", "Aggregated", "CONFLICT_COLUMNS", "CompleteConfig",
+           "CompletionSummary", "DEFAULT_CONFIDENCE", "EVIDENCE_WIDTH", "Mention",
            "SUGGESTION_COLUMNS", "aggregate", "calibration_path", "complete", "conflict_row",
            "evidence_window", "held_out_of", "judge", "mentions_of", "product_rows",
            "read_catalog", "read_products", "suggestion_row", "table_index"]

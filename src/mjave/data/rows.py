@@ -307,7 +307,7 @@ def resolve_image_path(row: Any, image_root: PathLike | None, *, confine: bool =
         return p, [p]
     if root is None:
         return None, []
-    names = (f"{product_id(row)}{ext}" for ext in IMAGE_EXTENSIONS)
+    names = fallback_image_names(product_id(row))
     tried = [root / n for n in names if not confine or _stays_in(n, root)]
     return next((p for p in tried if p.is_file()), None), tried
 
@@ -318,6 +318,26 @@ def _stays_in(name: str, root: Path) -> bool:
     except DataError:
         return False
     return True
+
+
+def fallback_image_names(product: str) -> list[str]:
+    """`<product>.jpg` (.jpeg, .png, .webp): the names a product's image has under an image root
+    when its row names none, the MEPAVE convention every front end follows."""
+    return [f"{product}{ext}" for ext in IMAGE_EXTENSIONS]
+
+
+def image_file_in_root(names: abc.Iterable[PathLike], root: PathLike) -> Path | None:
+    """The real path of the first of `names` that is a regular file inside `root` by the rule
+    of `image_in_root` (no `..`, no symlink out of it), or None. Asking whether there is an
+    image to show (`mjave review`) then answers as reading it would."""
+    for name in names:
+        try:
+            target = image_in_root(name, root)
+        except DataError:
+            continue
+        if target.is_file():
+            return target
+    return None
 
 
 def missing_image(tried: list[Path]) -> DataError:
@@ -366,6 +386,7 @@ def to_item(row: Any, image_root: PathLike | None = None, *, uses_image: bool = 
 __all__ = ["MAX_IMAGE_PIXELS", "MAX_NESTING", "MAX_TEXT_CHARS", "bad_category",
            "bad_image_field", "check_category", "check_id", "check_image_field",
            "check_image_pixels", "check_text", "check_values", "duplicate_id",
-           "escape_surrogates", "field_of", "find_image", "id_key", "image_in_root",
+           "escape_surrogates", "fallback_image_names", "field_of", "find_image", "id_key",
+           "image_file_in_root", "image_in_root",
            "int_too_long", "missing_image", "open_image_file", "product_id",
            "resolve_image_path", "short_repr", "to_item", "unencodable"]

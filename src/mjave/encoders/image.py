@@ -52,18 +52,24 @@ IMAGE_ENCODERS = ("efficientnet-lite0", "efficientnet-lite2", "resnet101", "resn
 
 
 def decode_image(source: Any, max_pixels: int = MAX_IMAGE_PIXELS,
-                 what: str = "cannot read image") -> Image.Image:
+                 what: str = "cannot read image",
+                 formats: Sequence[str] | None = None) -> Image.Image:
     """An open image file (or bytes stream) decoded as RGB: its size checked from the header
     first (`check_image_pixels`), then every pixel decoded now, so a truncated JPEG fails here
-    and not later in a worker; DataError `bad image` / `image too large` otherwise."""
+    and not later in a worker; DataError `bad image` / `image too large` otherwise (Pillow's
+    own decompression-bomb refusal is `image too large` too). `formats`: the only Pillow
+    formats tried (None: all), for images from clients (`mjave.serving.images`)."""
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=formats) as img:
             check_image_pixels(img.size, max_pixels)
             img.load()
             return img.convert("RGB")
     except DataError:
         raise
-    except (OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError:
+        raise DataError(f"the image has more pixels than the limit of {max_pixels}",
+                        field="image", reason="image too large") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{what} ({type(e).__name__}: {e})", field="image",
                         reason="bad image") from None
 
@@ -438,6 +444,6 @@ def build_image_encoder(name: str, weights_path: str | os.PathLike[str] | None =
 __all__ = [
     "EFFICIENTNET_LITE_MEAN", "EFFICIENTNET_LITE_STD", "EfficientNetLiteEncoder",
     "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_ENCODERS", "ImageEncoder", "ResNet", "ResNetEncoder",
-    "build_image_encoder", "file_fingerprint", "load_image", "load_state_dict_file",
+    "build_image_encoder", "decode_image", "file_fingerprint", "load_image", "load_state_dict_file",
     "packaged_efficientnet_weights", "resnet_weights_required",
 ]

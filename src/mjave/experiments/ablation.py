@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mjave.experiments import plots, upper_bound
 from mjave.experiments.common import (ExperimentBase, ExperimentResult, ModelVariant, Progress,
-                                      VariantRuns, apply_mapping, eval_file, md_table, read_data,
-                                      run_variants, uses_image, write_results)
+                                      VariantRuns, apply_mapping, eval_file, f1_cell, md_table,
+                                      read_data, run_variants, uses_image, write_results)
 from mjave.config import ABLATIONS, path_field
 
 ATTR_UPPER_BOUND = "JAVE upper bound (attribute task)"
@@ -55,15 +55,14 @@ class AblationConfig(ExperimentBase):
     repeats: int = 1
 
 
-def _cell(r: VariantRuns, task: str, ref: VariantRuns | None) -> str:
+def _cell_vs(r: VariantRuns, task: str, ref: VariantRuns | None) -> str:
+    """`f1_cell` with the difference to the reference row in brackets."""
     if r.unavailable:
         return "not available"
-    if task in r.given:
-        return "100.00 (gold)"
-    m, s = r.f1(task)
-    text = f"{m:.2f} ± {s:.2f}" if len(r.reports) > 1 else f"{m:.2f}"
-    if ref is not None and ref is not r and ref.reports and task not in ref.given:
-        text += f" ({m - ref.f1(task)[0]:+.2f})"
+    text = f1_cell(r, task)
+    if (task not in r.given and ref is not None and ref is not r and ref.reports
+            and task not in ref.given):
+        text += f" ({r.f1(task)[0] - ref.f1(task)[0]:+.2f})"
     return text
 
 
@@ -107,7 +106,7 @@ def run(cfg: AblationConfig, progress: Progress | None = None) -> ExperimentResu
         rows = []
         for n in names:
             ref = image_ref if image_rows[n] else text_ref
-            rows.append([n, *(_cell(runs[n], t, ref) for t in ("attribute", "value", "pair"))])
+            rows.append([n, *(_cell_vs(runs[n], t, ref) for t in ("attribute", "value", "pair"))])
         return md_table(["model", "attribute F1", "value F1", "pair F1"], rows)
 
     text_names = [n for n in runs if not image_rows[n]]

@@ -540,9 +540,21 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_ms(mean: float, std: float, n: int) -> str:
-    """"mean ± std" when there are several runs, else the single value."""
-    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+def fmt_ms(mean: float | None, std: float | None, n: int, digits: int = 2) -> str:
+    """"mean ± std" when there are several runs, else the single value; "-" for none (every
+    experiment's table cell of a score over seeds or repeats)."""
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def f1_cell(r: VariantRuns, task: str) -> str:
+    """A variant's F1 of `task` over its runs, or "100.00 (gold)" where it is given the gold
+    answer (the upper-bound rows)."""
+    if task in r.given:
+        return "100.00 (gold)"
+    m, s = r.f1(task)
+    return fmt_ms(m, s, len(r.reports))
 
 
 def fmt_p(p: float | None) -> str:

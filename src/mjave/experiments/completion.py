@@ -48,31 +48,35 @@ whose attribute and value the run's training labels hold for some product); `cal
 `requested`, `reached` and `refused` (seeds the command would have refused); `margin_f1`
 (partial - naive), `gap_f1` (full_labels - partial) and `targets` (issue #19's three checks).
 With several catalogs these are under `settings[<catalog>]`; with one, also at the top.
+
+The simulation (`mjave.completion.simulate`) and the pair scoring (`mjave.completion.scoring`)
+are library code a user measures their own catalog with; this module adds the protocol (per
+seed: hide, label, train, complete; `_measure`), typed per-seed scores (`RunScore`) and their
+aggregation (`mjave.experiments.stats.over_seeds`) and rendering (`common.fmt_ms`).
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
+from mjave.completion.scoring import (Pair, false_positive_kinds, read_suggestions, score_pairs,
+                                      seen_in_training)
+from mjave.completion.simulate import GoldTable, gold_table, halves, hide_attributes, split_table
+from mjave.config import CompleteConfig, RunConfig, path_field
+from mjave.data.catalog_table import TableRow
 from mjave.data.formats import write_records
+from mjave.data.labeling import LabelPolicy, label_records
 from mjave.data.records import Record
-from mjave.config import path_field
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
-                                      ModelVariant, Progress, md_table, read_data, slug,
+                                      ModelVariant, Progress, fmt_ms, md_table, read_data, slug,
                                       train_variant, write_results)
-from mjave.experiments.stats import mean_std
-from mjave.config import RunConfig
+from mjave.experiments.stats import over_seeds
 
 RUNS = ("partial", "naive", "full_labels")
-Pair = tuple[str, str, str]  # (product_id, attribute, normalised value)
 
 
 def _default_base() -> RunConfig:
@@ -132,74 +136,76 @@ class CompletionConfig(ExperimentBase):
 
 
 # --------------------------------------------------------------------------------------------
-# The simulated catalog
+# Per-seed scores
 
 
-def gold_table(records: Sequence[Record]) -> dict[str, list[tuple[str, str]]]:
-    """product_id -> its gold (attribute, value) pairs, one per normalised value, first-seen
-    surface form, in text order."""
-    from mjave.data.normalize import collapse_punctuation
-    out: dict[str, list[tuple[str, str]]] = {}
-    seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for r in records:
-        pairs = out.setdefault(r.product_id, [])
-        for s in sorted(r.spans, key=lambda s: (s.begin, s.end)):
-            key = (s.attr, collapse_punctuation(s.value))
-            if key[1] and key not in seen[r.product_id]:
-                seen[r.product_id].add(key)
-                pairs.append((s.attr, s.value))
-    return out
+@dataclass
+class CalibrationPart:
+    """What `mjave complete --min-precision P` decides on one completed part (a catalog, or one
+    half of the full-labels reference), and what its threshold reaches on the hidden pairs."""
+
+    threshold: float
+    estimated_precision: float | None
+    estimated_recall: float | None
+    reachable: bool
+    cv_precision: float | None
+    backed_precision: float | None
+    refused: bool
+    held_out_suggestions: int
+    held_out_values: int | None
+    tp: int
+    fp: int
+    fn: int
 
 
-def hide_attributes(table: dict[str, list[tuple[str, str]]], fraction: float, seed: int
-                    ) -> dict[str, set[str]]:
-    """product_id -> its hidden attributes: floor(fraction * n) of its n attributes plus one
-    more with probability equal to the remainder (seeded; products in sorted order)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ExperimentError(f"hide must lie in [0, 1], got {fraction}")
-    rng = np.random.default_rng([seed, 90210])
-    out: dict[str, set[str]] = {}
-    for pid in sorted(table):
-        attrs = sorted({a for a, _ in table[pid]})
-        want = fraction * len(attrs)
-        k = int(math.floor(want + 1e-9))
-        if rng.random() < want - k:
-            k += 1
-        chosen = rng.permutation(len(attrs))[:k] if attrs else []
-        out[pid] = {attrs[i] for i in chosen}
-    return out
+@dataclass
+class CalibrationScore:
+    """The calibration of one run and seed, its parts pooled: `reached` is the precision
+    `--force` delivers, `delivered` the one the command delivers without it (a refused part
+    writes nothing; None: nothing was written)."""
 
+    requested: float = 0.0
+    parts: list[CalibrationPart] = field(default_factory=list)
 
-def split_table(table: dict[str, list[tuple[str, str]]], hidden: dict[str, set[str]]
-                ) -> tuple[list[Any], set[Pair]]:
-    """(visible TableRows in product order, hidden (product, attribute, normalised value))."""
-    from mjave.data.catalog_table import TableRow
-    from mjave.data.normalize import collapse_punctuation
-    rows, key = [], set()
-    for pid in sorted(table):
-        for attr, value in table[pid]:
-            if attr in hidden.get(pid, ()):
-                key.add((pid, attr, collapse_punctuation(value)))
-            else:
-                rows.append(TableRow(pid, attr, value, len(rows) + 2))
-    return rows, key
+    @property
+    def reached(self) -> float | None:
+        tp, fp = sum(p.tp for p in self.parts), sum(p.fp for p in self.parts)
+        return tp / (tp + fp) if tp + fp else None
 
+    @property
+    def recall(self) -> float | None:
+        tp, fn = sum(p.tp for p in self.parts), sum(p.fn for p in self.parts)
+        return tp / (tp + fn) if tp + fn else None
 
-def halves(products: Iterable[str], seed: int) -> tuple[set[str], set[str]]:
-    """Two seeded halves of the products."""
-    ids = sorted(products)
-    order = np.random.default_rng([seed, 4242]).permutation(len(ids))
-    first = {ids[i] for i in order[: len(ids) // 2]}
-    return first, set(ids) - first
+    @property
+    def refused(self) -> bool:
+        return any(p.refused for p in self.parts)
 
+    @property
+    def delivered(self) -> float | None:
+        tp = sum(p.tp for p in self.parts if not p.refused)
+        fp = sum(p.fp for p in self.parts if not p.refused)
+        return tp / (tp + fp) if tp + fp else None
 
-# --------------------------------------------------------------------------------------------
-# Scoring
+    def to_dict(self) -> dict[str, Any]:
+        parts = self.parts
+        return {"requested": self.requested, "reached": self.reached, "recall": self.recall,
+                "refused": self.refused, "delivered": self.delivered,
+                "threshold": [p.threshold for p in parts],
+                "estimated_precision": [p.estimated_precision for p in parts],
+                "estimated_recall": [p.estimated_recall for p in parts],
+                "cv_precision": [p.cv_precision for p in parts],
+                "backed_precision": [p.backed_precision for p in parts],
+                "refused_parts": [p.refused for p in parts],
+                "reachable": all(p.reachable for p in parts),
+                "held_out_suggestions": sum(p.held_out_suggestions for p in parts),
+                "held_out_values": sum(p.held_out_values or 0 for p in parts),
+                "kept": sum(p.tp + p.fp for p in parts)}
 
 
 @dataclass
 class RunScore:
-    """Suggestions of one run (one seed) against the hidden pairs."""
+    """Suggestions of one run (one seed) against the hidden pairs, its parts pooled."""
 
     tp: int = 0
     fp: int = 0
@@ -211,7 +217,7 @@ class RunScore:
     fp_wrong_value: int = 0
     # hidden pairs whose (attribute, value) the run's training labels hold for some product
     hidden_seen: int = 0
-    calibration: dict[str, Any] = field(default_factory=dict)
+    calibration: CalibrationScore = field(default_factory=CalibrationScore)
 
     @property
     def precision(self) -> float:
@@ -226,125 +232,328 @@ class RunScore:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def add(self, suggested: Sequence[tuple[Pair, float]], key: set[Pair],
+            gold_attributes: dict[str, set[str]]) -> None:
+        """Count one part's suggestions (threshold 0) against its hidden pairs."""
+        tp, fp, fn = score_pairs(suggested, key)
+        self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
+        self.suggestions += len(suggested)
+        absent, wrong = false_positive_kinds(suggested, key, gold_attributes)
+        self.fp_absent_attribute += absent
+        self.fp_wrong_value += wrong
+
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
                 "tp": self.tp, "fp": self.fp, "fn": self.fn, "suggestions": self.suggestions,
                 "fp_absent_attribute": self.fp_absent_attribute,
                 "fp_wrong_value": self.fp_wrong_value,
                 "hidden_values_seen": self.hidden_seen / (self.tp + self.fn)
-                if self.tp + self.fn else None, "calibration": self.calibration}
-
-
-def read_suggestions(path: Path) -> list[tuple[Pair, float]]:
-    """((product, attribute, normalised value), score) of a suggestions CSV."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return [((r["product_id"], r["attribute"], r["normalized_value"]), float(r["score"]))
-                for r in csv.DictReader(f)]
-
-
-def score_pairs(suggested: Iterable[tuple[Pair, float]], key: set[Pair],
-                threshold: float = 0.0) -> tuple[int, int, int]:
-    """(tp, fp, fn) of the suggestions scoring >= threshold against the answer key."""
-    pairs = {p for p, s in suggested if s >= threshold}
-    tp = len(pairs & key)
-    return tp, len(pairs) - tp, len(key) - tp
-
-
-def false_positive_kinds(suggested: Iterable[tuple[Pair, float]], key: set[Pair],
-                         gold_attributes: dict[str, set[str]], threshold: float = 0.0
-                         ) -> tuple[int, int]:
-    """(absent attribute, wrong value): the false positives at `threshold` whose attribute the
-    product has no gold value of, and those naming a gold attribute with another value."""
-    wrong = absent = 0
-    for pair in {p for p, s in suggested if s >= threshold} - key:
-        if pair[1] in gold_attributes.get(pair[0], ()):
-            wrong += 1
-        else:
-            absent += 1
-    return absent, wrong
-
-
-def seen_in_training(training: Iterable[Record], key: set[Pair]) -> int:
-    """How many hidden pairs have an (attribute, normalised value) that a training span holds
-    (for any product): the values a model could have learnt by heart."""
-    from mjave.data.normalize import collapse_punctuation
-    taught = {(s.attr, collapse_punctuation(s.value)) for r in training for s in r.spans}
-    return sum((attr, value) in taught for _, attr, value in key)
-
-
-def _complete_and_score(model_dir: Path, products: Sequence[Record], rows: Sequence[Any],
-                        key: set[Pair], out: Path, cfg: CompletionConfig, score: RunScore,
-                        gold_attributes: dict[str, set[str]]) -> list[tuple[Pair, float]]:
-    """Run `complete` (threshold 0) into `out`, add its counts to `score`; the suggestions."""
-    from mjave.completion.calibrate import calibrate
-    from mjave.completion.suggest import complete
-    from mjave.inference.extractor import Extractor
-    extractor = Extractor.load(model_dir, device=cfg.base.train.device,
-                               batch_size=cfg.batch_size)
-    summary = complete(extractor, products, rows, out / "suggestions.csv", threshold=0.0,
-                       conflicts=out / "conflicts.csv")
-    suggested = read_suggestions(out / "suggestions.csv")
-    tp, fp, fn = score_pairs(suggested, key)
-    score.tp, score.fp, score.fn = score.tp + tp, score.fp + fp, score.fn + fn
-    score.suggestions += len(suggested)
-    absent, wrong = false_positive_kinds(suggested, key, gold_attributes)
-    score.fp_absent_attribute += absent
-    score.fp_wrong_value += wrong
-    # what `mjave complete --min-precision P` decides (same seed of the cross-validation)
-    cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
-                    fallback=1.0, confidence=cfg.calibration_confidence,
-                    folds=cfg.calibration_folds)
-    ctp, cfp, cfn = score_pairs(suggested, key, cal.threshold)
-    part = {"threshold": cal.threshold, "estimated_precision": cal.precision,
-            "estimated_recall": cal.recall, "reachable": cal.reachable,
-            "cv_precision": cal.cv_precision, "backed_precision": cal.backed_precision,
-            "refused": cal.refused,
-            "held_out_suggestions": cal.suggestions, "held_out_values": cal.n_gold,
-            "tp": ctp, "fp": cfp, "fn": cfn}
-    score.calibration.setdefault("parts", []).append(part)
-    return suggested
-
-
-def _finish_calibration(score: RunScore, requested: float) -> None:
-    parts = score.calibration.pop("parts", [])
-    tp = sum(p["tp"] for p in parts)
-    fp = sum(p["fp"] for p in parts)
-    fn = sum(p["fn"] for p in parts)
-    # without --force a refused part writes nothing
-    dtp = sum(p["tp"] for p in parts if not p["refused"])
-    dfp = sum(p["fp"] for p in parts if not p["refused"])
-    score.calibration = {
-        "requested": requested,
-        "reached": tp / (tp + fp) if tp + fp else None,
-        "recall": tp / (tp + fn) if tp + fn else None,
-        "refused": any(p["refused"] for p in parts),
-        "delivered": dtp / (dtp + dfp) if dtp + dfp else None,
-        "threshold": [p["threshold"] for p in parts],
-        "estimated_precision": [p["estimated_precision"] for p in parts],
-        "estimated_recall": [p["estimated_recall"] for p in parts],
-        "cv_precision": [p["cv_precision"] for p in parts],
-        "backed_precision": [p["backed_precision"] for p in parts],
-        "refused_parts": [p["refused"] for p in parts],
-        "reachable": all(p["reachable"] for p in parts),
-        "held_out_suggestions": sum(p["held_out_suggestions"] for p in parts),
-        "held_out_values": sum(p["held_out_values"] or 0 for p in parts),
-        "kept": tp + fp}
+                if self.tp + self.fn else None, "calibration": self.calibration.to_dict()}
 
 
 # --------------------------------------------------------------------------------------------
-# The experiment
+# The protocol: one catalog, one seed
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    return mean_std(vals)
+@dataclass
+class Catalog:
+    """One setting's gold catalog: its texts, their table, the products completed and those
+    the partial and naive models train on (all of them: a team trains on its catalog and fills
+    it; with a category left out, the other categories' products)."""
+
+    setting: CompletionSetting
+    gold: list[Record]
+    table: GoldTable
+    targets: set[str]
+    trained_on: set[str]
+
+    @cached_property
+    def gold_attributes(self) -> dict[str, set[str]]:
+        return {pid: {a for a, _ in pairs} for pid, pairs in self.table.items()}
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(p) for p in self.table.values())
+
+
+def _catalog(setting: CompletionSetting, base: RunConfig) -> Catalog:
+    gold = read_data(setting.data, base)
+    table = gold_table(gold)
+    if not any(table.values()):
+        raise ExperimentError(f"{setting.data}: no gold spans, nothing to hide")
+    everyone = set(table) | {r.product_id for r in gold}
+    if setting.leave_out_category:
+        targets = _products_of_category(gold, setting.leave_out_category, setting.data)
+        return Catalog(setting, gold, table, targets, everyone - targets)
+    return Catalog(setting, gold, table, everyone, everyone)
+
+
+@dataclass
+class SeedFacts:
+    """The size of one seed's incomplete catalog (results.json `setup.per_seed`)."""
+
+    seed: int
+    visible_pairs: int
+    hidden_pairs: int
+    labelled_values: int
+    labelled_spans: int
+    calibration_pairs: int
+    completed_products: int
+    trained_products: int
+
+
+@dataclass
+class SeedCatalog:
+    """One seed's incomplete catalog: the visible rows, the hidden pairs (the answer key) and
+    the texts labelled from the visible rows; `labelled_file` holds those the models train on."""
+
+    seed: int
+    folder: Path
+    rows: list[TableRow]
+    key: set[Pair]
+    labelled: list[Record]
+    labelled_file: Path
+
+    @property
+    def tag(self) -> str:
+        return f"seed-{self.seed}"
+
+    def part(self, products: set[str]) -> tuple[list[Record], list[TableRow], set[Pair]]:
+        """(labelled texts, visible rows, hidden pairs) of `products`: what one completion
+        sees and is scored against."""
+        return ([r for r in self.labelled if r.product_id in products],
+                [r for r in self.rows if r.product_id in products],
+                {p for p in self.key if p[0] in products})
+
+
+def _hide_and_label(cat: Catalog, cfg: CompletionConfig, policy: LabelPolicy, out: Path,
+                    seed: int) -> tuple[SeedCatalog, SeedFacts]:
+    """Hide `cfg.hide` of each product's attributes and label the texts from what is left
+    (`mjave data label`, holding out the calibration pairs), as a catalog team would."""
+    folder = out / "data" / f"seed-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, key = split_table(cat.table, hide_attributes(cat.table, cfg.hide, seed))
+    stripped = [replace(r, spans=[]) for r in cat.gold]
+    labelled, lsum = label_records(stripped, rows, policy=policy,
+                                   calibration_fraction=cfg.calibration_fraction, seed=seed)
+    labelled_file = folder / "labelled.jsonl"
+    write_records([r for r in labelled if r.product_id in cat.trained_on], labelled_file,
+                  format="jsonl")
+    seeded = SeedCatalog(seed, folder, rows, key, labelled, labelled_file)
+    _, target_rows, target_key = seeded.part(cat.targets)
+    return seeded, SeedFacts(seed, len(target_rows), len(target_key), lsum.values_labelled,
+                             lsum.occurrences_labelled, lsum.calibration_pairs,
+                             len(cat.targets), len(cat.trained_on))
+
+
+def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], set[Pair]],
+                   out: Path, cfg: CompletionConfig, score: RunScore,
+                   gold_attributes: dict[str, set[str]]) -> None:
+    """Run `complete` (threshold 0) on one part into `out`, add its counts to `score` and what
+    `mjave complete --min-precision P` decides there (same seed of the cross-validation)."""
+    from mjave.completion.calibrate import calibrate
+    from mjave.completion.suggest import complete
+    from mjave.inference.extractor import Extractor
+    products, rows, key = part
+    extractor = Extractor.load(model_dir, device=cfg.base.train.device,
+                               batch_size=cfg.batch_size)
+    summary = complete(extractor, products, rows, out / "suggestions.csv",
+                       CompleteConfig(threshold=0.0, conflicts=str(out / "conflicts.csv")))
+    suggested = read_suggestions(out / "suggestions.csv")
+    score.add(suggested, key, gold_attributes)
+    cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
+                    fallback=1.0, confidence=cfg.calibration_confidence,
+                    folds=cfg.calibration_folds)
+    tp, fp, fn = score_pairs(suggested, key, cal.threshold)
+    score.calibration.parts.append(CalibrationPart(
+        cal.threshold, cal.precision, cal.recall, cal.reachable, cal.cv_precision,
+        cal.backed_precision, cal.refused, cal.suggestions, cal.n_gold, tp, fp, fn))
+
+
+def _labelled_run(name: str, cat: Catalog, seeded: SeedCatalog, base: RunConfig,
+                  cfg: CompletionConfig, out: Path, progress: Progress | None) -> RunScore:
+    """`partial` or `naive`: train on the labelled texts (with or without partial labels) and
+    complete the target products."""
+    run_base = replace(base, data=replace(base.data, train=str(seeded.labelled_file)))
+    overrides = {"train.partial_labels": name == "partial", **cfg.run_overrides.get(name, {})}
+    model = train_variant(run_base, ModelVariant(name, overrides), out, seeded.seed, progress,
+                          tag=seeded.tag)
+    part = seeded.part(cat.targets)
+    score = RunScore(hidden_seen=seen_in_training(
+        (r for r in seeded.labelled if r.product_id in cat.trained_on), part[2]),
+        calibration=CalibrationScore(cfg.min_precision))
+    _complete_part(model.folder, part, out / "runs" / name / seeded.tag, cfg, score,
+                   cat.gold_attributes)
+    return score
+
+
+def _full_labels_run(cat: Catalog, seeded: SeedCatalog, base: RunConfig, cfg: CompletionConfig,
+                     out: Path, progress: Progress | None) -> RunScore:
+    """The reference: trained on gold spans, never of the texts it completes (two halves that
+    swap, or the other categories); the parts' counts are pooled."""
+    score = RunScore(calibration=CalibrationScore(cfg.min_precision))
+    folds = ([(cat.trained_on, cat.targets)] if cat.setting.leave_out_category
+             else list(zip(halves(cat.table, seeded.seed),
+                           reversed(halves(cat.table, seeded.seed)))))
+    for i, (train_part, test_part) in enumerate(folds):
+        train_file = seeded.folder / f"gold-half-{i}.jsonl"
+        train_gold = [r for r in cat.gold if r.product_id in train_part]
+        write_records(train_gold, train_file, format="jsonl")
+        part = seeded.part(test_part)
+        score.hidden_seen += seen_in_training(train_gold, part[2])
+        half_base = replace(base, data=replace(base.data, train=str(train_file)))
+        model = train_variant(half_base, ModelVariant(
+            "full_labels", dict(cfg.run_overrides.get("full_labels", {}))), out, seeded.seed,
+            progress, tag=f"{seeded.tag}/half-{i}")
+        _complete_part(model.folder, part, out / "runs" / "full_labels" / seeded.tag /
+                       f"half-{i}", cfg, score, cat.gold_attributes)
+    return score
+
+
+@dataclass
+class SettingScores:
+    """What one catalog measured before it is averaged: every run's score per seed."""
+
+    catalog: Catalog
+    seeds: list[int]
+    facts: list[SeedFacts]
+    runs: dict[str, list[RunScore]]
+
+
+def _measure(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
+             progress: Progress | None) -> SettingScores:
+    """Per seed: hide and label, then train and complete with every run of `cfg.runs`."""
+    try:
+        policy = LabelPolicy(occurrences=cfg.label_occurrences)
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
+    cat = _catalog(setting, cfg.base)
+    # fixed epochs, no validation set (_default_base): a base recipe's valid split
+    # (configs/runs/completion.yaml names OA-Mine's) does not pick the epoch here
+    base = replace(cfg.base, data=replace(cfg.base.data, format=None, valid=None))
+    if not base.features_dir:
+        base = replace(base, features_dir=str(out / "features"))
+    scores = SettingScores(cat, [cfg.seed + k for k in range(setting.seeds or cfg.seeds)], [],
+                           {r: [] for r in cfg.runs})
+    for s in scores.seeds:
+        seeded, facts = _hide_and_label(cat, cfg, policy, out, s)
+        scores.facts.append(facts)
+        for name in RUNS:     # this order, whatever the order of cfg.runs
+            if name in scores.runs:
+                scores.runs[name].append(
+                    _full_labels_run(cat, seeded, base, cfg, out, progress)
+                    if name == "full_labels"
+                    else _labelled_run(name, cat, seeded, base, cfg, out, progress))
+    return scores
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation and rendering
+
+
+def _run_entry(runs: Sequence[RunScore], seeds: Sequence[int]) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for m in ("precision", "recall", "f1"):
+        entry.update(over_seeds(m, [getattr(r, m) for r in runs]))
+    entry["per_seed"] = [dict(r.to_dict(), seed=s) for r, s in zip(runs, seeds)]
+    return entry
+
+
+def _calibration_entry(runs: Sequence[RunScore]) -> dict[str, Any]:
+    cals = [r.calibration.to_dict() for r in runs]
+    return {**over_seeds("reached", [c["reached"] for c in cals]),
+            "recall_per_seed": [c["recall"] for c in cals],
+            "threshold_per_seed": [c["threshold"] for c in cals],
+            "refused_per_seed": [c["refused"] for c in cals],
+            "refused": sum(c["refused"] for c in cals),
+            "delivered_per_seed": [c["delivered"] for c in cals],
+            "cv_precision_per_seed": [c["cv_precision"] for c in cals],
+            "estimated_precision_per_seed": [c["estimated_precision"] for c in cals]}
+
+
+def _results(scores: SettingScores, cfg: CompletionConfig) -> dict[str, Any]:
+    """results.json of one catalog (module docstring)."""
+    results: dict[str, Any] = {name: _run_entry(runs, scores.seeds)
+                               for name, runs in scores.runs.items()}
+    cal_runs = {name: _calibration_entry(runs) for name, runs in scores.runs.items()}
+    headline = "partial" if "partial" in cal_runs else next(iter(cal_runs))
+    results["calibration"] = {"requested": cfg.min_precision,
+                              "reached": cal_runs[headline]["reached"],
+                              "reached_std": cal_runs[headline]["reached_std"],
+                              "refused": cal_runs[headline]["refused"],
+                              "run": headline, "runs": cal_runs}
+    if "partial" in results and "naive" in results:
+        results["margin_f1"] = results["partial"]["f1"] - results["naive"]["f1"]
+    if "partial" in results and "full_labels" in results:
+        results["gap_f1"] = results["full_labels"]["f1"] - results["partial"]["f1"]
+    results["targets"] = _targets(results, cal_runs, cfg.min_precision)
+    cat = scores.catalog
+    results["setup"] = {"data": cat.setting.data,
+                        "leave_out_category": cat.setting.leave_out_category,
+                        "texts": len(cat.gold), "products": len(cat.table),
+                        "gold_pairs": cat.n_pairs, "completed_products": len(cat.targets),
+                        "hide": cfg.hide, "seeds": scores.seeds,
+                        "calibration_fraction": cfg.calibration_fraction,
+                        "per_seed": [asdict(f) for f in scores.facts]}
+    return results
+
+
+def _rows(scores: SettingScores, results: dict[str, Any]) -> list[list[str]]:
+    """Table rows of one catalog, without the catalog column."""
+    n = len(scores.seeds)
+    rows = []
+    for name in scores.runs:
+        entry, c = results[name], results["calibration"]["runs"][name]
+        rows.append([name, *(fmt_ms(entry[m], entry[f"{m}_std"], n, 3)
+                             for m in ("precision", "recall", "f1")),
+                     fmt_ms(c["reached"], c["reached_std"], n, 3), f"{c['refused']} of {n}"])
+    return rows
+
+
+def _notes(scores: SettingScores, cfg: CompletionConfig, results: dict[str, Any]) -> list[str]:
+    cat, setting = scores.catalog, scores.catalog.setting
+    left_out = (f", category {setting.leave_out_category!r} ({len(cat.targets)} products) left "
+                f"out of training and completed alone" if setting.leave_out_category else "")
+    notes = [f"`{setting.data}`: {len(cat.gold)} texts, {len(cat.table)} products, "
+             f"{cat.n_pairs} gold pairs; {cfg.hide:g} of each product's attributes "
+             f"hidden{left_out} (seeds {', '.join(map(str, scores.seeds))})"]
+    if "margin_f1" in results:
+        notes.append(f"partial minus naive F1: {results['margin_f1']:+.3f}")
+    if "gap_f1" in results:
+        notes.append(f"full_labels minus partial F1: {results['gap_f1']:+.3f}")
+    for name, runs in scores.runs.items():
+        fp = sum(r.fp for r in runs)
+        if fp:
+            absent = sum(r.fp_absent_attribute for r in runs)
+            notes.append(f"{name}: {absent / fp:.0%} of the false positives name an attribute "
+                         f"the product has no gold value of")
+    return notes
+
+
+def _run_setting(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
+                 progress: Progress | None) -> tuple[dict[str, Any], list[list[str]], list[str]]:
+    """One catalog: (results, table rows without the catalog column, notes)."""
+    scores = _measure(cfg, setting, out, progress)
+    results = _results(scores, cfg)
+    return results, _rows(scores, results), _notes(scores, cfg, results)
 
 
 def _header(min_precision: float) -> list[str]:
     return ["precision", "recall", "F1", f"precision at --min-precision {min_precision:g}",
             "refused"]
+
+
+def _check(cfg: CompletionConfig) -> None:
+    if cfg.seeds < 1:
+        raise ExperimentError(f"seeds must be at least 1, got {cfg.seeds}")
+    unknown = [r for r in [*cfg.runs, *cfg.run_overrides] if r not in RUNS]
+    if unknown or not cfg.runs:
+        raise ExperimentError(f"runs (and run_overrides keys) must be some of "
+                              f"{', '.join(RUNS)}, got {cfg.runs} ({list(cfg.run_overrides)})")
+    if not 0.0 <= cfg.min_precision <= 1.0:
+        raise ExperimentError(f"min_precision must lie in [0, 1], got {cfg.min_precision}")
+    if not 0.0 <= cfg.hide <= 1.0:
+        raise ExperimentError(f"hide must lie in [0, 1], got {cfg.hide}")
 
 
 def _settings(cfg: CompletionConfig) -> list[CompletionSetting]:
@@ -386,14 +595,7 @@ def _products_of_category(records: Sequence[Record], category: str, data: str) -
 
 def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentResult:
     started = time.time()
-    if cfg.seeds < 1:
-        raise ExperimentError(f"seeds must be at least 1, got {cfg.seeds}")
-    unknown = [r for r in [*cfg.runs, *cfg.run_overrides] if r not in RUNS]
-    if unknown or not cfg.runs:
-        raise ExperimentError(f"runs (and run_overrides keys) must be some of "
-                              f"{', '.join(RUNS)}, got {cfg.runs} ({list(cfg.run_overrides)})")
-    if not 0.0 <= cfg.min_precision <= 1.0:
-        raise ExperimentError(f"min_precision must lie in [0, 1], got {cfg.min_precision}")
+    _check(cfg)
     settings = _settings(cfg)
     out = Path(cfg.output_dir)
     several = len(settings) > 1
@@ -407,15 +609,22 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
         if several:   # each catalog's own results as soon as it is done
             write_results("completion", f"Catalog completion: {name}",
                           replace(cfg, output_dir=str(folder), settings=[st]),
-                          md_table(["run", *_header(cfg.min_precision)], rows), results, None, started,
-                          setting_notes)
+                          md_table(["run", *_header(cfg.min_precision)], rows), results,
+                          None, started, setting_notes)
         per_setting[name] = results
         table_rows += [[name, *row] for row in rows]
         notes += [f"{name}: {n}" if several else n for n in setting_notes]
     results = dict(per_setting[settings[0].label()]) if not several else {}
     results["settings"] = per_setting
     header = ["catalog", "run", *_header(cfg.min_precision)]
-    notes += [
+    return write_results("completion", "Catalog completion: suggestions against hidden pairs",
+                         cfg, md_table(header, table_rows), results, None, started,
+                         notes + _protocol_notes(cfg))
+
+
+def _protocol_notes(cfg: CompletionConfig) -> list[str]:
+    """The notes every catalog shares: how suggestions are scored and calibrated."""
+    return [
         "pair level (product, attribute, normalised value) against the hidden pairs; every "
         "decoded value is a suggestion (threshold 0); mean ± sample std over seeds",
         f"precision at --min-precision: on the hidden pairs at the threshold chosen for "
@@ -425,166 +634,6 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
         f"{cfg.min_precision:g}` would have refused (the precision cannot be backed, "
         f"{cfg.calibration_folds}-fold cross-validation over products included: exit 2, "
         f"no rows)"]
-    return write_results("completion", "Catalog completion: suggestions against hidden pairs",
-                         cfg, md_table(header, table_rows), results, None, started, notes)
-
-
-def _run_setting(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
-                 progress: Progress | None) -> tuple[dict[str, Any], list[list[str]], list[str]]:
-    """One catalog: (results, table rows without the catalog column, notes)."""
-    from mjave.data.labeling import LabelPolicy, label_records
-    try:
-        policy = LabelPolicy(occurrences=cfg.label_occurrences)
-    except ValueError as e:
-        raise ExperimentError(str(e)) from None
-    gold = read_data(setting.data, cfg.base)
-    table = gold_table(gold)
-    n_pairs = sum(len(p) for p in table.values())
-    if not n_pairs:
-        raise ExperimentError(f"{setting.data}: no gold spans, nothing to hide")
-    gold_attributes = {pid: {a for a, _ in pairs} for pid, pairs in table.items()}
-    # the products completed, and those the partial and naive models train on: all of them
-    # (a team trains on its catalog and fills it), or with a category left out, the others
-    everyone = set(table) | {r.product_id for r in gold}
-    if setting.leave_out_category:
-        targets = _products_of_category(gold, setting.leave_out_category, setting.data)
-        trained_on = everyone - targets
-    else:
-        targets = trained_on = everyone
-    # fixed epochs, no validation set (_default_base): a base recipe's valid split
-    # (configs/runs/completion.yaml names OA-Mine's) does not pick the epoch here
-    base = replace(cfg.base, data=replace(cfg.base.data, format=None, valid=None))
-    if not base.features_dir:
-        base = replace(base, features_dir=str(out / "features"))
-
-    scores: dict[str, list[RunScore]] = {r: [] for r in cfg.runs}
-    seeds = [cfg.seed + k for k in range(setting.seeds or cfg.seeds)]
-    facts: list[dict[str, Any]] = []
-    for s in seeds:
-        tag = f"seed-{s}"
-        folder = out / "data" / tag
-        folder.mkdir(parents=True, exist_ok=True)
-        hidden = hide_attributes(table, cfg.hide, s)
-        rows, key = split_table(table, hidden)
-        stripped = [replace(r, spans=[]) for r in gold]
-        labelled, lsum = label_records(stripped, rows, policy=policy,
-                                       calibration_fraction=cfg.calibration_fraction, seed=s)
-        labelled_file = folder / "labelled.jsonl"
-        write_records([r for r in labelled if r.product_id in trained_on], labelled_file,
-                      format="jsonl")
-        target_records = [r for r in labelled if r.product_id in targets]
-        target_rows = [r for r in rows if r.product_id in targets]
-        target_key = {p for p in key if p[0] in targets}
-        facts.append({"seed": s, "visible_pairs": len(target_rows),
-                      "hidden_pairs": len(target_key),
-                      "labelled_values": lsum.values_labelled, "labelled_spans":
-                      lsum.occurrences_labelled, "calibration_pairs": lsum.calibration_pairs,
-                      "completed_products": len(targets), "trained_products": len(trained_on)})
-        run_base = replace(base, data=replace(base.data, train=str(labelled_file)))
-        for name, partial in (("partial", True), ("naive", False)):
-            if name not in scores:
-                continue
-            overrides = {"train.partial_labels": partial, **cfg.run_overrides.get(name, {})}
-            model = train_variant(run_base, ModelVariant(name, overrides), out, s, progress,
-                                  tag=tag)
-            score = RunScore(hidden_seen=seen_in_training(
-                (r for r in labelled if r.product_id in trained_on), target_key))
-            _complete_and_score(model.folder, target_records, target_rows, target_key,
-                                out / "runs" / name / tag, cfg, score, gold_attributes)
-            _finish_calibration(score, cfg.min_precision)
-            scores[name].append(score)
-        if "full_labels" in scores:
-            score = RunScore()
-            # never the texts it completes: two halves that swap, or the other categories
-            folds = ([(trained_on, targets)] if setting.leave_out_category
-                     else list(zip(halves(table, s), reversed(halves(table, s)))))
-            for i, (train_part, test_part) in enumerate(folds):
-                train_file = folder / f"gold-half-{i}.jsonl"
-                train_gold = [r for r in gold if r.product_id in train_part]
-                write_records(train_gold, train_file, format="jsonl")
-                score.hidden_seen += seen_in_training(
-                    train_gold, {p for p in key if p[0] in test_part})
-                half_base = replace(base, data=replace(base.data, train=str(train_file)))
-                model = train_variant(half_base, ModelVariant(
-                    "full_labels", dict(cfg.run_overrides.get("full_labels", {}))), out, s,
-                    progress, tag=f"{tag}/half-{i}")
-                _complete_and_score(model.folder,
-                                    [r for r in labelled if r.product_id in test_part],
-                                    [r for r in rows if r.product_id in test_part],
-                                    {p for p in key if p[0] in test_part},
-                                    out / "runs" / "full_labels" / tag / f"half-{i}", cfg, score,
-                                    gold_attributes)
-            _finish_calibration(score, cfg.min_precision)
-            scores["full_labels"].append(score)
-
-    results: dict[str, Any] = {}
-    for name, runs in scores.items():
-        entry: dict[str, Any] = {}
-        for m in ("precision", "recall", "f1"):
-            mean, std = mean_std([getattr(r, m) for r in runs])
-            entry[m], entry[f"{m}_std"] = mean, std
-            entry[f"{m}_per_seed"] = [getattr(r, m) for r in runs]
-        entry["per_seed"] = [dict(r.to_dict(), seed=s) for r, s in zip(runs, seeds)]
-        results[name] = entry
-    cal_runs = {}
-    for name, runs in scores.items():
-        reached, reached_std = _mean_std([r.calibration["reached"] for r in runs])
-        cal_runs[name] = {"reached": reached, "reached_std": reached_std,
-                          "reached_per_seed": [r.calibration["reached"] for r in runs],
-                          "recall_per_seed": [r.calibration["recall"] for r in runs],
-                          "threshold_per_seed": [r.calibration["threshold"] for r in runs],
-                          "refused_per_seed": [r.calibration["refused"] for r in runs],
-                          "refused": sum(r.calibration["refused"] for r in runs),
-                          "delivered_per_seed": [r.calibration["delivered"] for r in runs],
-                          "cv_precision_per_seed": [r.calibration["cv_precision"]
-                                                    for r in runs],
-                          "estimated_precision_per_seed":
-                              [r.calibration["estimated_precision"] for r in runs]}
-    headline = "partial" if "partial" in cal_runs else next(iter(cal_runs))
-    results["calibration"] = {"requested": cfg.min_precision,
-                              "reached": cal_runs[headline]["reached"],
-                              "reached_std": cal_runs[headline]["reached_std"],
-                              "refused": cal_runs[headline]["refused"],
-                              "run": headline, "runs": cal_runs}
-    if "partial" in results and "naive" in results:
-        results["margin_f1"] = results["partial"]["f1"] - results["naive"]["f1"]
-    if "partial" in results and "full_labels" in results:
-        results["gap_f1"] = results["full_labels"]["f1"] - results["partial"]["f1"]
-    results["targets"] = _targets(results, cal_runs, cfg.min_precision)
-    results["setup"] = {"data": setting.data, "leave_out_category": setting.leave_out_category,
-                        "texts": len(gold), "products": len(table), "gold_pairs": n_pairs,
-                        "completed_products": len(targets), "hide": cfg.hide, "seeds": seeds,
-                        "calibration_fraction": cfg.calibration_fraction, "per_seed": facts}
-
-    def cell(entry: dict[str, Any], m: str) -> str:
-        return (f"{entry[m]:.3f} ± {entry[m + '_std']:.3f}" if len(seeds) > 1
-                else f"{entry[m]:.3f}")
-
-    table_rows = []
-    for name in scores:
-        c = cal_runs[name]
-        reached = ("-" if c["reached"] is None else
-                   f"{c['reached']:.3f} ± {c['reached_std']:.3f}" if len(seeds) > 1
-                   else f"{c['reached']:.3f}")
-        table_rows.append([name, cell(results[name], "precision"),
-                           cell(results[name], "recall"), cell(results[name], "f1"), reached,
-                           f"{c['refused']} of {len(seeds)}"])
-    left_out = (f", category {setting.leave_out_category!r} ({len(targets)} products) left out "
-                f"of training and completed alone" if setting.leave_out_category else "")
-    notes = [f"`{setting.data}`: {len(gold)} texts, {len(table)} products, {n_pairs} gold pairs; "
-             f"{cfg.hide:g} of each product's attributes hidden{left_out} (seeds "
-             f"{', '.join(map(str, seeds))})"]
-    if "margin_f1" in results:
-        notes.append(f"partial minus naive F1: {results['margin_f1']:+.3f}")
-    if "gap_f1" in results:
-        notes.append(f"full_labels minus partial F1: {results['gap_f1']:+.3f}")
-    for name in scores:
-        fp = sum(r.fp for r in scores[name])
-        if fp:
-            absent = sum(r.fp_absent_attribute for r in scores[name])
-            notes.append(f"{name}: {absent / fp:.0%} of the false positives name an attribute "
-                         f"the product has no gold value of")
-    return results, table_rows, notes
 
 
 MARGIN_TARGET = 0.10    # partial F1 above naive by at least this (issue #19)
@@ -611,6 +660,5 @@ def _targets(results: dict[str, Any], cal_runs: dict[str, Any], requested: float
     return out
 
 
-__all__ = ["CompletionConfig", "CompletionSetting", "RunScore", "false_positive_kinds",
-           "gold_table", "halves", "hide_attributes", "read_suggestions", "run", "score_pairs",
-           "seen_in_training", "split_table"]
+__all__ = ["CalibrationPart", "CalibrationScore", "Catalog", "CompletionConfig",
+           "CompletionSetting", "RunScore", "SeedCatalog", "SeedFacts", "SettingScores", "run"]

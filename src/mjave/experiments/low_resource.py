@@ -17,8 +17,8 @@ import numpy as np
 from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (ExperimentBase, ExperimentError, ExperimentResult,
-                                      ModelVariant, Progress, eval_file, jave, md_table, mjave,
-                                      read_data, train_variant, write_data, write_results)
+                                      ModelVariant, Progress, eval_file, fmt_ms, jave, md_table,
+                                      mjave, read_data, train_variant, write_data, write_results)
 from mjave.experiments.stats import mean_std
 
 
@@ -94,8 +94,7 @@ def run(cfg: LowResourceConfig, progress: Progress | None = None) -> ExperimentR
             cells = []
             for f in cfg.fractions:
                 m = summary[name][_pct(f)][t]
-                cells.append(f"{m['mean']:.2f} ± {m['std']:.2f}" if len(m["runs"]) > 1
-                             else f"{m['mean']:.2f}")
+                cells.append(fmt_ms(m["mean"], m["std"], len(m["runs"])))
             rows.append([name, *cells])
     images = {}
     for t in ("attribute", "value"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Hashable, Iterable, Literal, Sequence
+from typing import Any, Hashable, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -48,6 +48,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if a.size == 0:
         return float("nan"), float("nan")
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def mean_std_present(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """`mean_std` of the values that are not None (a seed that measured nothing, e.g. a
+    threshold that kept no suggestion); (None, None) when none is."""
+    present = [v for v in values if v is not None]
+    return mean_std(present) if present else (None, None)
+
+
+def over_seeds(name: str, values: Sequence[float | None]) -> dict[str, Any]:
+    """One score over seeds as results.json holds it: `name` (mean), `name_std` (sample std)
+    and `name_per_seed` (the values), mean and std of the values that are not None."""
+    mean, std = mean_std_present(values)
+    return {name: mean, f"{name}_std": std, f"{name}_per_seed": list(values)}
 
 
 @dataclass

@@ -18,7 +18,7 @@ from mjave.config import path_field
 from mjave.experiments import plots
 from mjave.experiments.common import (BASELINES, TASKS, ExperimentBase, ExperimentResult,
                                       ModelVariant, Progress, VariantRuns, baseline, eval_file,
-                                      fmt_ms, fmt_p, jave, md_table, mjave, read_data,
+                                      f1_cell, fmt_p, jave, md_table, mjave, read_data,
                                       run_variants, write_results, wsm)
 from mjave.experiments.stats import paired_test
 
@@ -66,13 +66,6 @@ def significance_rows(runs: dict[str, VariantRuns], reference: str) -> dict[str,
     return out
 
 
-def cell(r: VariantRuns, task: str) -> str:
-    if task in r.given:
-        return "100.00 (gold)"
-    m, s = r.f1(task)
-    return fmt_ms(m, s, len(r.reports))
-
-
 def run(cfg: TableConfig, progress: Progress | None = None) -> ExperimentResult:
     started = time.time()
     path = eval_file(cfg.eval_data, cfg.base)
@@ -88,7 +81,7 @@ def run(cfg: TableConfig, progress: Progress | None = None) -> ExperimentResult:
         if r.unavailable:
             rows.append([name, "not available", "-", "-"] + (["-", "-"] if tests else []))
             continue
-        row = [name, *(cell(r, t) for t in TASKS)]
+        row = [name, *(f1_cell(r, t) for t in TASKS)]
         if tests:
             t = tests.get(name)
             row += [fmt_p(t["attribute"]["p_value"]), fmt_p(t["value"]["p_value"])] if t \

@@ -45,8 +45,8 @@ from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import (Window, chunk_bounds, merge_attribute_probs, merge_spans,
                                      text_windows)
 from mjave.model.batches import Example, collate
-from mjave.pretrained import (LoadedModel, is_exported, read_versions, text_encoder_path,
-                              versions)
+from mjave.model_folder import ModelFolder
+from mjave.pretrained import LoadedModel, frozen_text_encoder, versions
 from mjave.config import RunConfig
 
 if TYPE_CHECKING:  # an optional extra: `predict_frame` imports it when called
@@ -318,26 +318,26 @@ class Extractor:
 
         A folder written by `mjave export` runs its ONNX graph with onnxruntime on CPU
         (`threads` intra-op threads, default torch's) in place of the torch forward; tokenizer,
-        windows and decoder are the same (`mjave.inference.onnx_runtime`)."""
-        if is_exported(model_dir):
+        windows and decoder are the same (`mjave.inference.onnx_runtime`). Either kind is read
+        once, along the one path (`mjave.model_folder.ModelFolder`)."""
+        folder = ModelFolder.read(model_dir)
+        if folder.kind == "onnx":
             from mjave.inference.onnx_runtime import load_exported
-            exported, image = load_exported(model_dir, device=device, threads=threads)
+            exported, image = load_exported(folder, device=device, threads=threads)
             return cls(exported, None, image, batch_size=batch_size, threshold=threshold,
-                       stride=stride, trained_versions=read_versions(model_dir))
-        model = LoadedModel.load(model_dir, device=device)
+                       stride=stride, trained_versions=folder.versions)
+        model = LoadedModel.from_folder(folder, device=device)
         enc = model.config.encoder
-        text_encoder = None
-        if model.uses_text_features:
-            from mjave.encoders.text import HFTextEncoder
-            text_encoder = HFTextEncoder.from_pretrained(
-                text_encoder_path(enc, model_dir), fine_tune=False).to(model.device)
+        text_encoder = frozen_text_encoder(folder)
+        if text_encoder is not None:
+            text_encoder = text_encoder.to(model.device)
         image_encoder = None
         if model.uses_image:
             from mjave.encoders.image import build_image_encoder
             image_encoder = build_image_encoder(enc.image_encoder, enc.image_weights,
                                                 enc.image_size).to(model.device)
         return cls(model, text_encoder, image_encoder, batch_size=batch_size,
-                   threshold=threshold, stride=stride, trained_versions=read_versions(model_dir),
+                   threshold=threshold, stride=stride, trained_versions=folder.versions,
                    bf16=bf16)
 
     # ---- properties --------------------------------------------------------------------------

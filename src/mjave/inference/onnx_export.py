@@ -27,7 +27,7 @@ from torch import nn
 from mjave import pretrained
 from mjave.config import to_dict
 from mjave.data.outputs import same_file
-from mjave.encoders import text as text_encoders
+from mjave.model_folder import ModelFolder
 
 log = logging.getLogger(__name__)
 
@@ -212,18 +212,15 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     import onnxruntime
 
     src, out = Path(model_dir), Path(out_dir)
-    if pretrained.is_exported(src):
+    folder = ModelFolder.read(src)
+    if folder.kind == "onnx":
         raise ValueError(f"{src} is already an exported ONNX folder; export its torch model "
                          "folder instead")
     if same_file(out, src) or (out / pretrained.WEIGHTS).exists():
         raise ValueError(f"{out} holds a torch model; export into a new folder")
-    loaded = pretrained.LoadedModel.load(src, device="cpu")
+    loaded = pretrained.LoadedModel.from_folder(folder, device="cpu")
     config = loaded.config
-    frozen = None
-    if loaded.uses_text_features:
-        frozen = text_encoders.HFTextEncoder.from_pretrained(
-            text_encoders.resolve_text_encoder_path(config.encoder.text_encoder),
-            fine_tune=False)
+    frozen = pretrained.frozen_text_encoder(folder)
     graph = TextGraph(loaded.net, frozen).eval()
     tokenizer = loaded.aligner.tokenizer
     sample = sample_text_inputs(tokenizer.vocab_size, loaded.aligner.pad_id)
@@ -246,14 +243,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     image_record = None
     if loaded.uses_image:
         image_record = export_image_encoder(config, out / pretrained.IMAGE_GRAPH, opset)
-    tokenizer_path = src / pretrained.TOKENIZER_DIR  # the model folder's own, where it has one
-    if not tokenizer_path.is_dir():
-        tokenizer_path = pretrained.text_encoder_path(config.encoder, src)
-    pretrained.copy_tokenizer(tokenizer_path, out / pretrained.TOKENIZER_DIR)
+    pretrained.copy_tokenizer(folder.tokenizer_path, out / pretrained.TOKENIZER_DIR)
 
     pretrained.write_json(out / pretrained.CONFIG, to_dict(config))
     loaded.schema.save(out / pretrained.SCHEMA)
-    trained = pretrained.read_versions(src)
+    trained = folder.versions
     if trained:
         pretrained.write_json(out / pretrained.VERSIONS, trained)
     record = {"format": "mjave-onnx", "opset": opset, "int8": False,

@@ -1,14 +1,15 @@
 """Run an exported folder (`mjave export`) with onnxruntime on CPU, inside the Extractor.
 
-The graph takes only the place of the torch forward: `Extractor.load` builds the same
-tokenizer (from the folder's `tokenizer/`), windows and collates the same batches and decodes
+The graph takes only the place of the torch forward: the folder is read along the one path
+(`mjave.model_folder.ModelFolder`: config, schema, the export record, the tokenizer from the
+folder's `tokenizer/`), and `Extractor.load` windows and collates the same batches and decodes
 with the one decoder; `OnnxNetwork` is called like the torch network (`net(batch,
 with_labels=False)`) and returns its logits. Image models run their image encoder's graph
 through `OnnxImageEncoder`, which keeps the torch encoder's preprocessing. Nothing is
 unpickled: the graphs are protobuf, the rest JSON and tokenizer files.
 
 Before running, each graph is checked against the folder: the export record against config and
-schema (`mjave.pretrained.read_export`), then the graph's own inputs and outputs against the
+schema (`mjave.pretrained.check_export`), then the graph's own inputs and outputs against the
 record, so a graph from another model is refused with a message rather than mis-decoded.
 """
 
@@ -23,9 +24,9 @@ import torch
 
 from mjave import pretrained
 from mjave.encoders.image import ImageEncoder
-from mjave.encoders.text import load_tokenizer
 from mjave.inference.onnx_export import require_onnx
 from mjave.model.mjave import MJAVEOutput
+from mjave.model_folder import ModelFolder
 
 log = logging.getLogger(__name__)
 
@@ -151,28 +152,25 @@ def warn_if_saturating(folder: Path, record: dict[str, Any]) -> bool:
     return True
 
 
-def load_exported(folder: str | Path, device: str = "auto", threads: int | None = None
+def load_exported(folder: ModelFolder, device: str = "auto", threads: int | None = None
                   ) -> tuple[ExportedModel, OnnxImageEncoder | None]:
-    """The model of an exported folder and, for an image model, its image encoder; ValueError
-    when a graph does not match the folder's config, schema or export record."""
+    """The model of a read exported folder and, for an image model, its image encoder;
+    ValueError when a graph does not match the folder's config, schema or export record."""
     if device not in ("auto", "cpu"):
         raise ValueError(f"an exported ONNX folder runs on CPU (onnxruntime's CPU provider), "
                          f"not on {device!r}: use --device cpu or the torch model folder")
     require_onnx()
-    folder = Path(folder)
-    config, schema, record = pretrained.read_export(folder)
-    warn_if_saturating(folder, record)
-    session = make_session(folder / record.get("file", pretrained.GRAPH), threads)
-    check_graph(session, record, folder / pretrained.GRAPH)
-    tokenizer = load_tokenizer(folder / pretrained.TOKENIZER_DIR,
-                               char_level=config.encoder.char_level)
-    aligner = pretrained.make_aligner(config.encoder, schema, tokenizer)
-    model = ExportedModel(folder, config, schema, OnnxNetwork(session), aligner,  # type: ignore[arg-type]
-                          CPU)
+    record = pretrained.check_export(folder)
+    warn_if_saturating(folder.path, record)
+    session = make_session(folder.weights, threads)
+    check_graph(session, record, folder.weights)
+    aligner = pretrained.make_aligner(folder.config.encoder, folder.schema, folder.tokenizer)
+    network: Any = OnnxNetwork(session)  # in the torch network's place (`net(batch)`)
+    model = ExportedModel(folder.path, folder.config, folder.schema, network, aligner, CPU)
     image = None
     if model.uses_image:
         image_record = record["image"]
-        path = folder / image_record["file"]
+        path = folder.path / image_record["file"]
         image_session = make_session(path, threads)
         check_graph(image_session, image_record, path)
         image = OnnxImageEncoder(image_session, image_record)

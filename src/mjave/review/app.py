@@ -14,11 +14,13 @@ The page (`/`, static files of `mjave.web`) talks to a small JSON API:
 | `GET /api/image/{id}` | the item's product image, read only from `image_root` |
 
 Every answer is JSON; texts are never turned into HTML by the server or the page. Request bodies
-are bounded (`max_body_bytes`), strings by their schema; a body that does not fit is a 422 from
-the error handlers of `mjave serve` (`mjave.serving.errors`), which never echo a value. Images
-are served only from the image root (the path comes from the products file, never from the
-request; `..`, symlinks out of the root and anything but a regular file are refused, as in
-`mjave serve`), only in the formats Pillow identifies as JPEG, PNG, WEBP, GIF or BMP.
+are bounded (`max_body_bytes`, the middleware of `mjave serve`: `mjave.serving.limits`),
+strings by their schema; a body that does not fit is a 422 from the error handlers of `mjave
+serve` (`mjave.serving.errors`), which never echo a value. Images are served only from the
+image root (the path comes from the products file, never from the request; `..`, symlinks out
+of the root and anything but a regular file are refused by the rule of every front end,
+`mjave.data.rows.image_in_root`, read as `mjave serve` reads them: `mjave.serving.images`),
+only in the formats Pillow identifies as JPEG, PNG, WEBP, GIF or BMP.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from mjave import __version__
+from mjave.data.rows import fallback_image_names, image_file_in_root
 from mjave.review.db import Filters, ReviewDB, ReviewError
-from mjave.serving.app import IMAGE_FORMATS, BodyLimitMiddleware, ClientError, read_image_path
 from mjave.serving.docs import offline_docs_app
 from mjave.serving.errors import MAX_DETAIL, add_error_handlers, safe_text
+from mjave.serving.images import (IMAGE_FORMATS, ClientError, read_image_path,
+                                  real_image_root)
+from mjave.serving.limits import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 Session = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -131,17 +135,63 @@ def _decision(d: Optional[dict[str, Any]]) -> Optional[DecisionOut]:
                        reviewer=d["reviewer"], time=d["time"], undoes=d.get("undoes"))
 
 
+def image_candidates(item: dict[str, Any]) -> list[str]:
+    """The names an item's product image may have under the image root: its record's own,
+    else the product id's (`mjave.data.rows.fallback_image_names`)."""
+    if item.get("image"):
+        return [item["image"]]
+    return fallback_image_names(item["product_id"])
+
+
+def item_out(item: dict[str, Any], root: Optional[Path]) -> ItemOut:
+    """The answer for one item of `ReviewDB`; `has_image` by the image-root rule of every front
+    end, so the page offers an image only where /api/image may find one."""
+    hl = None
+    if item.get("hl_begin") is not None and item.get("hl_end") is not None:
+        hl = [int(item["hl_begin"]), int(item["hl_end"])]
+    lease = item.get("lease")
+    has_image = root is not None and image_file_in_root(image_candidates(item), root) is not None
+    return ItemOut(id=item["id"], kind=item["kind"], product_id=item["product_id"],
+                   attribute=item["attribute"], value=item["value"],
+                   table_value=item.get("table_value"),
+                   normalized_value=item.get("normalized_value"), score=item["score"],
+                   category=item.get("category"), record_id=item.get("record_id"),
+                   text=item.get("text"), highlight=hl, evidence=item.get("evidence"),
+                   has_image=has_image, decision=_decision(item.get("decision")),
+                   history=[_decision(h) for h in item.get("history", [])],
+                   held_by=lease["reviewer"] if lease else None)
+
+
+def read_product_image(item: dict[str, Any], root: Path, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes and media type of an item's product image, read as `mjave serve` reads an
+    `image_path` (`mjave.serving.images.read_image_path`); an HTTPException otherwise (404
+    without a file, 400/413 for one that may not be read, 415 for one in no allowed format)."""
+    last: Optional[ClientError] = None
+    for name in image_candidates(item):
+        try:
+            raw = read_image_path(name, root, max_bytes)
+        except ClientError as e:
+            last = e
+            continue
+        from PIL import Image
+        try:
+            with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
+                fmt = img.format
+        except Exception:
+            raise HTTPException(415, "the product image is not a JPEG, PNG, WEBP, GIF "
+                                     "or BMP file") from None
+        return raw, f"image/{str(fmt).lower()}"
+    status = 404 if last is None or "no such file" in last.message else last.status
+    raise HTTPException(status, f"image: {last.message if last else 'none'}")
+
+
 def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
                       reviewer: str = "reviewer", max_body_bytes: int = MAX_BODY_BYTES,
                       max_image_bytes: int = MAX_IMAGE_BYTES) -> FastAPI:
     """The review app over `db`. `image_root`: the only folder product images are read from
-    (None: no images shown). `reviewer`: the name the page suggests."""
-    root: Optional[Path] = None
-    if image_root is not None:
-        root = Path(image_root).resolve(strict=True)
-        if not root.is_dir():
-            raise NotADirectoryError(f"image root is not a folder: {image_root}")
-
+    (None: no images shown). `reviewer`: the name the page suggests. One piece, as FastAPI apps
+    are written: each route is a closure of a few lines over `db` and the image root."""
+    root = real_image_root(image_root)
     app = offline_docs_app(title="M-JAVE review", version=__version__,   # docs without a CDN
                            description="Review completion suggestions and conflicts.")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
@@ -152,38 +202,6 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
     async def _review_error(request: Request, exc: ReviewError) -> JSONResponse:
         return JSONResponse(status_code=exc.status,
                             content={"detail": safe_text(exc, MAX_DETAIL)})
-
-    def image_candidates(item: dict[str, Any]) -> list[str]:
-        if item.get("image"):
-            return [item["image"]]
-        return [f"{item['product_id']}{ext}" for ext in IMAGE_EXTENSIONS]
-
-    def has_image(item: dict[str, Any]) -> bool:
-        if root is None:
-            return False
-        for name in image_candidates(item):
-            try:
-                target = (root / name).resolve()
-            except (OSError, RuntimeError, ValueError):
-                continue
-            if target.is_relative_to(root) and target.is_file():
-                return True
-        return False
-
-    def item_out(item: dict[str, Any]) -> ItemOut:
-        hl = None
-        if item.get("hl_begin") is not None and item.get("hl_end") is not None:
-            hl = [int(item["hl_begin"]), int(item["hl_end"])]
-        lease = item.get("lease")
-        return ItemOut(id=item["id"], kind=item["kind"], product_id=item["product_id"],
-                       attribute=item["attribute"], value=item["value"],
-                       table_value=item.get("table_value"),
-                       normalized_value=item.get("normalized_value"), score=item["score"],
-                       category=item.get("category"), record_id=item.get("record_id"),
-                       text=item.get("text"), highlight=hl, evidence=item.get("evidence"),
-                       has_image=has_image(item), decision=_decision(item.get("decision")),
-                       history=[_decision(h) for h in item.get("history", [])],
-                       held_by=lease["reviewer"] if lease else None)
 
     def counts(kind: str, filters: Filters = Filters()) -> dict[str, int]:
         return db.counts(kind, filters)
@@ -202,26 +220,26 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
         filters = Filters(body.attribute or None, body.category or None, body.min_score,
                           body.max_score)
         item = db.claim(body.session, body.reviewer, body.kind, filters, after=body.after)
-        return ClaimOut(item=item_out(item) if item else None,
+        return ClaimOut(item=item_out(item, root) if item else None,
                         counts=counts(body.kind, filters))
 
     @app.get("/api/items/{item_id}", response_model=ItemOut)
     def get_item(item_id: ItemId) -> ItemOut:
-        return item_out(db.item(item_id))
+        return item_out(db.item(item_id), root)
 
     @app.post("/api/items/{item_id}/open", response_model=ItemOut)
     def open_item(item_id: ItemId, body: OpenIn) -> ItemOut:
-        return item_out(db.open(item_id, body.session, body.reviewer))
+        return item_out(db.open(item_id, body.session, body.reviewer), root)
 
     @app.post("/api/items/{item_id}/decide", response_model=ItemOut)
     def decide(item_id: ItemId, body: DecideIn) -> ItemOut:
         db.decide(item_id, body.action, body.reviewer, session=body.session,
                   edited_value=body.edited_value, request_id=body.request_id)
-        return item_out(db.item(item_id))
+        return item_out(db.item(item_id), root)
 
     @app.post("/api/undo", response_model=ItemOut)
     def undo(body: UndoIn) -> ItemOut:
-        return item_out(db.undo(body.reviewer, body.session, body.item_id))
+        return item_out(db.undo(body.reviewer, body.session, body.item_id), root)
 
     @app.post("/api/renew")
     def renew(body: SessionIn) -> dict[str, int]:
@@ -233,26 +251,9 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
         return {"status": "released"}
 
     def read_image(item_id: int) -> tuple[bytes, str]:
-        if root is None:
+        if root is None:   # before the database: no item lookup without images
             raise HTTPException(404, "the server was started without --image-root")
-        item = db.item(item_id)
-        last: Optional[ClientError] = None
-        for name in image_candidates(item):
-            try:
-                raw = read_image_path(name, root, max_image_bytes)
-            except ClientError as e:
-                last = e
-                continue
-            from PIL import Image
-            try:
-                with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
-                    fmt = img.format
-            except Exception:
-                raise HTTPException(415, "the product image is not a JPEG, PNG, WEBP, GIF "
-                                         "or BMP file") from None
-            return raw, f"image/{str(fmt).lower()}"
-        status = 404 if last is None or "no such file" in last.message else last.status
-        raise HTTPException(status, f"image: {last.message if last else 'none'}")
+        return read_product_image(db.item(item_id), root, max_image_bytes)
 
     @app.get("/api/image/{item_id}")
     async def image(item_id: ItemId) -> Response:

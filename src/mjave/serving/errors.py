@@ -32,7 +32,7 @@ MAX_ERRORS = 50
 """Field errors listed in a 422's `errors`: a body of 10,000 bad items is one answer, not 10,000."""
 
 UNION_TAGS = ("single", "batch")
-"""Tags of `mjave.serving.app.request_type`'s union, left out of error locations."""
+"""Tags of `mjave.serving.schemas.request_type`'s union, left out of error locations."""
 
 
 class ErrorOut(BaseModel):

@@ -28,6 +28,7 @@ from mjave.data.formats import read_records
 from mjave.data.outputs import check_not_input
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
+from mjave.data.tagging import TextAligner
 from mjave.inference.examples import build_examples
 from mjave.inference.predict import as_records, decode_options, predict_examples
 from mjave.logs import default_progress
@@ -91,11 +92,9 @@ def augmented(records: list[Record], config: RunConfig) -> list[Record]:
     if config.model.use_image:
         raise ConfigError("train.augment_mentions swaps values in the text, which then no longer "
                           "match the product image: use it with model.use_image: false")
-    try:
-        extra, stats = mention_replacement(records, tc.augment_mentions, tc.augment_copies,
-                                           seed=tc.seed)
-    except ValueError as e:
-        raise ConfigError(f"train.augment_mentions / augment_copies: {e}") from None
+    # TrainConfig has checked both ranges: mention_replacement's own ValueError cannot happen
+    extra, stats = mention_replacement(records, tc.augment_mentions, tc.augment_copies,
+                                       seed=tc.seed)
     log.info("mention replacement: %d copies, %d values swapped (not copied: %d with "
              "overlapping spans, %d unlabelled)", stats.copies, stats.swapped,
              stats.skipped_overlapping, stats.skipped_unlabelled)
@@ -187,6 +186,8 @@ def train(config: RunConfig, progress: Progress | None = None,
 
 def _train(config: RunConfig, progress: Progress | None,
            stop_after_epochs: int | None) -> TrainResult:
+    """The run in its steps: set up (data, network, features), resume (optimizer, schedule,
+    checkpoint), the epochs, and the finished folder."""
     start = time.time()
     out = Path(config.output_dir)
     check_not_input(out, [config.data.train, config.data.valid, config.data.test], "output_dir")
@@ -198,125 +199,191 @@ def _train(config: RunConfig, progress: Progress | None,
     done = finished_run(out, start)
     if done is not None:
         return done
+    run = set_up(config, out, device, progress)
+    optimization, state = resume(run)
+    resumed_from = state["epoch"] or None
+    state = run_epochs(run, optimization, state, stop_after_epochs)
+    return wrap_up(run, state, resumed_from, time.time() - start)
 
+
+@dataclass
+class Run:
+    """What every step of a set-up run reads."""
+
+    config: RunConfig          # as written to config.json: the model's config, partial mode
+    out: Path
+    device: torch.device
+    progress: Progress | None  # None on every rank but the main one
+    schema: AttributeSchema
+    net: TextImageModel        # unwrapped (`run_epochs` wraps it for DDP)
+    pad_id: int
+    partial: bool              # whether the partial-label losses are used
+    table_records: list[Record]  # the training table's own products, before augmentation
+    train_split: Split
+    valid_split: Split | None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_split.examples) // self.config.train.batch_size)
+
+
+@dataclass
+class Optimization:
+    """The optimizer and its learning-rate schedule, stepped together once per batch."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def set_up(config: RunConfig, out: Path, device: torch.device,
+           progress: Progress | None) -> Run:
+    """Read the training data, build the network, and featurize the splits; the main process
+    then writes config.json and the encoder files. The order is the one resuming relies on:
+    building the network draws its initial weights from the seeded RNG."""
     train_records, train_issues = load_split(config.data.train, config)
     schema = AttributeSchema.from_records(train_records)
     if schema.num_attributes == 0:
         raise ValueError(f"{config.data.train}: no labelled spans, nothing to learn")
-    table_records = train_records   # the table's own products, before augmentation copies
+    table_records = train_records
     train_records = train_records + augmented(train_records, config)
     tokenizer = make_tokenizer(config.encoder)
     aligner = make_aligner(config.encoder, schema, tokenizer)
     net, model_cfg = build_network(config, schema, tokenizer)
     tc = config.train
-    for name in ("partial_attr_weight", "partial_outside_weight"):
-        if not 0.0 <= getattr(tc, name) <= 1.0:
-            raise ConfigError(f"train.{name} must lie in [0, 1], got {getattr(tc, name)}")
     partial = resolve_partial_labels(tc.partial_labels, train_records, net)
     # config.json records the mode and the outside weight used, not "auto" or "from the table".
     config = replace(config, model=model_cfg, train=replace(
         tc, partial_labels=partial,
         partial_outside_weight=outside_weight(tc, table_records, partial)))
     net.to(device)
+    run = Run(config, out, device, progress, schema, net, aligner.pad_id, partial,
+              table_records, Split(train_records, [], train_issues), None)
+    featurize_splits(run, aligner)
+    if distributed.is_main():
+        write_config(out, config)
+        save_encoder_files(out, config.encoder)
+    return run
 
-    store_dir = config.features_dir or str(out / "features")
+
+def featurize_splits(run: Run, aligner: TextAligner) -> None:
+    """Fill in the examples of `run`'s training split (category-absent attributes applied) and
+    read the validation split, both through the feature store."""
+    config = run.config
+    store_dir = config.features_dir or str(run.out / "features")
     # Top-layer fine-tuning (encoder.train_layers: K): the frozen layers below run once per text,
     # here, with the network's own encoder; every step then runs the top K layers on them.
     lower = config.encoder.caches_lower_layers
-    featurize = dict(aligner=aligner, schema=schema, encoder=config.encoder, store_dir=store_dir,
-                     image_root=config.data.image_root,
+    featurize = dict(aligner=aligner, schema=run.schema, encoder=config.encoder,
+                     store_dir=store_dir, image_root=config.data.image_root,
                      text_features=not text_in_loop(config.encoder) or lower,
-                     image_features=model_cfg.use_image, progress=progress,
-                     text_encoder=net.text_encoder if lower else None)
+                     image_features=config.model.use_image, progress=run.progress,
+                     text_encoder=run.net.text_encoder if lower else None)
+    train_split = run.train_split
     with distributed.main_first():  # the feature store takes one writer at a time
-        train_split = Split(train_records, build_examples(train_records, issues=train_issues,
-                                                          **featurize), train_issues)
-        train_split.examples = category_absent_examples(train_split.examples, table_records,
-                                                        schema, config.train, partial)
-        valid_split = None
+        train_split.examples = build_examples(train_split.records, issues=train_split.issues,
+                                              **featurize)
+        train_split.examples = category_absent_examples(train_split.examples, run.table_records,
+                                                        run.schema, config.train, run.partial)
         if config.data.valid:
             recs, iss = load_split(config.data.valid, config)
-            valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
+            run.valid_split = Split(recs, build_examples(recs, issues=iss, **featurize), iss)
             n_partial = sum(r.known_attributes() is not None for r in recs)
             if n_partial:
                 log.info("valid: %d of %d records are partially labelled; they are scored on "
                          "their known attributes only", n_partial, len(recs))
-    for name, split in (("train", train_split), ("valid", valid_split)):
+    for name, split in (("train", train_split), ("valid", run.valid_split)):
         if split is not None and split.issues.summary():
             log.info("%s: %s", name, split.issues.summary())
 
-    if distributed.is_main():
-        write_config(out, config)
-        save_encoder_files(out, config.encoder)
-    optimizer = _optimizer(net, config)
+
+def resume(run: Run) -> tuple[Optimization, dict]:
+    """The optimizer and learning-rate schedule, and the state to go on from: the checkpoint's
+    (weights, optimizer, RNG, the schedule fast-forwarded to its step) or a fresh one."""
+    optimizer = _optimizer(run.net, run.config)
     # Feature extraction may or may not have run (and drawn random numbers, e.g. while building
     # an encoder) depending on what the store already held: reseed so dropout does not care.
-    torch.manual_seed(config.train.seed + 1)
-    state = load_checkpoint(out, net, optimizer) or {
+    torch.manual_seed(run.config.train.seed + 1)
+    state = load_checkpoint(run.out, run.net, optimizer) or {
         "epoch": 0, "best_epoch": 0, "best_f1": -1.0, "best_valid": None, "history": [],
         "bad_epochs": 0}
     distributed.check_same(state["epoch"], "the epoch to resume after (put output_dir on a "
                            "filesystem every machine sees)")
-    model = distributed.wrap(net, device)  # net itself in a single process
-    steps_per_epoch = -(-len(train_split.examples) // config.train.batch_size)
-    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    scheduler = _scheduler(optimizer, run.config, run.steps_per_epoch)
     if state["epoch"]:
         with warnings.catch_warnings():  # stepping the schedule alone is the point here
             warnings.simplefilter("ignore", UserWarning)
-            for _ in range(state["epoch"] * steps_per_epoch):  # fast-forward to the resumed step
+            for _ in range(state["epoch"] * run.steps_per_epoch):  # to the resumed step
                 scheduler.step()
-    resumed_from = state["epoch"] or None
-    if resumed_from:
-        log.info("resuming %s after epoch %d", out, state["epoch"])
+        log.info("resuming %s after epoch %d", run.out, state["epoch"])
+    return Optimization(optimizer, scheduler), state
 
-    tc = config.train
-    pad_id = aligner.pad_id
-    resident = _resident_data(train_split.examples, tc.resident, pad_id, device)
+
+def run_epochs(run: Run, opt: Optimization, state: dict,
+               stop_after_epochs: int | None) -> dict:
+    """Epochs until `train.epochs` or `train.patience` ends the run (or `stop_after_epochs` this
+    call); the main process evaluates and checkpoints each, and every rank goes on with its
+    state, so early stopping is the same everywhere."""
+    tc = run.config.train
+    model = distributed.wrap(run.net, run.device)  # net itself in a single process
+    resident = _resident_data(run.train_split.examples, tc.resident, run.pad_id, run.device)
     forward = _forward_fn(model, tc)
     epochs_this_call = 0
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"] + 1
-        net.train()
-        distributed.seed_dropout(tc.seed, epoch)
-        g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
-        source = _epoch_batches(train_split.examples, resident, tc.batch_size, g, pad_id,
-                                device)
-        it = progress(source, total=steps_per_epoch, desc=f"epoch {epoch}/{tc.epochs}") \
-            if progress else source
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for batch, counts in it:
-            if not partial:
-                batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
-            with _autocast(device, tc.bf16):
-                output = forward(batch)
-            loss, batch_loss = distributed.batch_loss(output, batch, counts)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += batch_loss.detach().double()   # read once an epoch: no per-step sync
-        epoch_loss = distributed.sum_over_ranks([loss_sum.item()])[0] / steps_per_epoch
-        row = {"epoch": epoch, "loss": float(epoch_loss)}
-        if distributed.is_main():  # the others wait for its state: same early stopping everywhere
-            _end_epoch(net, optimizer, state, row, valid_split, schema, config, device,
-                       pad_id, out)
+        row = {"epoch": epoch, "loss": train_epoch(run, opt, forward, resident, epoch)}
+        if distributed.is_main():
+            _end_epoch(run, opt.optimizer, state, row)
         state = distributed.broadcast_object(state)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             break
+    return state
 
+
+def train_epoch(run: Run, opt: Optimization, forward: Callable[[dict[str, torch.Tensor]], object],
+                resident: ResidentData | None, epoch: int) -> float:
+    """One pass over the training examples in the order seeded by (seed, epoch), dropout seeded
+    likewise; the mean loss per step over all ranks."""
+    tc = run.config.train
+    run.net.train()
+    distributed.seed_dropout(tc.seed, epoch)
+    g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
+    source = _epoch_batches(run.train_split.examples, resident, tc.batch_size, g, run.pad_id,
+                            run.device)
+    it = run.progress(source, total=run.steps_per_epoch, desc=f"epoch {epoch}/{tc.epochs}") \
+        if run.progress else source
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    for batch, counts in it:
+        if not run.partial:
+            batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
+        with _autocast(run.device, tc.bf16):
+            output = forward(batch)
+        loss, batch_loss = distributed.batch_loss(output, batch, counts)
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), tc.clip_norm)
+        opt.optimizer.step()
+        opt.scheduler.step()
+        loss_sum += batch_loss.detach().double()   # read once an epoch: no per-step sync
+    return float(distributed.sum_over_ranks([loss_sum.item()])[0] / run.steps_per_epoch)
+
+
+def wrap_up(run: Run, state: dict, resumed_from: int | None, seconds: float) -> TrainResult:
+    """The result of this call; a finished run also gets its final validation figure and its
+    finished folder (on the main process)."""
+    tc = run.config.train
     best_valid = state["best_valid"]
     finished = state["epoch"] >= tc.epochs or state["bad_epochs"] >= tc.patience
-    if valid_split is not None and finished and distributed.is_main():
-        # The figure a run reports is the Extractor's, as `mjave evaluate` computes it (long
-        # texts windowed, not truncated); per-epoch validation stays on cached features.
-        best_valid = final_figure(out, valid_split.records, config.data.image_root,
-                                  state["best_epoch"], str(device)) or best_valid
     if finished and distributed.is_main():
-        finish_folder(out, config, schema, state, table_records, valid_split)
-    return TrainResult(out, state["best_epoch"], best_valid, state["history"],
-                       state["epoch"], resumed_from, time.time() - start, partial)
+        if run.valid_split is not None:
+            # The figure a run reports is the Extractor's, as `mjave evaluate` computes it
+            # (long texts windowed, not truncated); per-epoch validation stays on cached
+            # features.
+            best_valid = final_figure(run.out, run.valid_split.records, run.config.data.image_root,
+                                      state["best_epoch"], str(run.device)) or best_valid
+        finish_folder(run.out, run.config, run.schema, state, run.table_records, run.valid_split)
+    return TrainResult(run.out, state["best_epoch"], best_valid, state["history"],
+                       state["epoch"], resumed_from, seconds, run.partial)
 
 
 FINISHED = "finished"
@@ -418,15 +485,14 @@ def epoch_line(row: dict, epochs: int, best_epoch: int | None) -> str:
     return ", ".join(parts)
 
 
-def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dict, row: dict,
-               valid_split: Split | None, schema: AttributeSchema, config: RunConfig,
-               device: torch.device, pad_id: int, out: Path) -> None:
+def _end_epoch(run: Run, optimizer: torch.optim.Optimizer, state: dict, row: dict) -> None:
     """Evaluate on valid, update `state` (best epoch, patience), and write the model when it
     improved, the history and the checkpoint."""
     epoch = row["epoch"]
     improved = True
-    if valid_split is not None:
-        report = evaluate_split(net, valid_split, schema, config, device, pad_id)
+    if run.valid_split is not None:
+        report = evaluate_split(run.net, run.valid_split, run.schema, run.config, run.device,
+                                run.pad_id)
         row.update(valid_attribute_f1=report["attribute"]["f1"],
                    valid_value_f1=report["value"]["f1"], valid_pair_f1=report["pair"]["f1"])
         improved = report["value"]["f1"] > state["best_f1"]
@@ -434,13 +500,13 @@ def _end_epoch(net: TextImageModel, optimizer: torch.optim.Optimizer, state: dic
             state.update(best_f1=report["value"]["f1"], best_valid=report)
     if improved:
         state.update(best_epoch=epoch, bad_epochs=0)
-        save_model(out, net, config, schema, metrics={"epoch": epoch,
-                                                      "valid": state["best_valid"]})
+        save_model(run.out, run.net, run.config, run.schema,
+                   metrics={"epoch": epoch, "valid": state["best_valid"]})
     else:
         state["bad_epochs"] += 1
     state["epoch"] = epoch
     state["history"].append(row)
-    (out / "history.jsonl").write_text(
+    (run.out / "history.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in state["history"]), encoding="utf-8")
-    log.info("%s", epoch_line(row, config.train.epochs, state["best_epoch"]))
-    save_checkpoint(out, net, optimizer, state)
+    log.info("%s", epoch_line(row, run.config.train.epochs, state["best_epoch"]))
+    save_checkpoint(run.out, run.net, optimizer, state)
