@@ -125,28 +125,38 @@ def test_every_shipped_model_trains_a_step(tiny):
     seen: set[str] = set()
     features: dict[str, str] = {}
     trained = 0
-    for path in FILES:
-        for cfg in run_configs(path):
-            cfg = set_values(cfg, {
-                "data.train": str(data / "train.jsonl"), "data.valid": None, "data.test": None,
-                "data.image_root": str(data), "encoder.text_encoder": str(bert),
-                "encoder.image_size": 64, "encoder.missing_image": "zeros",
-                "train.epochs": 1, "train.device": "cpu", "output_dir": ""})
-            if isinstance(cfg.encoder.train_layers, int) and cfg.encoder.train_layers > 1:
-                # a top-K recipe (K layers of a base-size encoder) on the 1-layer tiny encoder
-                cfg = set_values(cfg, {"encoder.train_layers": 1})
-            key = json.dumps(to_dict(cfg), sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            # one feature store per encoder setting (a store refuses features of another)
-            encoder = json.dumps(to_dict(cfg.encoder), sort_keys=True)
-            features.setdefault(encoder, str(root / f"features{len(features)}"))
-            cfg = dataclasses.replace(cfg, output_dir=str(root / f"run{trained}"),
-                                      features_dir=features[encoder])
-            result = train(cfg)
-            assert (Path(result.output_dir) / "model.safetensors").exists(), path
-            trained += 1
+    # A distilled recipe's teacher (a model folder trained first) is the tiny model its
+    # teacher's recipe trained here.
+    teacher_recipe = CONFIGS / "runs" / "oamine-mpnet.yaml"
+    runs = [(path, cfg) for path in FILES for cfg in run_configs(path)]
+    runs.sort(key=lambda run: run[1].train.distill_from is not None)
+    teacher: Path | None = None
+    for path, cfg in runs:
+        if cfg.train.distill_from is not None:
+            assert teacher is not None, f"{path}: no teacher trained for it"
+            cfg = set_values(cfg, {"train.distill_from": str(teacher)})
+        cfg = set_values(cfg, {
+            "data.train": str(data / "train.jsonl"), "data.valid": None, "data.test": None,
+            "data.image_root": str(data), "encoder.text_encoder": str(bert),
+            "encoder.image_size": 64, "encoder.missing_image": "zeros",
+            "train.epochs": 1, "train.device": "cpu", "output_dir": ""})
+        if isinstance(cfg.encoder.train_layers, int) and cfg.encoder.train_layers > 1:
+            # a top-K recipe (K layers of a base-size encoder) on the 1-layer tiny encoder
+            cfg = set_values(cfg, {"encoder.train_layers": 1})
+        key = json.dumps(to_dict(cfg), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        # one feature store per encoder setting (a store refuses features of another)
+        encoder = json.dumps(to_dict(cfg.encoder), sort_keys=True)
+        features.setdefault(encoder, str(root / f"features{len(features)}"))
+        cfg = dataclasses.replace(cfg, output_dir=str(root / f"run{trained}"),
+                                  features_dir=features[encoder])
+        result = train(cfg)
+        assert (Path(result.output_dir) / "model.safetensors").exists(), path
+        if path == teacher_recipe:
+            teacher = Path(result.output_dir)
+        trained += 1
     assert trained >= 3
 
 

@@ -106,6 +106,9 @@ def export_mismatches(config: RunConfig, schema: AttributeSchema, record: dict) 
             problems.append(f"the graph has no output {name!r}")
         elif shape[-1] != size:
             problems.append(f"the graph's {name} has {shape[-1]} {what}, the schema {size}")
+    if model.crf and not record.get("crf"):
+        problems.append("config.json says the tagger is a CRF (model.decoding=crf), the export "
+                        "record holds no CRF transitions")
     if record.get("text_dim") != model.text_dim:
         problems.append(f"the graph was exported with hidden size {record.get('text_dim')}, "
                         f"config.json says {model.text_dim}")

@@ -64,10 +64,15 @@ class ModelConfig:
     attr_pooling: Literal["sum", "mean"] = "sum"
     restrict_to_category: bool = False  # decode only attributes seen with the text's category
     # How tags are read off the tag probabilities: "argmax" per word (the paper's) or "viterbi",
-    # the most probable valid BIO sequence (no I-X after O or another attribute's tag).
-    decoding: Literal["argmax", "viterbi"] = "argmax"
+    # the most probable valid BIO sequence (no I-X after O or another attribute's tag). "crf"
+    # also changes training: the tagger becomes a linear-chain CRF over BIO tags with learned
+    # transition scores (`mjave.model.crf`), trained by its sequence likelihood and decoded by
+    # Viterbi under those transitions; span scores then read the CRF's marginals (M-JAVE, JAVE
+    # and token-classification only).
+    decoding: Literal["argmax", "viterbi", "crf"] = "argmax"
     # Decoded spans whose score (`mjave.inference.decode.span_scores`) is below this are dropped
-    # (0 keeps every span, the paper's behaviour).
+    # (0 keeps every span, the paper's behaviour). Under "crf" the score's probabilities are
+    # the CRF's marginals, so the cut means the same.
     min_span_score: float = 0.0
     # At most this many values (spans) per attribute in a text, the best-scoring ones; 0: no
     # limit (the paper's). OA-Mine and WDC-PAVE annotate one value per attribute and product
@@ -87,6 +92,11 @@ class ModelConfig:
     @property
     def num_tags(self) -> int:
         return 1 + 2 * self.num_attributes
+
+    @property
+    def crf(self) -> bool:
+        """Whether the tagger is a CRF (`decoding="crf"`): it has transition weights."""
+        return self.decoding == "crf"
 
     @property
     def kl_enabled(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mjave.config.core import ConfigError, check_range
+from mjave.config.core import ConfigError, check_range, path_field
 
 
 SEED_MAX = 2**32 - 1
@@ -65,6 +65,18 @@ class TrainConfig:
     # finished model needs none, and it would triple what is copied and shipped; a run killed
     # before the end keeps it either way and resumes from it.
     keep_checkpoint: bool = False
+    # Knowledge distillation (`mjave.training.distill`, docs/model.md "Distillation"): a trained
+    # model folder (relative to the working directory, like output_dir) whose soft BIO and
+    # attribute probabilities the student also learns from, on every training text. Its schema
+    # must be the training data's. null = off.
+    distill_from: str | None = None
+    # The loss is (1 - w) * gold loss + w * T^2 * soft loss: 0 = the gold loss alone, 1 = the
+    # teacher alone. T softens both distributions (T > 0; 1 = as the teacher predicts).
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
+    # Extra texts (any format mjave reads; their spans are ignored) that get the soft loss only,
+    # e.g. another dataset's texts. In a config file a relative path is relative to the file.
+    distill_unlabelled: str | None = path_field()
 
     def __post_init__(self) -> None:
         check_range("train", self, {
@@ -74,7 +86,15 @@ class TrainConfig:
             "clip_norm": (0, None, True), "warmup_ratio": (0, 1, False),
             "threshold": (0, 1, True), "partial_attr_weight": (0, 1, True),
             "partial_outside_weight": (0, 1, True), "augment_mentions": (0, 1, True),
-            "augment_copies": (1, None, True),
+            "augment_copies": (1, None, True), "distill_weight": (0, 1, True),
+            "distill_temperature": (0, None, True),
             "seed": (0, SEED_MAX, True)})
         if self.lr == 0:
             raise ConfigError("train.lr must be above 0, not 0")
+        if self.distill_temperature == 0:
+            raise ConfigError("train.distill_temperature must be above 0, not 0")
+        if self.distill_from == "":
+            raise ConfigError("train.distill_from must name a model folder (or be null), not ''")
+        if self.distill_unlabelled and not self.distill_from:
+            raise ConfigError("train.distill_unlabelled gives texts for the teacher's soft "
+                              "targets: set train.distill_from (the teacher) too")

@@ -360,14 +360,18 @@ DECODING_FIELDS: dict[str, tuple[str, ...]] = {
     "train": ("threshold", "eval_batch_size"),
 }
 """Config fields only the decoder and the scorer read: training reads them just to score the
-valid split each epoch (early stopping), so without a valid split they do not change weights."""
+valid split each epoch (early stopping), so without a valid split they do not change weights.
+Except `model.decoding="crf"`, which trains a CRF: to or from it, the weights differ."""
 
 
 def _without_decoding(d: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(d)
     for section, names in DECODING_FIELDS.items():
         if isinstance(out.get(section), Mapping):
-            out[section] = {k: v for k, v in out[section].items() if k not in names}
+            kept = {k: v for k, v in out[section].items() if k not in names}
+            if section == "model":
+                kept["crf"] = out[section].get("decoding") == "crf"
+            out[section] = kept
     return out
 
 

@@ -5,7 +5,9 @@ Evaluation, batch prediction and serving all decode through `decode_spans` (`dec
 of each word (`decoding="argmax"`, the paper's), or the most probable tag sequence that is valid
 BIO (`decoding="viterbi"`: an `I-X` only after `B-X` or `I-X`; `viterbi_tags`); chunking and the
 repair of an `I-X` without a `B-X` are those of `mjave.data.spans.bio_to_spans` (it starts a
-new chunk). A span's score is the mean probability
+new chunk). A CRF tagger (`decoding="crf"`) is decoded by Viterbi under its learned
+`Transitions`, and its forward-backward marginals take the place of the tag probabilities
+(`crf_tags`, `mjave.inference.crf`). A span's score is the mean probability
 of the tags chosen on its words times the probability that the span does not extend past either
 end (`span_scores`).
 
@@ -26,8 +28,9 @@ from mjave.data.records import Span
 from mjave.data.schema import AttributeSchema
 from mjave.data.layout import TokenLayout
 from mjave.data.tagging import Encoded
+from mjave.inference.crf import Transitions, crf_marginals, crf_viterbi
 
-DECODINGS = ("argmax", "viterbi")
+DECODINGS = ("argmax", "viterbi", "crf")
 """How tags are chosen from the per-word tag probabilities (`ModelConfig.decoding`)."""
 
 _FAR = np.iinfo(np.int64).max
@@ -105,30 +108,33 @@ def _extents(key: np.ndarray, begin: np.ndarray, end: np.ndarray
 def decode_example(encoded: Encoded, text: str, tag_probs: np.ndarray, attr_probs: np.ndarray,
                    schema: AttributeSchema, threshold: float = 0.5,
                    allowed: Collection[str] | None = None, decoding: str = "argmax",
-                   min_span_score: float = 0.0, max_values_per_attribute: int = 0) -> Decoded:
+                   min_span_score: float = 0.0, max_values_per_attribute: int = 0,
+                   transitions: Transitions | None = None) -> Decoded:
     """`tag_probs` (T_padded, num_tags) and `attr_probs` (L,) of one text, as numpy arrays.
 
     `allowed`: restrict the output to these attributes (e.g. those its category has in
     training); the tags of other attributes are never chosen and their attributes never reported.
+    `transitions`: a CRF tagger's, for `decoding="crf"`.
     """
     tag_probs = np.asarray(tag_probs)
     if len(tag_probs) < len(encoded.input_ids):
         raise ValueError(f"{len(tag_probs)} tag ids for {len(encoded.input_ids)} tokens")
     return decode_batch(TokenLayout.from_encodings([encoded]), [text], tag_probs[None],
                         np.asarray(attr_probs)[None], schema, threshold, [allowed],
-                        decoding, min_span_score, max_values_per_attribute)[0]
+                        decoding, min_span_score, max_values_per_attribute, transitions)[0]
 
 
 def decode_batch(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
                  allowed: Sequence[Collection[str] | None] | None = None,
                  decoding: str = "argmax", min_span_score: float = 0.0,
-                 max_values_per_attribute: int = 0) -> list[Decoded]:
+                 max_values_per_attribute: int = 0,
+                 transitions: Transitions | None = None) -> list[Decoded]:
     """`decode_example` of every row of a batch: `tag_probs` (B, T_padded, num_tags),
     `attr_probs` (B, L), `allowed` one restriction (or None) per row, or None for none."""
     return decode_spans(layout, texts, tag_probs, attr_probs, schema, threshold,
                         allowed, decoding, min_span_score,
-                        max_values_per_attribute).decoded()
+                        max_values_per_attribute, transitions).decoded()
 
 
 @dataclass
@@ -189,9 +195,11 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
                  attr_probs: np.ndarray, schema: AttributeSchema, threshold: float = 0.5,
                  allowed: Sequence[Collection[str] | None] | None = None,
                  decoding: str = "argmax", min_span_score: float = 0.0,
-                 max_values_per_attribute: int = 0) -> SpanBatch:
-    """`decode_batch` as arrays (`SpanBatch`). `decoding`: "argmax" (per word) or "viterbi"
-    (`viterbi_tags`); spans scoring below `min_span_score` are dropped; with
+                 max_values_per_attribute: int = 0,
+                 transitions: Transitions | None = None) -> SpanBatch:
+    """`decode_batch` as arrays (`SpanBatch`). `decoding`: "argmax" (per word), "viterbi"
+    (`viterbi_tags`) or "crf" (`crf_tags` with the tagger's `transitions`; its marginals are
+    the probabilities spans are scored with); spans scoring below `min_span_score` are dropped; with
     `max_values_per_attribute` k > 0 only the k best-scoring spans of each attribute of a text
     are kept (`best_per_attribute`; 0 keeps them all)."""
     if decoding not in DECODINGS:
@@ -205,7 +213,9 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
     if tag_keep is not None:
         probs = np.where(tag_keep[words.row], probs, 0.0)
         attr_probs = np.where(attr_keep, attr_probs, 0.0)
-    if decoding == "viterbi":
+    if decoding == "crf":
+        probs, tags = crf_tags(probs, words, transitions)
+    elif decoding == "viterbi":
         tags = viterbi_tags(probs, words)
     else:
         tags = probs.argmax(-1)
@@ -320,6 +330,25 @@ def viterbi_tags(probs: np.ndarray, words: _Words) -> np.ndarray:
             cur = np.where(active, back[rows, k, cur], cur)
     tags[live] = best[row, rank]
     return tags
+
+
+def crf_tags(probs: np.ndarray, words: _Words, transitions: Transitions | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(W, K) CRF marginals and (W,) Viterbi tags of a batch's words (`decoding="crf"`). All
+    words of a row take part, those without characters too: the CRF was trained over every
+    first piece (`tag_mask`). A tag a restriction zeroed is floored like in `viterbi_tags`."""
+    if transitions is None:
+        raise ValueError("decoding='crf' needs the CRF's transitions: a model trained with "
+                         "model.decoding=crf")
+    if transitions.num_tags != probs.shape[-1]:
+        raise ValueError(f"CRF transitions over {transitions.num_tags} tags for tag "
+                         f"probabilities over {probs.shape[-1]}")
+    B, W = len(words.counts), int(words.counts.max(initial=0))
+    lp = np.zeros((B, W, probs.shape[-1]))
+    lp[words.row, words.rank] = np.log(np.maximum(probs.astype(np.float64), _LOG_FLOOR))
+    at = (words.row, words.rank)
+    return (crf_marginals(lp, words.counts, transitions)[at],
+            crf_viterbi(lp, words.counts, transitions)[at])
 
 
 def _check_tags(tags: np.ndarray, words: _Words, num_tags: int) -> None:

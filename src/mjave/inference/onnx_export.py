@@ -4,7 +4,9 @@ The text graph computes what the Extractor's torch forward computes from token i
 features): for a model over cached token states the frozen encoder runs in the same graph, its
 states rounded to float16 as the feature store rounds them; fine-tuned and BiLSTM encoders are
 part of the network already. An image model gets its image encoder as a second graph (pixels ->
-global and regional features). The exported folder keeps config.json (sizes filled in),
+global and regional features). A CRF tagger's (`model.decoding=crf`) transition scores are
+not part of any graph: export.json keeps them (`crf`) and the one decoder runs its Viterbi on
+the host, as for the torch model. The exported folder keeps config.json (sizes filled in),
 schema.json and versions.json, and adds `export.json` (opset, int8, every graph's input and
 output names and shapes) and the tokenizer files, so it is one thing to copy; it needs neither
 the torch weights nor the encoder folder. `int8`: onnxruntime's dynamic quantisation of the
@@ -256,6 +258,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
               "frozen_encoder_in_graph": frozen is not None,
               "text_dim": config.model.text_dim, "num_attributes": loaded.schema.num_attributes,
               "num_tags": loaded.schema.num_tags, "image": image_record,
+              "crf": crf_record(loaded.net),
               "versions": {**pretrained.versions(), "onnx": onnx.__version__,
                            "onnxruntime": onnxruntime.__version__}}
     pretrained.write_json(out / pretrained.EXPORT, record)
@@ -312,6 +315,15 @@ def quantize_checked(out: Path, record: dict[str, Any], items: Sequence[dict[str
         for name in (*graphs, pretrained.EXPORT):
             os.replace(staged / name, out / name)
     return check
+
+
+def crf_record(net: nn.Module) -> dict[str, Any] | None:
+    """The CRF transitions the decoder runs with (`mjave.inference.crf.Transitions`), as JSON;
+    None for a model without a CRF."""
+    from mjave.inference.predict import network_transitions
+
+    transitions = network_transitions(net)
+    return None if transitions is None else transitions.to_dict()
 
 
 def image_regions(config: Any) -> int:

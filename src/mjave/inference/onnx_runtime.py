@@ -24,6 +24,7 @@ import torch
 
 from mjave import pretrained
 from mjave.encoders.image import ImageEncoder
+from mjave.inference.crf import Transitions
 from mjave.inference.onnx_export import require_onnx
 from mjave.model.mjave import MJAVEOutput
 from mjave.model_folder import ModelFolder
@@ -76,11 +77,13 @@ def check_graph(session: Any, signature: dict[str, Any], path: Path) -> None:
 
 class OnnxNetwork:
     """The torch network's place in the Extractor: `net(batch, with_labels=False)` on a collated
-    batch, computed by an onnxruntime session (logits only: no gates, no losses)."""
+    batch, computed by an onnxruntime session (logits only: no gates, no losses). A CRF
+    tagger's `transitions` come from the export record; the decoder reads them."""
 
-    def __init__(self, session: Any):
+    def __init__(self, session: Any, transitions: Transitions | None = None):
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
+        self.transitions = transitions
 
     def eval(self) -> "OnnxNetwork":
         return self
@@ -165,7 +168,8 @@ def load_exported(folder: ModelFolder, device: str = "auto", threads: int | None
     session = make_session(folder.weights, threads)
     check_graph(session, record, folder.weights)
     aligner = pretrained.make_aligner(folder.config.encoder, folder.schema, folder.tokenizer)
-    network: Any = OnnxNetwork(session)  # in the torch network's place (`net(batch)`)
+    crf = record.get("crf")
+    network: Any = OnnxNetwork(session, None if crf is None else Transitions.from_dict(crf))
     model = ExportedModel(folder.path, folder.config, folder.schema, network, aligner, CPU)
     image = None
     if model.uses_image:

@@ -11,6 +11,7 @@ import torch
 
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
+from mjave.inference.crf import Transitions
 from mjave.inference.decode import Decoded, SpanBatch, TokenLayout, decode_spans
 from mjave.model.batches import Example, batches, collate
 from mjave.config import ModelConfig
@@ -19,7 +20,7 @@ from mjave.model.network import TextImageModel
 
 def decode_options(model_config: ModelConfig) -> dict[str, Any]:
     """The decoding keywords of `predict_examples`/`predict_batches` a model's `ModelConfig`
-    asks for (category restriction, argmax or viterbi, span-score cut, values per attribute):
+    asks for (category restriction, argmax, viterbi or crf, span-score cut, values per attribute):
     every path that scores
     or serves a model decodes through this, so they all decode alike."""
     return {"restrict_to_category": model_config.restrict_to_category,
@@ -62,6 +63,7 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
     """`predict_examples` batch by batch, decoded as arrays (`SpanBatch`): the Extractor builds
     its results from these without a `Span` object per value."""
     net.eval()
+    transitions = network_transitions(net) if decoding == "crf" else None
     for chunk in batches(examples, batch_size):
         layout = TokenLayout.from_encodings([e.encoded for e in chunk])
         batch = collate(chunk, pad_id=pad_id, device=device, layout=layout)
@@ -72,7 +74,21 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                    if restrict_to_category else None)
         yield chunk, decode_spans(layout, [e.record.text for e in chunk], tag_probs,
                                   attr_probs, schema, threshold, allowed, decoding,
-                                  min_span_score, max_values_per_attribute)
+                                  min_span_score, max_values_per_attribute, transitions)
+
+
+def network_transitions(net: Any) -> Transitions | None:
+    """The CRF transitions a network decodes with (`decoding="crf"`): an exported graph's
+    (`OnnxNetwork.transitions`, from its export record) or those of the torch head's CRF;
+    None for a network without one."""
+    if not isinstance(net, TextImageModel):
+        return getattr(net, "transitions", None)
+    crf = getattr(net.head, "crf", None)
+    if crf is None:
+        return None
+    with torch.no_grad():
+        start, matrix, end = (x.detach().double().cpu().numpy() for x in crf.potentials())
+    return Transitions(start, matrix, end)
 
 
 def host_outputs(out: Any) -> tuple[np.ndarray, np.ndarray]:

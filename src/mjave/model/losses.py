@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mjave.model.crf import BIOCRF, pack, repair_bio
+
 IGNORE = -100
 
 
@@ -89,6 +91,39 @@ def tag_loss(tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
                               nll)
         loss = nll.masked_fill(~valid, 0.0).sum() / count
     return loss
+
+
+def crf_tag_loss(crf: BIOCRF, tag_logits: Tensor, tag_labels: Tensor, tag_mask: Tensor,
+                 attr_known: Tensor | None = None, outside_weight: float = 0.0) -> Tensor:
+    """Eq. 11 for a CRF tagger (`decoding="crf"`): -log p(gold tag sequence) of each text,
+    summed and divided by the tagged positions `tag_loss` averages over, so `loss_value` keeps
+    its per-position scale and `shard_loss` its meaning.
+
+    The gold is a set of sequences, position by position: the labelled tag, any tag at an
+    unlabelled (IGNORE) position, and under partial labels (`attr_known`) O or a tag of an
+    unknown attribute where the gold tag is O (`allowed_outside_tags`, the marginal likelihood
+    of `tag_loss`); -log p = log Z - log Z(gold set). An I-l that cannot continue is read as
+    B-l (`repair_bio`). `outside_weight` w mixes the naive likelihood (O is O) back in per text:
+    (1 - w) * marginal + w * naive.
+    """
+    labels = tag_labels.masked_fill(~tag_mask, IGNORE)
+    count = (labels != IGNORE).sum().clamp_min(1)
+    emissions, mask, _ = pack(tag_logits, tag_mask)
+    gold = repair_bio(pack(labels, tag_mask)[0], IGNORE)
+    labelled = (gold != IGNORE).unsqueeze(-1)
+    exact = F.one_hot(gold.clamp_min(0), emissions.shape[-1]).bool() | ~labelled
+    sets = [torch.ones_like(exact), exact]                 # Z, then Z over the gold set(s)
+    if attr_known is not None:
+        outside = allowed_outside_tags(attr_known)[:, None, :]
+        sets.append(torch.where((gold == 0).unsqueeze(-1), outside, exact))
+    # One forward pass over the sets stacked along the batch: a third of the kernel launches.
+    n = len(sets)
+    log_z = crf.log_partition(emissions.repeat(n, 1, 1), mask.repeat(n, 1),
+                              torch.cat(sets)).view(n, -1)
+    nll = log_z[0] - log_z[1]
+    if attr_known is not None:
+        nll = (1.0 - outside_weight) * (log_z[0] - log_z[2]) + outside_weight * nll
+    return nll.sum() / count
 
 
 def tag_count(tag_labels: Tensor, tag_mask: Tensor) -> Tensor:

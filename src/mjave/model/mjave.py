@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from mjave.config import ModelConfig
-from mjave.model.losses import attribute_loss, tag_loss
+from mjave.model.crf import BIOCRF, tag_marginals
+from mjave.model.losses import attribute_loss, crf_tag_loss, tag_loss
 from mjave.model.registry import register
 
 NEG_INF = -1e9
@@ -193,6 +194,8 @@ class MJAVEOutput:
 class MJAVE(nn.Module):
     """The whole model: Eq. 1-14 over encoder outputs (see module docstring for the inputs)."""
 
+    supports_crf = True   # `decoding="crf"` (see `mjave.model.registry.build_model`)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -202,6 +205,8 @@ class MJAVE(nn.Module):
         self.value_cross = None if cfg.multitask else GlobalGatedCrossModalAttention(cfg)
         self.attribute_head = AttributeHead(cfg)
         self.tagger = RegionalGatedValueTagger(cfg)
+        # decoding="crf": the tag logits are a CRF's emission scores (`mjave.model.crf`).
+        self.crf = BIOCRF(cfg.num_tags) if cfg.crf else None
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
@@ -259,15 +264,20 @@ class MJAVE(nn.Module):
         cfg = self.cfg
         loss_attr = attribute_loss(out.attr_logits, attr_labels, attr_known,
                                    unknown_attr_weight)                               # Eq. 8
-        loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
-                              outside_weight)                                         # Eq. 11
+        if self.crf is None:
+            loss_value = tag_loss(out.tag_logits, tag_labels, tag_mask, attr_known,
+                                  outside_weight)                                     # Eq. 11
+        else:
+            loss_value = crf_tag_loss(self.crf, out.tag_logits, tag_labels, tag_mask,
+                                      attr_known, outside_weight)
         loss = cfg.attr_loss_weight * loss_attr + loss_value
         loss_kl = None
         # The KL term (Eq. 12-13) compares two predicted distributions and reads no label, so
         # partial labels leave it as it is: for an attribute the record does not know it is the
         # only attribute-side signal left, and it keeps y^a consistent with the tagger.
         if cfg.kl_enabled:
-            tag_probs = out.tag_logits.float().softmax(-1)
+            tag_probs = (out.tag_logits.float().softmax(-1) if self.crf is None
+                         else tag_marginals(self.crf, out.tag_logits, tag_mask))
             loss_kl = kl_term(attr_probs.float(), value_to_attribute_probs(tag_probs, tag_mask),
                               cfg.kl_form)
             loss = loss + cfg.kl_lambda * loss_kl                                     # Eq. 14

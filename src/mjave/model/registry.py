@@ -33,6 +33,10 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown model.architecture {cfg.architecture!r}; known: "
                          f"{', '.join(sorted(_REGISTRY))}") from None
+    if cfg.crf and not getattr(factory, "supports_crf", False):
+        crf = sorted(n for n, f in _REGISTRY.items() if getattr(f, "supports_crf", False))
+        raise ValueError(f"model.decoding='crf' (a CRF tagger) is not built for "
+                         f"model.architecture {cfg.architecture!r}; it is for: {', '.join(crf)}")
     return factory(cfg)
 
 

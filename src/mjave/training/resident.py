@@ -172,13 +172,15 @@ def batch_order(n: int, generator: torch.Generator | None) -> Tensor:
 def resident_batches(data: ResidentData, batch_size: int,
                      generator: torch.Generator | None = None, pad_to: PadTo = "batch",
                      drop_last: bool = False, with_attr_known: bool = True,
-                     feature_dtype: torch.dtype | None = None) -> Iterator[dict[str, Tensor]]:
+                     feature_dtype: torch.dtype | None = None,
+                     with_index: bool = False) -> Iterator[dict[str, Tensor]]:
     """Batches in the order `batches(examples, batch_size, generator)` gives, cut on the device.
 
     Keys and values are those of `collate` (`attr_known` only in batches holding a partially
     labelled example, and only when `with_attr_known`). Per batch the host does a slice of
     precomputed numpy arrays and launches gather kernels: no host copy, no sync.
-    `feature_dtype` casts h / v_global / v (None: as stored)."""
+    `feature_dtype` casts h / v_global / v (None: as stored). `with_index`: each batch also
+    holds `index`, its rows' positions in `data` (distillation looks its targets up by it)."""
     if pad_to not in ("batch", "dataset"):
         raise ValueError(f"pad_to must be 'batch' or 'dataset', got {pad_to!r}")
     order = batch_order(len(data), generator)
@@ -197,7 +199,10 @@ def resident_batches(data: ResidentData, batch_size: int,
         tensors.pop("attr_known", None)
     for b, s in enumerate(starts):
         idx = index[s:s + batch_size]
-        yield _cut(tensors, idx, int(batch_T[b]), bool(partial[b]), feature_dtype)
+        batch = _cut(tensors, idx, int(batch_T[b]), bool(partial[b]), feature_dtype)
+        if with_index:
+            batch["index"] = idx
+        yield batch
 
 
 def _cut(tensors: dict[str, Tensor], idx: Tensor, T: int, partial: bool,

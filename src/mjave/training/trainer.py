@@ -40,6 +40,7 @@ from mjave.pretrained import (METRICS, build_network, make_aligner, make_tokeniz
                               text_in_loop, write_config, write_json)
 from mjave.training.checkpoint import (has_checkpoint, load_checkpoint, remove_checkpoint,
                                        save_checkpoint)
+from mjave.training.distill import CACHE_DIR, Distiller, make_distiller, unlabelled_records
 from mjave.training.model_card import RunSummary, SplitSummary, write_model_card
 from mjave.training.partial_tables import category_absent_examples, outside_weight
 from mjave.config import RunConfig, TrainConfig
@@ -221,6 +222,8 @@ class Run:
     table_records: list[Record]  # the training table's own products, before augmentation
     train_split: Split
     valid_split: Split | None
+    unlabelled: list[Example] = field(default_factory=list)  # train.distill_unlabelled
+    distill: Distiller | None = None   # train.distill_from
 
     @property
     def steps_per_epoch(self) -> int:
@@ -259,6 +262,10 @@ def set_up(config: RunConfig, out: Path, device: torch.device,
     run = Run(config, out, device, progress, schema, net, aligner.pad_id, partial,
               table_records, Split(train_records, [], train_issues), None)
     featurize_splits(run, aligner)
+    # After the student's initial weights and before `resume` reseeds: loading the teacher
+    # draws random numbers that do not matter then.
+    run.distill = make_distiller(config, schema, run.train_split.examples, run.unlabelled,
+                                 Path(feature_store(run)) / CACHE_DIR, aligner.pad_id, device)
     if distributed.is_main():
         write_config(out, config)
         save_encoder_files(out, config.encoder)
@@ -269,7 +276,7 @@ def featurize_splits(run: Run, aligner: TextAligner) -> None:
     """Fill in the examples of `run`'s training split (category-absent attributes applied) and
     read the validation split, both through the feature store."""
     config = run.config
-    store_dir = config.features_dir or str(run.out / "features")
+    store_dir = feature_store(run)
     # Top-layer fine-tuning (encoder.train_layers: K): the frozen layers below run once per text,
     # here, with the network's own encoder; every step then runs the top K layers on them.
     lower = config.encoder.caches_lower_layers
@@ -291,9 +298,17 @@ def featurize_splits(run: Run, aligner: TextAligner) -> None:
             if n_partial:
                 log.info("valid: %d of %d records are partially labelled; they are scored on "
                          "their known attributes only", n_partial, len(recs))
+        extra = unlabelled_records(config)
+        if extra:
+            run.unlabelled = build_examples(extra, **featurize)
     for name, split in (("train", train_split), ("valid", run.valid_split)):
         if split is not None and split.issues.summary():
             log.info("%s: %s", name, split.issues.summary())
+
+
+def feature_store(run: Run) -> str:
+    """The feature store's folder (teacher outputs are cached beside the features too)."""
+    return run.config.features_dir or str(run.out / "features")
 
 
 def resume(run: Run) -> tuple[Optimization, dict]:
@@ -348,17 +363,26 @@ def train_epoch(run: Run, opt: Optimization, forward: Callable[[dict[str, torch.
     run.net.train()
     distributed.seed_dropout(tc.seed, epoch)
     g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
+    distill = run.distill
     source = _epoch_batches(run.train_split.examples, resident, tc.batch_size, g, run.pad_id,
-                            run.device)
+                            run.device, with_index=distill is not None)
     it = run.progress(source, total=run.steps_per_epoch, desc=f"epoch {epoch}/{tc.epochs}") \
         if run.progress else source
+    unlabelled = distill.unlabelled_batches(epoch) if distill is not None else None
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     for batch, counts in it:
         if not run.partial:
             batch.pop("attr_known", None)  # naive: the ordinary losses on partial records
+        extra = next(unlabelled) if unlabelled is not None else None
         with _autocast(run.device, tc.bf16):
             output = forward(batch)
+            extra_output = forward(extra) if extra is not None else None
         loss, batch_loss = distributed.batch_loss(output, batch, counts)
+        if distill is not None:   # (1 - w) * gold + w * T^2 * soft (mjave.training.distill)
+            loss = distill.mix(loss, output, batch, counts)
+            if extra is not None:
+                loss = loss + distill.unlabelled_loss(extra_output, extra)
+            batch_loss = loss.detach() / distributed.world_size()
         opt.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.net.parameters(), tc.clip_norm)
@@ -448,18 +472,22 @@ def _resident_data(examples: Sequence[Example], requested: bool | None, pad_id: 
 
 
 def _epoch_batches(examples: Sequence[Example], resident: ResidentData | None, batch_size: int,
-                   generator: torch.Generator, pad_id: int, device: torch.device
-                   ) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+                   generator: torch.Generator, pad_id: int, device: torch.device,
+                   with_index: bool = False) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
     """(batch, whether it counts) in the seeded order of `batches`: cut on the device from
     `resident`, or collated on the host (this rank's share under torchrun, `shard`). Both give
-    the same tensors."""
+    the same tensors; `with_index` adds the examples' positions (`index`, for distillation)."""
     if resident is not None:
-        for batch in resident_batches(resident, batch_size, generator=generator):
+        for batch in resident_batches(resident, batch_size, generator=generator,
+                                      with_index=with_index):
             yield batch, True
         return
-    for chunk in batches(examples, batch_size, generator=generator):
+    for chunk in batches(range(len(examples)), batch_size, generator=generator):
         part, counts = distributed.shard(chunk)  # the whole chunk in a single process
-        yield collate(part, pad_id=pad_id, device=device), counts
+        batch = collate([examples[i] for i in part], pad_id=pad_id, device=device)
+        if with_index:
+            batch["index"] = torch.tensor(part, device=device)
+        yield batch, counts
 
 
 def _forward_fn(model: torch.nn.Module, tc: TrainConfig
