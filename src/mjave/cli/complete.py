@@ -25,7 +25,8 @@ FLAG_FIELDS = {"min_precision": "min_precision", "threshold": "threshold",
                "confidence": "confidence", "force": "force", "cv_folds": "cv_folds",
                "conflicts": "conflicts", "conflict_threshold": "conflict_threshold",
                "batch_size": "batch_size", "device": "device", "image_root": "image_root",
-               "format": "input_format"}
+               "format": "input_format", "known_attribute_share": "known_attribute_share",
+               "include_new_attributes": "include_new_attributes"}
 """Flag (argparse dest) -> `CompleteConfig` field; a flag given overrides the config."""
 
 EITHER = {"min_precision": "threshold", "threshold": "min_precision"}
@@ -57,7 +58,8 @@ def _refusal(summary: Any, output: str) -> str:
                f"{cal.precision:.3f}{cv}) at threshold {cal.threshold:.4f}, recall {rec} "
                "there")
     return (f"error: refused: precision {cal.requested:g} cannot be backed; {can}. No rows "
-            f"written ({output} and {summary.conflicts_output} hold their header only): "
+            f"written ({output}, {summary.review_output} and {summary.conflicts_output} hold "
+            f"their header only): "
             f"ask for a precision it can back, or --force to write them anyway "
             f"(exit {REFUSED})")
 
@@ -86,6 +88,18 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_kind_options(p: argparse.ArgumentParser, share: float) -> None:
+    """The two kinds of suggestion (`mjave.completion.kinds`): where the cut lies, and whether
+    the kind no held-out value can back joins the suggestions file."""
+    g = p.add_argument_group("two kinds of suggestion (docs/completion.md)")
+    g.add_argument("--known-attribute-share", type=float, metavar="S", help=(
+        "a suggestion fills a known gap when at least share S of its product's category carry "
+        f"the attribute in the table, else it names a new attribute (default {share:g})"))
+    g.add_argument("--include-new-attributes", action="store_true", default=None, help=(
+        "also write the new_attribute suggestions into SUGGESTIONS (kind new_attribute, no "
+        "precision claimed), not only into SUGGESTIONS.review.csv"))
+
+
 def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `mjave complete` on the top-level subparsers; returns its parser."""
     from mjave.config import CompleteConfig
@@ -101,7 +115,12 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
         "SUGGESTIONS.calibration.json. When P cannot be backed (no threshold's lower precision "
         "bound reaches it, or the product-grouped cross-validated bound falls short) it refuses: "
         "it says what precision it can back, writes no rows and exits 2 (--force: writes them "
-        "anyway). Settings may come from a file (--config, mjave.config.CompleteConfig) and "
+        "anyway). P speaks only for suggestions that fill a known gap (an attribute at least "
+        "--known-attribute-share of the product's category carry in the table): the others "
+        "(new_attribute) go to SUGGESTIONS.review.csv for `mjave review`, since no held-out "
+        "value can back their precision (--include-new-attributes: into SUGGESTIONS too, "
+        "marked in the kind column). Settings may come from a file (--config, "
+        "mjave.config.CompleteConfig) and "
         "--set KEY=VALUE; a flag given overrides both.")
     p.add_argument("model", help="model folder written by `mjave train`")
     p.add_argument("products", help="product texts: JSONL, JAVE TSV, CSV or Parquet with id, "
@@ -129,6 +148,7 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
                    help="--min-precision also checks the threshold by K-fold cross-validation "
                    "over products (seeded) and refuses when its lower precision bound is below "
                    f"P (default {default.cv_folds}; 0 turns the check off)")
+    add_kind_options(p, default.known_attribute_share)
     p.add_argument("--calibration", metavar="FILE",
                    help="held-out products with gold spans (labelled JSONL) to calibrate on, "
                    "instead of the calibration pairs carried by PRODUCTS")
@@ -151,4 +171,5 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
-__all__ = ["FLAG_FIELDS", "REFUSED", "add_complete_command", "cmd_complete", "complete_config"]
+__all__ = ["FLAG_FIELDS", "REFUSED", "add_complete_command", "add_kind_options", "cmd_complete",
+           "complete_config"]

@@ -25,6 +25,20 @@ def read_suggestions(path: Path) -> list[tuple[Pair, float]]:
                 for r in csv.DictReader(f)]
 
 
+def read_suggestion_kinds(path: Path) -> dict[Pair, str]:
+    """(product, attribute, normalised value) -> kind (`mjave.completion.kinds`) of a
+    suggestions CSV."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return {(r["product_id"], r["attribute"], r["normalized_value"]): r["kind"]
+                for r in csv.DictReader(f)}
+
+
+def of_kind(suggested: Iterable[tuple[Pair, float]], kinds: dict[Pair, str], kind: str
+            ) -> list[tuple[Pair, float]]:
+    """The suggestions of one kind."""
+    return [(p, s) for p, s in suggested if kinds.get(p) == kind]
+
+
 def score_pairs(suggested: Iterable[tuple[Pair, float]], key: set[Pair],
                 threshold: float = 0.0) -> tuple[int, int, int]:
     """(tp, fp, fn) of the suggestions scoring >= threshold against the answer key."""
@@ -54,5 +68,5 @@ def seen_in_training(training: Iterable[Record], key: set[Pair]) -> int:
     return sum((attr, value) in taught for _, attr, value in key)
 
 
-__all__ = ["Pair", "false_positive_kinds", "read_suggestions", "score_pairs",
-           "seen_in_training"]
+__all__ = ["Pair", "false_positive_kinds", "of_kind", "read_suggestion_kinds",
+           "read_suggestions", "score_pairs", "seen_in_training"]

@@ -58,6 +58,45 @@ def hide_attributes(table: GoldTable, fraction: float, seed: int) -> dict[str, s
     return out
 
 
+def product_categories(records: Iterable[Record]) -> dict[str, str]:
+    """product_id -> the first category its texts name ("" when none does)."""
+    out: dict[str, str] = {}
+    for r in records:
+        if not out.get(r.product_id):
+            out[r.product_id] = r.category or ""
+    return out
+
+
+def hide_whole_attributes(table: GoldTable, categories: dict[str, str], per_category: int,
+                          seed: int) -> dict[str, set[str]]:
+    """product_id -> the attributes hidden for every product of its category: `per_category`
+    of the attributes the category's products carry (seeded, categories in sorted order). The
+    table then never shows them for the category, so their suggestions are `new_attribute`
+    (mjave.completion.kinds) while the gold still scores them."""
+    if per_category < 0:
+        raise ValueError(f"hide_whole_attributes must be at least 0, got {per_category}")
+    rng = np.random.default_rng([seed, 31337])
+    members: dict[str, list[str]] = defaultdict(list)
+    for pid in sorted(table):
+        members[categories.get(pid, "")].append(pid)
+    out: dict[str, set[str]] = {}
+    for category in sorted(members):
+        attrs = sorted({a for pid in members[category] for a, _ in table[pid]})
+        chosen = {attrs[i] for i in rng.permutation(len(attrs))[:per_category]}
+        for pid in members[category]:
+            out[pid] = set(chosen)
+    return out
+
+
+def merge_hidden(*hidden: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The union of several product_id -> hidden attributes maps."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for h in hidden:
+        for pid, attrs in h.items():
+            out[pid] |= attrs
+    return dict(out)
+
+
 def split_table(table: GoldTable, hidden: dict[str, set[str]]
                 ) -> tuple[list[TableRow], set[Pair]]:
     """(visible TableRows in product order, hidden (product, attribute, normalised value))."""
@@ -80,4 +119,5 @@ def halves(products: Iterable[str], seed: int) -> tuple[set[str], set[str]]:
     return first, set(ids) - first
 
 
-__all__ = ["GoldTable", "gold_table", "halves", "hide_attributes", "split_table"]
+__all__ = ["GoldTable", "gold_table", "halves", "hide_attributes", "hide_whole_attributes",
+           "merge_hidden", "product_categories", "split_table"]

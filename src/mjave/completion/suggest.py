@@ -9,6 +9,13 @@ the sentences of one product share it) and compares them with the product's tabl
 - **conflict**: a value of an attribute the table has, whose normalised form differs from every
   table value of that attribute, scoring at least the conflict threshold.
 
+Each suggestion has a `kind` (`mjave.completion.kinds`): `fills_known_gap` when at least
+`known_attribute_share` of its product's category carry the attribute in the table, else
+`new_attribute`. The threshold and every precision it reports are judged on held-out values of
+attributes products are known to have, so they speak for `fills_known_gap` alone: the
+suggestions file holds that kind (both with `include_new_attributes`, marked, no precision
+claimed); the `new_attribute` ones go to `<output stem>.review<suffix>` for `mjave review`.
+
 Several mentions of one (attribute, normalised value) in a product (in one sentence or several)
 become one row: the score is the maximum over the mentions, `value`, `begin`, `end`, `evidence`
 and `record_id` are those of the best-scoring mention, `mentions` counts them. `begin`/`end` are
@@ -54,6 +61,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mjave.completion.calibrate import Calibration, Judged, calibrate, fixed_threshold
+from mjave.completion.kinds import (FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE, CategoryShares,
+                                    UNKNOWN_CATEGORY)
 from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import iter_records, read_table
@@ -69,8 +78,9 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 SUGGESTION_COLUMNS = ("product_id", "attribute", "value", "normalized_value", "score", "begin",
-                      "end", "evidence", "record_id", "mentions")
-"""Columns of the suggestions file (the first eight are the documented ones)."""
+                      "end", "evidence", "record_id", "mentions", "kind")
+"""Columns of the suggestions file (the first eight are the documented ones; `kind`:
+`fills_known_gap` or `new_attribute`, `mjave.completion.kinds`)."""
 CONFLICT_COLUMNS = ("product_id", "attribute", "table_value", "text_value", "score", "begin",
                     "end", "evidence", "record_id", "mentions")
 """Columns of the conflicts file; `table_value` joins several table values with " | "."""
@@ -167,11 +177,12 @@ def table_index(rows: Iterable[tuple[str, str]], normalize: Callable[[str], str]
     return out
 
 
-def suggestion_row(a: Aggregated) -> dict[str, Any]:
+def suggestion_row(a: Aggregated, kind: str | None = None) -> dict[str, Any]:
     m = a.best
     return {"product_id": m.product_id, "attribute": m.attribute, "value": m.value,
             "normalized_value": m.normalized, "score": m.score, "begin": m.begin, "end": m.end,
-            "evidence": m.evidence, "record_id": m.record_id, "mentions": a.mentions}
+            "evidence": m.evidence, "record_id": m.record_id, "mentions": a.mentions,
+            "kind": kind}
 
 
 def conflict_row(a: Aggregated, table_values: Mapping[str, str]) -> dict[str, Any]:
@@ -183,20 +194,23 @@ def conflict_row(a: Aggregated, table_values: Mapping[str, str]) -> dict[str, An
 
 
 def product_rows(mentions: Iterable[Mention], table: Mapping[str, Mapping[str, str]],
-                 threshold: float = 0.0, conflict_threshold: float = 0.0
+                 threshold: float = 0.0, conflict_threshold: float = 0.0,
+                 kind_of: Callable[[str], str] | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(suggestions, conflicts) of one product, each sorted by score (descending).
 
     `table`: attribute -> {normalised value: surface value} (`table_index`) of the product.
-    Suggestions: attributes not in `table`, score >= threshold. Conflicts: attributes in
-    `table` whose normalised value is none of the table's, score >= conflict_threshold.
+    Suggestions: attributes not in `table`, score >= threshold, each with the `kind` that
+    `kind_of(attribute)` gives (None without it). Conflicts: attributes in `table` whose
+    normalised value is none of the table's, score >= conflict_threshold.
     """
     suggestions, conflicts = [], []
     for a in aggregate(mentions):
         known = table.get(a.best.attribute)
         if known is None:
             if a.score >= threshold:
-                suggestions.append(suggestion_row(a))
+                kind = kind_of(a.best.attribute) if kind_of is not None else None
+                suggestions.append(suggestion_row(a, kind))
         elif a.best.normalized not in known and a.score >= conflict_threshold:
             conflicts.append(conflict_row(a, known))
     suggestions.sort(key=lambda r: -r["score"])
@@ -291,9 +305,10 @@ CREATE TABLE held (src INTEGER, product_id TEXT, attribute TEXT, norm TEXT,
 CREATE TABLE judged (src INTEGER, product_id TEXT, attribute TEXT,
                      UNIQUE (src, product_id, attribute));
 CREATE TABLE product (src INTEGER, product_id TEXT, UNIQUE (src, product_id));
+CREATE TABLE category (product_id TEXT PRIMARY KEY, category TEXT);
 CREATE TABLE suggestion (product_id TEXT, attribute TEXT, value TEXT, normalized_value TEXT,
                          score REAL, b INTEGER, e INTEGER, evidence TEXT, record_id TEXT,
-                         mentions INTEGER);
+                         mentions INTEGER, kind TEXT);
 CREATE TABLE conflict (product_id TEXT, attribute TEXT, table_value TEXT, text_value TEXT,
                        score REAL, b INTEGER, e INTEGER, evidence TEXT, record_id TEXT,
                        mentions INTEGER);
@@ -326,7 +341,8 @@ class _Work:
         return n
 
     def add(self, src: int, mentions: Sequence[Mention], products: Iterable[str],
-            held: Iterable[tuple[str, str, str]], judged: Iterable[tuple[str, str]]) -> None:
+            held: Iterable[tuple[str, str, str]], judged: Iterable[tuple[str, str]],
+            categories: Iterable[tuple[str, str]] = ()) -> None:
         self.db.executemany("INSERT INTO mention VALUES (?,?,?,?,?,?,?,?,?,?)",
                             [(m.product_id, m.record_id, m.attribute, m.value, m.normalized,
                               m.score, m.begin, m.end, m.evidence, src) for m in mentions])
@@ -336,6 +352,29 @@ class _Work:
                             [(src, p, a, n) for p, a, n in held])
         self.db.executemany("INSERT OR IGNORE INTO judged VALUES (?,?,?)",
                             [(src, p, a) for p, a in judged])
+        if src == PRODUCTS:   # the first category a product's texts name
+            self.db.executemany("INSERT OR IGNORE INTO category VALUES (?,?)",
+                                list(categories))
+
+    def shares(self, cut: float) -> CategoryShares:
+        """Per category, its products (of the products file and of the table) and how many
+        carry each attribute in the table: counted on disk, only the counts come back."""
+        everyone = ("SELECT product_id FROM product WHERE src=0 UNION "
+                    "SELECT product_id FROM tbl")
+        of = ("SELECT u.product_id, coalesce(c.category, ?) AS category FROM "
+              f"({everyone}) u LEFT JOIN category c USING (product_id)")
+        products = dict(self.db.execute(
+            f"SELECT category, count(*) FROM ({of}) GROUP BY category", (UNKNOWN_CATEGORY,)))
+        carrying = {(c, a): n for c, a, n in self.db.execute(
+            f"SELECT p.category, t.attribute, count(DISTINCT t.product_id) FROM tbl t "
+            f"JOIN ({of}) p USING (product_id) GROUP BY p.category, t.attribute",
+            (UNKNOWN_CATEGORY,))}
+        return CategoryShares(products, carrying, cut)
+
+    def category_of(self, pid: str) -> str:
+        row = self.db.execute("SELECT category FROM category WHERE product_id=?",
+                              (pid,)).fetchone()
+        return row[0] if row else UNKNOWN_CATEGORY
 
     def products(self, src: int) -> int:
         return self.db.execute("SELECT count(*) FROM product WHERE src=?", (src,)).fetchone()[0]
@@ -390,6 +429,15 @@ class CompletionSummary:
     suggestions: int = 0           # rows written (score >= threshold)
     conflicts: int = 0             # rows written (score >= conflict threshold)
     candidates: int = 0            # suggestion rows before the threshold
+    candidates_by_kind: Counter = field(default_factory=Counter)
+    # the two kinds (mjave.completion.kinds): the cut, the (category, attribute) pairs above
+    # it, the new_attribute rows written to the review file and whether the suggestions file
+    # holds them too
+    review_output: str = ""
+    known_attribute_share: float = 0.0
+    known_attributes: int = 0
+    new_attributes: int = 0
+    new_attributes_included: bool = False
     threshold: float = 0.0
     conflict_threshold: float = DEFAULT_CONFLICT_THRESHOLD
     calibration: Calibration | None = None
@@ -410,23 +458,61 @@ class CompletionSummary:
                 "table_rows": self.table_rows, "mentions": self.mentions,
                 "suggestions": self.suggestions, "conflicts": self.conflicts,
                 "candidates": self.candidates, "threshold": self.threshold,
+                "kinds": self.kinds_dict(),
                 "conflict_threshold": self.conflict_threshold,
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "calibration_file": self.calibration_file, "files": list(self.files),
                 "refused": self.refused, "seconds": round(self.seconds, 2)}
 
+    def kinds_dict(self) -> dict[str, Any]:
+        """The two kinds in the calibration JSON: the cut, the counts, where each went."""
+        return {"known_attribute_share": self.known_attribute_share,
+                "known_attributes": self.known_attributes,
+                "candidates": {k: self.candidates_by_kind.get(k, 0) for k in KINDS},
+                "new_attribute_rows": self.new_attributes,
+                "new_attributes_included": self.new_attributes_included,
+                "review_output": self.review_output,
+                "precision_backed_for": FILLS_KNOWN_GAP}
+
+    def unbacked(self) -> str:
+        """The plain statement about the `new_attribute` suggestions (summary and log)."""
+        where = (f"included in {self.output} (kind new_attribute) and in {self.review_output}"
+                 if self.new_attributes_included else
+                 f"written to {self.review_output} for review (mjave review), not to "
+                 f"{self.output}")
+        return (f"{self.new_attributes} new_attribute suggestions (attributes fewer than "
+                f"{self.known_attribute_share:g} of their category's products carry in the "
+                f"table): no held-out data can back their precision, no threshold promises "
+                f"one; {where}")
+
+    def kinds_line(self) -> str:
+        """How the suggestions split: the cut and the count of each kind."""
+        known = self.candidates_by_kind.get(FILLS_KNOWN_GAP, 0)
+        new = self.candidates_by_kind.get(NEW_ATTRIBUTE, 0)
+        return (f"kinds: fills_known_gap when >= {self.known_attribute_share:g} of the "
+                f"category's products carry the attribute in the table "
+                f"({self.known_attributes} category attributes); candidates: {known} "
+                f"fills_known_gap, {new} new_attribute; the threshold and any precision "
+                f"below are judged on held-out values and speak for fills_known_gap only")
+
     def summary(self) -> str:
         if self.refused:
             written = [f"0 suggestions (refused: the requested precision cannot be backed; "
                        f"{self.candidates} candidates) -> {self.output} (header only)",
+                       f"0 new_attribute suggestions (refused) -> {self.review_output} "
+                       f"(header only)",
                        f"0 conflicts (refused) -> {self.conflicts_output} (header only)"]
         else:
-            written = [f"{self.suggestions} suggestions (score >= {self.threshold:.4f}, of "
-                       f"{self.candidates}) -> {self.output}",
+            what = "both kinds" if self.new_attributes_included else "fills_known_gap"
+            written = [f"{self.suggestions} suggestions ({what}, score >= "
+                       f"{self.threshold:.4f}, of {self.candidates}) -> {self.output}",
+                       self.unbacked() if self.new_attributes else
+                       f"0 new_attribute suggestions -> {self.review_output}",
                        f"{self.conflicts} conflicts (score >= {self.conflict_threshold:.4f}) -> "
                        f"{self.conflicts_output}"]
         lines = [f"{self.texts} texts of {self.products} products from {self.products_file} "
-                 f"({self.failed} failed) in {self.seconds:.1f} s", *written]
+                 f"({self.failed} failed) in {self.seconds:.1f} s", *written,
+                 self.kinds_line()]
         if self.calibration is not None:
             lines.append(self.calibration.summary())
         if self.reasons:
@@ -454,6 +540,7 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
         mentions: list[Mention] = []
         held: list[tuple[str, str, str]] = []
         judged: list[tuple[str, str]] = []
+        categories = [(str(r.product_id), r.category) for r, _ in batch if r.category]
         for (r, _), res in zip(batch, results):
             pid = str(r.product_id)
             pairs, attrs = held_out_of(r, gold)
@@ -465,7 +552,8 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
                     summary.reasons[res.get("reason", "error")] += 1
                 continue
             mentions.extend(mentions_of(pid, str(r.id), r.text, res["values"], width=width))
-        work.add(src, mentions, [str(r.product_id) for r, _ in batch], held, judged)
+        work.add(src, mentions, [str(r.product_id) for r, _ in batch], held, judged,
+                 categories)
         if summary is not None:
             summary.mentions += len(mentions)
         if bar is not None:
@@ -491,16 +579,18 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
     return n
 
 
-def _rows_pass(work: _Work, src: int) -> tuple[list[Judged], int]:
+def _rows_pass(work: _Work, src: int, shares: CategoryShares | None = None
+               ) -> tuple[list[Judged], Counter]:
     """Group the mentions of `src` by product: candidate rows into the database (products to
-    complete) and the held-out (score, correct, product). Returns (those, candidate rows)."""
+    complete, each of the kind `shares` gives it) and the held-out (score, correct, product).
+    Returns (those, candidate rows by kind)."""
     pairs: list[Judged] = []
-    candidates = 0
+    candidates: Counter = Counter()
     sug_buf: list[tuple] = []
     con_buf: list[tuple] = []
 
     def flush() -> None:
-        work.db.executemany("INSERT INTO suggestion VALUES (?,?,?,?,?,?,?,?,?,?)", sug_buf)
+        work.db.executemany("INSERT INTO suggestion VALUES (?,?,?,?,?,?,?,?,?,?,?)", sug_buf)
         work.db.executemany("INSERT INTO conflict VALUES (?,?,?,?,?,?,?,?,?,?)", con_buf)
         sug_buf.clear()
         con_buf.clear()
@@ -511,8 +601,10 @@ def _rows_pass(work: _Work, src: int) -> tuple[list[Judged], int]:
             pairs.extend(Judged(s, c, pid) for s, c in judge(aggregate(mentions), held, judged))
         if src != PRODUCTS:
             continue
-        sugg, conf = product_rows(mentions, work.table_of(pid))
-        candidates += len(sugg)
+        category = work.category_of(pid)
+        kind_of = (lambda a: shares.kind(category, a)) if shares is not None else None
+        sugg, conf = product_rows(mentions, work.table_of(pid), kind_of=kind_of)
+        candidates.update(r["kind"] for r in sugg)
         sug_buf.extend(tuple(r[c] for c in SUGGESTION_COLUMNS) for r in sugg)
         con_buf.extend(tuple(r[c] for c in CONFLICT_COLUMNS) for r in conf)
         if len(sug_buf) + len(con_buf) >= 5000:
@@ -542,14 +634,16 @@ class _RowWriter:
 
 
 def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
-                  threshold: float, rows: bool = True) -> int:
-    """Rows of `table` scoring >= threshold, by score (descending), then product, attribute;
-    `rows=False`: the header alone (a refused run). Written atomically (`atomic_write`): a
-    failed run leaves the previous file, never half of one."""
+                  threshold: float, rows: bool = True, kinds: Sequence[str] = ()) -> int:
+    """Rows of `table` scoring >= threshold (suggestions: of `kinds`, all when empty), by score
+    (descending), then product, attribute; `rows=False`: the header alone (a refused run).
+    Written atomically (`atomic_write`): a failed run leaves the previous file, never half of
+    one."""
     second = "normalized_value" if table == "suggestion" else "text_value"
-    cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ? ORDER BY score DESC, "
-                          f"product_id, attribute, {second} LIMIT ?",
-                          (threshold, -1 if rows else 0))     # LIMIT -1: no limit
+    of_kind = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+    cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ?{of_kind} ORDER BY score "
+                          f"DESC, product_id, attribute, {second} LIMIT ?",
+                          (threshold, *kinds, -1 if rows else 0))     # LIMIT -1: no limit
     jsonl = path.suffix.lower() in JSONL_EXTENSIONS
     n = 0
     with atomic_write(path, newline="\n" if jsonl else "") as f:
@@ -564,6 +658,13 @@ def calibration_path(output: PathLike) -> Path:
     """`SUGGESTIONS.calibration.json` beside `SUGGESTIONS.csv`."""
     output = Path(output)
     return output.with_name(output.stem + ".calibration.json")
+
+
+def review_path(output: PathLike) -> Path:
+    """`SUGGESTIONS.review.csv` beside `SUGGESTIONS.csv` (same format): the `new_attribute`
+    suggestions, for `mjave review` rather than for accepting."""
+    output = Path(output)
+    return output.with_name(output.stem + ".review" + output.suffix)
 
 
 
@@ -611,6 +712,10 @@ def _output_paths(output: PathLike, conflicts: str | None, inputs: Sequence[Any]
     check_not_input(output, inputs, "the suggestions file")
     check_not_input(conflicts_path, inputs, "the conflicts file")
     check_not_input(calibration_path(output), inputs, "the calibration summary")
+    check_not_input(review_path(output), inputs, "the review file")
+    if same_file(conflicts_path, review_path(output)):
+        raise DataError("the conflicts file would overwrite the review file",
+                        path=str(conflicts_path), reason="same file")
     return output, conflicts_path
 
 
@@ -649,7 +754,10 @@ def _products_pass(work: _Work, extractor: Any, products: Any, cfg: CompleteConf
                                           summary)
     _count_skipped(issues, summary)
     summary.products = work.products(PRODUCTS)
-    summary.held_out_pairs, summary.candidates = _rows_pass(work, PRODUCTS)
+    shares = work.shares(cfg.known_attribute_share)
+    summary.known_attributes = shares.known_attributes()
+    summary.held_out_pairs, summary.candidates_by_kind = _rows_pass(work, PRODUCTS, shares)
+    summary.candidates = sum(summary.candidates_by_kind.values())
     summary.held_out_values = work.n_held(PRODUCTS)
 
 
@@ -681,8 +789,9 @@ def _backed_threshold(summary: CompletionSummary, cfg: CompleteConfig, source: s
                     folds=cfg.cv_folds, seed=cfg.cv_seed, force=cfg.force)
     if cal.refused:
         log.warning("%s. Nothing is written above a threshold that cannot be backed: "
-                    "%s and %s get their header only (force writes the suggestions "
-                    "scoring >= %.4f anyway)", cal.warning, output, conflicts, cal.threshold)
+                    "%s, %s and %s get their header only (force writes the suggestions "
+                    "scoring >= %.4f anyway)", cal.warning, output, conflicts,
+                    summary.review_output, cal.threshold)
     elif cal.forced:
         log.warning("%s. Forced: writing the suggestions scoring >= %.4f anyway",
                     cal.warning, cal.threshold)
@@ -710,10 +819,16 @@ def _calibrate(summary: CompletionSummary, cfg: CompleteConfig, source: str, out
 
 
 def _write(work: _Work, summary: CompletionSummary, output: Path, conflicts: Path) -> None:
-    """Both files in score order above their thresholds (a refused run: headers only)."""
+    """The files in score order above their thresholds (a refused run: headers only): the
+    suggestions (`fills_known_gap`, and `new_attribute` when included), the review file (every
+    `new_attribute` one) and the conflicts."""
     emit = not summary.refused
+    kinds = KINDS if summary.new_attributes_included else (FILLS_KNOWN_GAP,)
     summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
-                                        summary.threshold, emit)
+                                        summary.threshold, emit, kinds)
+    summary.new_attributes = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS,
+                                           Path(summary.review_output), summary.threshold,
+                                           emit, (NEW_ATTRIBUTE,))
     summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts,
                                       summary.conflict_threshold, emit)
 
@@ -721,7 +836,7 @@ def _write(work: _Work, summary: CompletionSummary, output: Path, conflicts: Pat
 def _save_summary(summary: CompletionSummary, output: Path, conflicts: Path) -> None:
     """`<output stem>.calibration.json`: the threshold and what it reaches, beside the rows."""
     cal_file = calibration_path(output)
-    summary.files = [str(output), str(conflicts), str(cal_file)]
+    summary.files = [str(output), str(summary.review_output), str(conflicts), str(cal_file)]
     with atomic_write(cal_file) as f:
         f.write(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
@@ -750,7 +865,10 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
         raise DataError("cannot read the products: no such file", path=str(products),
                         reason="unreadable file")
     extractor = _extractor(model_or_extractor, cfg)
-    summary = CompletionSummary(_source_name(products), str(output), str(conflicts))
+    summary = CompletionSummary(_source_name(products), str(output), str(conflicts),
+                                review_output=str(review_path(output)),
+                                known_attribute_share=cfg.known_attribute_share,
+                                new_attributes_included=cfg.include_new_attributes)
     work = _Work(Path(cfg.work_dir) if cfg.work_dir else output.parent)
     try:
         summary.table_rows = work.load_table(_table_rows(catalog))
@@ -762,6 +880,8 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     finally:
         work.close()
     summary.seconds = time.perf_counter() - start
+    if summary.new_attributes:
+        log.warning("%s", summary.unbacked())
     _save_summary(summary, output, conflicts)
     return summary
 
@@ -770,4 +890,4 @@ __all__ = ["ALL_ATTRIBUTES", "Aggregated", "CONFLICT_COLUMNS", "CompleteConfig",
            "CompletionSummary", "DEFAULT_CONFIDENCE", "EVIDENCE_WIDTH", "Mention",
            "SUGGESTION_COLUMNS", "aggregate", "calibration_path", "complete", "conflict_row",
            "evidence_window", "held_out_of", "judge", "mentions_of", "product_rows",
-           "read_catalog", "read_products", "suggestion_row", "table_index"]
+           "read_catalog", "read_products", "review_path", "suggestion_row", "table_index"]

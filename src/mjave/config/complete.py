@@ -22,6 +22,13 @@ DEFAULT_FOLDS = 5
 EVIDENCE_WIDTH = 60
 """Characters of evidence kept either side of a value in a long text."""
 
+DEFAULT_KNOWN_SHARE = 0.1
+"""A suggestion fills a known gap when at least this share of its category's products carry
+the attribute in the table (docs/completion.md, "Two kinds of suggestion"). At 1 in 10 the
+held-out values (a sample of the table's pairs) hold the attribute often enough to judge it; an
+attribute rarer than that is one the team does not record for the category (or a stray row),
+and a suggestion of it is a new attribute no held-out value speaks for."""
+
 
 @dataclass
 class CompleteConfig:
@@ -35,6 +42,12 @@ class CompleteConfig:
     conflict_threshold: None = the suggestion threshold, but at least 0.5.
     conflicts: the conflicts file (None: conflicts.csv beside the suggestions).
     work_dir: where the temporary database goes (None: the suggestions' folder).
+    known_attribute_share: the cut between the two kinds of suggestion: `fills_known_gap` when
+        at least this share of the product's category carry the attribute in the table (and
+        one does), else `new_attribute` (mjave.completion.kinds).
+    include_new_attributes: also write the `new_attribute` suggestions into the suggestions
+        file (marked in its `kind` column, no precision claimed); by default they go only to
+        the review file beside it.
     """
 
     min_precision: float | None = None
@@ -51,6 +64,8 @@ class CompleteConfig:
     input_format: str | None = None   # of the products; None: by extension
     evidence_width: int = EVIDENCE_WIDTH
     work_dir: str | None = None
+    known_attribute_share: float = DEFAULT_KNOWN_SHARE
+    include_new_attributes: bool = False
 
     def __post_init__(self) -> None:
         if self.min_precision is not None and self.threshold is not None:
@@ -58,10 +73,11 @@ class CompleteConfig:
         check_range("complete", self, {
             "confidence": (0.5, 1, False), "cv_folds": (0, None, True),
             "cv_seed": (0, SEED_MAX, True), "batch_size": (1, None, True),
-            "evidence_width": (0, None, True)})
+            "evidence_width": (0, None, True), "known_attribute_share": (0, 1, True)})
         optional = {k: (0, 1, True) for k in ("min_precision", "threshold", "conflict_threshold")
                     if getattr(self, k) is not None}
         check_range("complete", self, optional)
 
 
-__all__ = ["CompleteConfig", "DEFAULT_CONFIDENCE", "DEFAULT_FOLDS", "EVIDENCE_WIDTH"]
+__all__ = ["CompleteConfig", "DEFAULT_CONFIDENCE", "DEFAULT_FOLDS", "DEFAULT_KNOWN_SHARE",
+           "EVIDENCE_WIDTH"]

@@ -33,6 +33,16 @@ what `--force` delivers. `refused` says whether the command would have refused (
 backed on the held-out pairs, cross-validation over products included: exit 2, no rows), and
 `delivered` is the precision the command delivers without `--force` (None: it wrote nothing).
 
+Two kinds (issue #33, `mjave.completion.kinds`): every suggestion is `fills_known_gap` or
+`new_attribute` (its category's products rarely or never carry the attribute in the visible
+table). The calibrated threshold speaks for the first kind only, so `reached` and `delivered`
+are measured on it (what the command writes by default); `reached_new_attribute` and
+`reached_all` give the second kind and both at that threshold, and each run reports `kinds`:
+per kind its precision (threshold 0) and share of the suggestions. The unknown kind is
+simulated with `hide_whole_attributes: N`: N attributes of each category are hidden for ALL its
+products (gold kept in the answer key), so their suggestions are `new_attribute` and scored
+(default 0: off, the figures of before).
+
 Transfer (issue #19): `settings` lists several catalogs, each a gold dataset completed as a
 whole or with `leave_out_category`: that category's products are left out of every training
 (partial and naive train on the other categories' labelled products, the full-labels reference
@@ -63,10 +73,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
-from mjave.completion.scoring import (Pair, false_positive_kinds, read_suggestions, score_pairs,
-                                      seen_in_training)
-from mjave.completion.simulate import GoldTable, gold_table, halves, hide_attributes, split_table
+from mjave.completion.kinds import FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE
+from mjave.completion.scoring import (Pair, false_positive_kinds, of_kind, read_suggestion_kinds,
+                                      read_suggestions, score_pairs, seen_in_training)
+from mjave.completion.simulate import (GoldTable, gold_table, halves, hide_attributes,
+                                       hide_whole_attributes, merge_hidden, product_categories,
+                                       split_table)
 from mjave.config import CompleteConfig, RunConfig, path_field
+from mjave.config.complete import DEFAULT_KNOWN_SHARE
 from mjave.data.catalog_table import TableRow
 from mjave.data.formats import write_records
 from mjave.data.labeling import LabelPolicy, label_records
@@ -119,6 +133,11 @@ class CompletionConfig(ExperimentBase):
     leave_out_category: str | None = None
     settings: list[CompletionSetting] = field(default_factory=list)
     hide: float = 0.5
+    # attributes hidden for EVERY product of each category (gold kept): their suggestions are
+    # `new_attribute` and can be scored (0: off)
+    hide_whole_attributes: int = 0
+    # `mjave complete --known-attribute-share`: the cut between the two kinds of suggestion
+    known_attribute_share: float = DEFAULT_KNOWN_SHARE
     seeds: int = 3
     min_precision: float = 0.9
     # of the lower precision bound the threshold is judged on (`mjave complete --confidence`)
@@ -153,9 +172,11 @@ class CalibrationPart:
     refused: bool
     held_out_suggestions: int
     held_out_values: int | None
-    tp: int
+    tp: int          # the fills_known_gap suggestions at the threshold: what the command writes
     fp: int
     fn: int
+    new_tp: int = 0  # the new_attribute ones at the threshold: what --include-new-attributes
+    new_fp: int = 0  # adds, with no precision claimed
 
 
 @dataclass
@@ -170,6 +191,19 @@ class CalibrationScore:
     @property
     def reached(self) -> float | None:
         tp, fp = sum(p.tp for p in self.parts), sum(p.fp for p in self.parts)
+        return tp / (tp + fp) if tp + fp else None
+
+    @property
+    def reached_new(self) -> float | None:
+        """Precision of the new_attribute suggestions at the same threshold (no promise)."""
+        tp, fp = sum(p.new_tp for p in self.parts), sum(p.new_fp for p in self.parts)
+        return tp / (tp + fp) if tp + fp else None
+
+    @property
+    def reached_all(self) -> float | None:
+        """Both kinds at the threshold: what the command wrote before issue #33."""
+        tp = sum(p.tp + p.new_tp for p in self.parts)
+        fp = sum(p.fp + p.new_fp for p in self.parts)
         return tp / (tp + fp) if tp + fp else None
 
     @property
@@ -191,6 +225,7 @@ class CalibrationScore:
         parts = self.parts
         return {"requested": self.requested, "reached": self.reached, "recall": self.recall,
                 "refused": self.refused, "delivered": self.delivered,
+                "reached_new_attribute": self.reached_new, "reached_all": self.reached_all,
                 "threshold": [p.threshold for p in parts],
                 "estimated_precision": [p.estimated_precision for p in parts],
                 "estimated_recall": [p.estimated_recall for p in parts],
@@ -201,6 +236,22 @@ class CalibrationScore:
                 "held_out_suggestions": sum(p.held_out_suggestions for p in parts),
                 "held_out_values": sum(p.held_out_values or 0 for p in parts),
                 "kept": sum(p.tp + p.fp for p in parts)}
+
+
+@dataclass
+class KindScore:
+    """The suggestions of one kind in one run (one seed), against the hidden pairs."""
+
+    tp: int = 0
+    fp: int = 0
+
+    @property
+    def suggestions(self) -> int:
+        return self.tp + self.fp
+
+    @property
+    def precision(self) -> float | None:
+        return self.tp / self.suggestions if self.suggestions else None
 
 
 @dataclass
@@ -218,6 +269,7 @@ class RunScore:
     # hidden pairs whose (attribute, value) the run's training labels hold for some product
     hidden_seen: int = 0
     calibration: CalibrationScore = field(default_factory=CalibrationScore)
+    kinds: dict[str, KindScore] = field(default_factory=lambda: {k: KindScore() for k in KINDS})
 
     @property
     def precision(self) -> float:
@@ -233,14 +285,21 @@ class RunScore:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     def add(self, suggested: Sequence[tuple[Pair, float]], key: set[Pair],
-            gold_attributes: dict[str, set[str]]) -> None:
-        """Count one part's suggestions (threshold 0) against its hidden pairs."""
+            gold_attributes: dict[str, set[str]], kinds: dict[Pair, str]) -> None:
+        """Count one part's suggestions (threshold 0, both kinds) against its hidden pairs."""
         tp, fp, fn = score_pairs(suggested, key)
         self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
         self.suggestions += len(suggested)
         absent, wrong = false_positive_kinds(suggested, key, gold_attributes)
         self.fp_absent_attribute += absent
         self.fp_wrong_value += wrong
+        for kind, counts in self.kinds.items():
+            ktp, kfp, _ = score_pairs(of_kind(suggested, kinds, kind), key)
+            counts.tp, counts.fp = counts.tp + ktp, counts.fp + kfp
+
+    def share(self, kind: str) -> float | None:
+        """Share of the suggestions that are of `kind`."""
+        return self.kinds[kind].suggestions / self.suggestions if self.suggestions else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
@@ -248,7 +307,9 @@ class RunScore:
                 "fp_absent_attribute": self.fp_absent_attribute,
                 "fp_wrong_value": self.fp_wrong_value,
                 "hidden_values_seen": self.hidden_seen / (self.tp + self.fn)
-                if self.tp + self.fn else None, "calibration": self.calibration.to_dict()}
+                if self.tp + self.fn else None, "calibration": self.calibration.to_dict(),
+                "kinds": {k: {"tp": c.tp, "fp": c.fp, "precision": c.precision,
+                              "share": self.share(k)} for k, c in self.kinds.items()}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,11 +389,16 @@ class SeedCatalog:
 
 def _hide_and_label(cat: Catalog, cfg: CompletionConfig, policy: LabelPolicy, out: Path,
                     seed: int) -> tuple[SeedCatalog, SeedFacts]:
-    """Hide `cfg.hide` of each product's attributes and label the texts from what is left
+    """Hide `cfg.hide` of each product's attributes (and `cfg.hide_whole_attributes` of each
+    category's for all its products) and label the texts from what is left
     (`mjave data label`, holding out the calibration pairs), as a catalog team would."""
     folder = out / "data" / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    rows, key = split_table(cat.table, hide_attributes(cat.table, cfg.hide, seed))
+    hidden = hide_attributes(cat.table, cfg.hide, seed)
+    if cfg.hide_whole_attributes:
+        hidden = merge_hidden(hidden, hide_whole_attributes(
+            cat.table, product_categories(cat.gold), cfg.hide_whole_attributes, seed))
+    rows, key = split_table(cat.table, hidden)
     stripped = [replace(r, spans=[]) for r in cat.gold]
     labelled, lsum = label_records(stripped, rows, policy=policy,
                                    calibration_fraction=cfg.calibration_fraction, seed=seed)
@@ -349,8 +415,10 @@ def _hide_and_label(cat: Catalog, cfg: CompletionConfig, policy: LabelPolicy, ou
 def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], set[Pair]],
                    out: Path, cfg: CompletionConfig, score: RunScore,
                    gold_attributes: dict[str, set[str]]) -> None:
-    """Run `complete` (threshold 0) on one part into `out`, add its counts to `score` and what
-    `mjave complete --min-precision P` decides there (same seed of the cross-validation)."""
+    """Run `complete` (threshold 0, both kinds written) on one part into `out`, add its counts
+    to `score` and what `mjave complete --min-precision P` decides there (same seed of the
+    cross-validation): its threshold applies to the fills_known_gap suggestions, the ones it
+    writes; the new_attribute ones at that threshold are counted apart."""
     from mjave.completion.calibrate import calibrate
     from mjave.completion.suggest import complete
     from mjave.inference.extractor import Extractor
@@ -358,16 +426,21 @@ def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], se
     extractor = Extractor.load(model_dir, device=cfg.base.train.device,
                                batch_size=cfg.batch_size)
     summary = complete(extractor, products, rows, out / "suggestions.csv",
-                       CompleteConfig(threshold=0.0, conflicts=str(out / "conflicts.csv")))
+                       CompleteConfig(threshold=0.0, conflicts=str(out / "conflicts.csv"),
+                                      include_new_attributes=True,
+                                      known_attribute_share=cfg.known_attribute_share))
     suggested = read_suggestions(out / "suggestions.csv")
-    score.add(suggested, key, gold_attributes)
+    kinds = read_suggestion_kinds(out / "suggestions.csv")
+    score.add(suggested, key, gold_attributes, kinds)
     cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
                     fallback=1.0, confidence=cfg.calibration_confidence,
                     folds=cfg.calibration_folds)
-    tp, fp, fn = score_pairs(suggested, key, cal.threshold)
+    tp, fp, fn = score_pairs(of_kind(suggested, kinds, FILLS_KNOWN_GAP), key, cal.threshold)
+    new_tp, new_fp, _ = score_pairs(of_kind(suggested, kinds, NEW_ATTRIBUTE), key, cal.threshold)
     score.calibration.parts.append(CalibrationPart(
         cal.threshold, cal.precision, cal.recall, cal.reachable, cal.cv_precision,
-        cal.backed_precision, cal.refused, cal.suggestions, cal.n_gold, tp, fp, fn))
+        cal.backed_precision, cal.refused, cal.suggestions, cal.n_gold, tp, fp, fn,
+        new_tp, new_fp))
 
 
 def _labelled_run(name: str, cat: Catalog, seeded: SeedCatalog, base: RunConfig,
@@ -455,13 +528,22 @@ def _run_entry(runs: Sequence[RunScore], seeds: Sequence[int]) -> dict[str, Any]
     entry: dict[str, Any] = {}
     for m in ("precision", "recall", "f1"):
         entry.update(over_seeds(m, [getattr(r, m) for r in runs]))
+    entry["kinds"] = _kinds_entry(runs)
     entry["per_seed"] = [dict(r.to_dict(), seed=s) for r, s in zip(runs, seeds)]
     return entry
+
+
+def _kinds_entry(runs: Sequence[RunScore]) -> dict[str, Any]:
+    """Per kind of suggestion: its precision and its share of the suggestions, over seeds."""
+    return {k: {**over_seeds("precision", [r.kinds[k].precision for r in runs]),
+                **over_seeds("share", [r.share(k) for r in runs])} for k in KINDS}
 
 
 def _calibration_entry(runs: Sequence[RunScore]) -> dict[str, Any]:
     cals = [r.calibration.to_dict() for r in runs]
     return {**over_seeds("reached", [c["reached"] for c in cals]),
+            **over_seeds("reached_new_attribute", [c["reached_new_attribute"] for c in cals]),
+            **over_seeds("reached_all", [c["reached_all"] for c in cals]),
             "recall_per_seed": [c["recall"] for c in cals],
             "threshold_per_seed": [c["threshold"] for c in cals],
             "refused_per_seed": [c["refused"] for c in cals],
@@ -492,7 +574,9 @@ def _results(scores: SettingScores, cfg: CompletionConfig) -> dict[str, Any]:
                         "leave_out_category": cat.setting.leave_out_category,
                         "texts": len(cat.gold), "products": len(cat.table),
                         "gold_pairs": cat.n_pairs, "completed_products": len(cat.targets),
-                        "hide": cfg.hide, "seeds": scores.seeds,
+                        "hide": cfg.hide, "hide_whole_attributes": cfg.hide_whole_attributes,
+                        "known_attribute_share": cfg.known_attribute_share,
+                        "seeds": scores.seeds,
                         "calibration_fraction": cfg.calibration_fraction,
                         "per_seed": [asdict(f) for f in scores.facts]}
     return results
@@ -521,6 +605,14 @@ def _notes(scores: SettingScores, cfg: CompletionConfig, results: dict[str, Any]
         notes.append(f"partial minus naive F1: {results['margin_f1']:+.3f}")
     if "gap_f1" in results:
         notes.append(f"full_labels minus partial F1: {results['gap_f1']:+.3f}")
+    whole = (f"; {cfg.hide_whole_attributes} attributes of each category hidden for all its "
+             f"products" if cfg.hide_whole_attributes else "")
+    notes[0] += whole
+    n = len(scores.seeds)
+    for name, entry in ((name, results[name]["kinds"]) for name in scores.runs):
+        notes.append(f"{name}: " + "; ".join(
+            f"{k} {fmt_ms(e['share'], e['share_std'], n, 2)} of the suggestions, precision "
+            f"{fmt_ms(e['precision'], e['precision_std'], n, 3)}" for k, e in entry.items()))
     for name, runs in scores.runs.items():
         fp = sum(r.fp for r in runs)
         if fp:
@@ -554,6 +646,12 @@ def _check(cfg: CompletionConfig) -> None:
         raise ExperimentError(f"min_precision must lie in [0, 1], got {cfg.min_precision}")
     if not 0.0 <= cfg.hide <= 1.0:
         raise ExperimentError(f"hide must lie in [0, 1], got {cfg.hide}")
+    if cfg.hide_whole_attributes < 0:
+        raise ExperimentError(f"hide_whole_attributes must be at least 0, got "
+                              f"{cfg.hide_whole_attributes}")
+    if not 0.0 <= cfg.known_attribute_share <= 1.0:
+        raise ExperimentError(f"known_attribute_share must lie in [0, 1], got "
+                              f"{cfg.known_attribute_share}")
 
 
 def _settings(cfg: CompletionConfig) -> list[CompletionSetting]:
@@ -633,7 +731,10 @@ def _protocol_notes(cfg: CompletionConfig) -> list[str]:
         f"`--force` writes them; refused: seeds where `mjave complete --min-precision "
         f"{cfg.min_precision:g}` would have refused (the precision cannot be backed, "
         f"{cfg.calibration_folds}-fold cross-validation over products included: exit 2, "
-        f"no rows)"]
+        f"no rows); it is measured on the fills_known_gap suggestions, the ones the command "
+        f"writes (share of the category's products carrying the attribute in the visible "
+        f"table >= {cfg.known_attribute_share:g}); results.json's `reached_new_attribute` "
+        f"and `reached_all` give the new_attribute ones and both kinds at that threshold"]
 
 
 MARGIN_TARGET = 0.10    # partial F1 above naive by at least this (issue #19)
@@ -661,4 +762,5 @@ def _targets(results: dict[str, Any], cal_runs: dict[str, Any], requested: float
 
 
 __all__ = ["CalibrationPart", "CalibrationScore", "Catalog", "CompletionConfig",
-           "CompletionSetting", "RunScore", "SeedCatalog", "SeedFacts", "SettingScores", "run"]
+           "CompletionSetting", "KindScore", "RunScore", "SeedCatalog", "SeedFacts",
+           "SettingScores", "run"]
