@@ -131,6 +131,30 @@ def test_single_process_helpers_hand_their_input_back():
     assert distributed.broadcast_object(state) is state
 
 
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_ranks_leave_the_group_together_unless_one_failed(monkeypatch, fails):
+    """Rank 0 writes the model folder after the last epoch; a rank that destroyed gloo while
+    its peer was busy aborted in CI. Success waits at a barrier; an error must not (its peers
+    would wait out the timeout)."""
+    calls = []
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **kw: calls.append("init " + backend))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed, "is_main", lambda: True)
+    try:
+        with distributed.process_group(torch.device("cpu")):
+            calls.append("work")
+            if fails:
+                raise RuntimeError("boom")
+    except RuntimeError:
+        assert fails
+    assert calls == (["init gloo", "work", "destroy"] if fails
+                     else ["init gloo", "work", "barrier", "destroy"])
+
 # --------------------------------------------------------------------------------------------
 # torchrun with two processes against one process
 

@@ -127,6 +127,19 @@ def test_an_integer_of_over_4300_digits_is_an_error_row(tmp_path, text_model, ca
     assert len(read_csv(out)) == 3
 
 
+@pytest.mark.parametrize("bad_id", ["[Infinity]", "NaN", "[1, 2]"])
+def test_an_unreadable_row_keeps_only_an_id_that_is_an_id(tmp_path, text_model, capsys, bad_id):
+    # found by the fuzz test below: a row failing on another field ("n" too long) kept its id
+    # as read, and an id of [Infinity] reached the output as non-standard JSON
+    line = '{"id": ' + bad_id + ', "text": "red shirt", "n": ' + "7" * 5000 + "}"
+    src = tmp_path / "bad.jsonl"
+    src.write_text("\n".join([good(0), line, good(2)]) + "\n", encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    assert predict_cli(text_model, src, out) == 0
+    rows = read_jsonl(out)
+    assert len(rows) == 3 and rows[1]["id"] is None
+    assert rows[1]["error"].startswith("row 2: field 'n': ")
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 def test_a_lone_surrogate_id_is_an_error_row_written_once(tmp_path, text_model, capsys,
                                                           suffix):

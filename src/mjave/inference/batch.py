@@ -553,9 +553,12 @@ def _base_row(row: InputRow, include_text: bool) -> dict[str, Any]:
 def writable_row(row: InputRow) -> InputRow:
     """The row if every field can be written as standard JSON (`check_values`), else an
     error row keeping only its id: a NaN, an integer too long to write or a value nested too
-    deep cannot go into any output, so it must not stop the writer (and the sweep)."""
+    deep cannot go into any output, so it must not stop the writer (and the sweep). An error
+    row from the reader keeps its id only when that is a valid id (a row whose `cid` is too
+    long may have an id like `[Infinity]`)."""
     if row.error is not None:
-        return row
+        return row if row.id is None or id_key(row.id) is not None else \
+            InputRow(row.number, None, error=row.error)
     try:
         check_values({"id": row.id, "text": row.text, "image": row.image, **row.extra})
     except DataError as e:

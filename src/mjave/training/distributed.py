@@ -94,8 +94,8 @@ def _timeout() -> timedelta:
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[None]:
     """Join torchrun's process group for the block: NCCL on CUDA, gloo on CPU. Ranks other than
-    0 log warnings only. A no-op in a single process, or when a group already exists (whoever
-    created it destroys it)."""
+    0 log warnings only; on success every rank waits for the others before the group goes. A
+    no-op in a single process, or when a group already exists (whoever created it destroys it)."""
     if not launched() or dist.is_initialized():
         yield
         return
@@ -112,6 +112,11 @@ def process_group(device: torch.device) -> Iterator[None]:
         logger.setLevel(logging.WARNING)
     try:
         yield
+        # Leave together: rank 0 still writes the model folder after the last epoch, and a
+        # rank that tears gloo down while its peer is busy can abort at exit (seen in CI as
+        # "terminate called without an active exception"). Not on an error: the peers would
+        # wait out the timeout for a rank that is gone.
+        dist.barrier()
     finally:
         logger.setLevel(level)
         dist.destroy_process_group()
