@@ -26,7 +26,8 @@ FLAG_FIELDS = {"min_precision": "min_precision", "threshold": "threshold",
                "conflicts": "conflicts", "conflict_threshold": "conflict_threshold",
                "batch_size": "batch_size", "device": "device", "image_root": "image_root",
                "format": "input_format", "known_attribute_share": "known_attribute_share",
-               "include_new_attributes": "include_new_attributes"}
+               "include_new_attributes": "include_new_attributes", "reviews": "reviews",
+               "exclude_attribute": "exclude_attributes"}
 """Flag (argparse dest) -> `CompleteConfig` field; a flag given overrides the config."""
 
 EITHER = {"min_precision": "threshold", "threshold": "min_precision"}
@@ -98,6 +99,13 @@ def add_kind_options(p: argparse.ArgumentParser, share: float) -> None:
     g.add_argument("--include-new-attributes", action="store_true", default=None, help=(
         "also write the new_attribute suggestions into SUGGESTIONS (kind new_attribute, no "
         "precision claimed), not only into SUGGESTIONS.review.csv"))
+    g.add_argument("--reviews", metavar="DB", help=(
+        "a review database (mjave review --db): its accepted and rejected suggestions are "
+        "judged pairs too; each kind gets its own --min-precision threshold, and new_attribute "
+        "suggestions join SUGGESTIONS once their reviews back it"))
+    g.add_argument("--exclude-attribute", action="append", metavar="NAME", help=(
+        "drop this attribute's suggestions from every output and from the calibration, e.g. "
+        "one the per-attribute precision shows failing (repeatable)"))
 
 
 def add_complete_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -119,7 +127,9 @@ def add_complete_command(commands: argparse._SubParsersAction) -> argparse.Argum
         "--known-attribute-share of the product's category carry in the table): the others "
         "(new_attribute) go to SUGGESTIONS.review.csv for `mjave review`, since no held-out "
         "value can back their precision (--include-new-attributes: into SUGGESTIONS too, "
-        "marked in the kind column). Settings may come from a file (--config, "
+        "marked in the kind column). --reviews DB calibrates each kind on reviewed suggestions "
+        "too, and the summary lists the precision per attribute and how many more reviews an "
+        "unbacked kind needs. Settings may come from a file (--config, "
         "mjave.config.CompleteConfig) and "
         "--set KEY=VALUE; a flag given overrides both.")
     p.add_argument("model", help="model folder written by `mjave train`")

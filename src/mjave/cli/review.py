@@ -3,6 +3,7 @@
 
     mjave review SUGGESTIONS.csv --products PRODUCTS [--conflicts CONFLICTS.csv] --db DB
                  [--image-root DIR] [--host 127.0.0.1] [--port 8001] [--reviewer NAME]
+                 [--order score|uncertainty|gain]
     mjave review --db DB                       # serve what the database holds already
     mjave review export --db DB -o accepted.csv [--labeled OUT.jsonl]
 
@@ -24,11 +25,13 @@ from mjave.cli.format_option import add_format_option
 from mjave.cli.serve import (LOG_LEVELS, image_root_error, serve_app, serve_extra_missing,
                              warn_if_exposed)
 from mjave.data.errors import DataError
+from mjave.review.order import DEFAULT_ORDER, ORDERS
 
 MAX_LISTED = 50
 USAGE = """mjave review SUGGESTIONS.csv --products PRODUCTS [--conflicts CONFLICTS.csv] --db DB
                     [--image-root DIR] [--host HOST] [--port PORT] [--reviewer NAME]
-       mjave review --db DB [--image-root DIR] [--host HOST] [--port PORT]
+                    [--order {score,uncertainty,gain}]
+       mjave review --db DB [--image-root DIR] [--host HOST] [--port PORT] [--order ORDER]
        mjave review export --db DB [-o ACCEPTED.csv] [--labeled OUT.jsonl]"""
 
 
@@ -61,6 +64,11 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, default=8001, help="port (default 8001; 0: a free one)")
     g.add_argument("--reviewer", default=None,
                    help="the reviewer name the page suggests (default: the user name)")
+    g.add_argument("--order", default=DEFAULT_ORDER, choices=ORDERS,
+                   help="the queue order the page starts with (reviewers can change it): "
+                        "score (best first, the default), uncertainty (score closest to 0.5 "
+                        "first: what teaches the next model most) or gain (uncertainty, taking "
+                        "turns across attributes); see mjave.review.order")
     g.add_argument("--lease-seconds", type=float, default=300.0, metavar="S",
                    help="how long an item stays with a reviewer who stopped answering "
                         "(default 300)")
@@ -144,7 +152,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from mjave.review.app import create_review_app
     warn_if_exposed(args.host, "the review page")
     app = create_review_app(db, image_root=args.image_root,
-                            reviewer=args.reviewer or _default_reviewer())
+                            reviewer=args.reviewer or _default_reviewer(), order=args.order)
     print(f"review page: http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
     serve_app(app, host=args.host, port=args.port, log_level=args.log_level)  # SIGTERM: exit 0
     return 0

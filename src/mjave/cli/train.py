@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from mjave.cli.console import fail, progress_bar, setup_logging
 from mjave.data.errors import DataError
@@ -36,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging()
     from mjave.training.trainer import train
     cfg = run_config(args)
+    if args.init_from:   # the same as --set train.init_from=MODEL, the path taken as it is
+        cfg = replace(cfg, train=replace(cfg.train, init_from=args.init_from))
     if not cfg.data.train:
         raise DataError(NO_CONFIG if not args.config else
                         "no training data: set data.train in the config or --set data.train=FILE")
@@ -74,6 +77,10 @@ def add_train_commands(commands: argparse._SubParsersAction) -> None:
     """`mjave train|features`."""
     p = commands.add_parser("train", help="train a model from a run config")
     add_run_config_args(p)
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from the weights of this trained model folder (a warm start, "
+                        "e.g. the last round's model; epochs and optimizer start fresh): "
+                        "train.init_from")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("features", help="encode texts and images once into the feature store")

@@ -39,7 +39,9 @@ best bound in sample, and where that reaches `P` the lower of it and the cross-v
 With `force` it says so (`forced`) instead.
 
 Pairs are `(score, correct)` or `(score, correct, product)` (`Judged`); without a product each
-suggestion is a group of its own in the cross-validation.
+suggestion is a group of its own in the cross-validation. `evidence` names what judged them in
+the messages ("held-out"; "reviewed" when `mjave complete --reviews` judged them,
+`mjave.completion.reviewed`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from mjave.config.complete import DEFAULT_FOLDS
+
+HELD_OUT_EVIDENCE = "held-out"
+"""What judges the suggestions unless told otherwise: held-out known values."""
 
 
 class Judged(NamedTuple):
@@ -88,6 +93,13 @@ class Calibration:
     backed_precision: float | None = None    # the precision bound it can back (`calibrate`)
     refused: bool = False          # `requested` cannot be backed: emit nothing
     forced: bool = False           # `requested` cannot be backed, emitted anyway (`force`)
+    evidence: str = HELD_OUT_EVIDENCE   # what judged the suggestions (the messages' word)
+
+    @property
+    def gold_values(self) -> str:
+        """What `n_gold` counts, in words: held-out values, and the accepted values of
+        reviewed suggestions."""
+        return self.evidence.replace("reviewed", "accepted") + " values"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,15 +112,15 @@ class Calibration:
     def summary(self) -> str:
         """One line for the CLI."""
         if self.precision is None:
-            est = "no held-out suggestion to estimate precision on"
+            est = f"no {self.evidence} suggestion to estimate precision on"
         else:
             rec = "-" if self.recall is None else f"{self.recall:.3f}"
             bound = ("" if self.precision_bound is None or self.confidence <= 0.5 else
                      f" (lower bound {self.precision_bound:.3f} at {self.confidence:g} "
                      "confidence)")
             est = (f"estimated precision {self.precision:.3f}{bound}, recall {rec} "
-                   f"({self.correct} of {self.kept} held-out suggestions correct"
-                   f"{'' if self.n_gold is None else f', {self.n_gold} held-out values'})")
+                   f"({self.correct} of {self.kept} {self.evidence} suggestions correct"
+                   f"{'' if self.n_gold is None else f', {self.n_gold} {self.gold_values}'})")
         if self.cv_precision_bound is not None:
             cvp = "-" if self.cv_precision is None else f"{self.cv_precision:.3f}"
             silent = (f", {self.cv_refused_folds} of them reaching no threshold"
@@ -154,7 +166,8 @@ def precision_lower_bound(correct: int, kept: int, confidence: float = 0.5) -> f
 
 def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
                      n_gold: int | None = None, fallback: float = 0.0,
-                     source: str = "", confidence: float = 0.5) -> Calibration:
+                     source: str = "", confidence: float = 0.5,
+                     evidence: str = HELD_OUT_EVIDENCE) -> Calibration:
     """The lowest threshold whose held-out precision is >= `min_precision` (module docstring),
     judged on its lower bound at `confidence` (0.5: the estimate).
 
@@ -178,8 +191,9 @@ def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
     if not items:
         return Calibration(min_precision, float(fallback), None, 0.0 if n_gold else None, False,
                            0, 0, 0, n_gold, source,
-                           "no held-out suggestion to calibrate on: the threshold "
-                           f"{fallback:g} is used and the precision cannot be estimated")
+                           f"no {evidence} suggestion to calibrate on: the threshold "
+                           f"{fallback:g} is used and the precision cannot be estimated",
+                           evidence=evidence)
     # Walk down the distinct scores: at each, every suggestion scoring >= it is kept.
     best: tuple[float, int, int] | None = None       # (threshold, kept, correct) reaching P
     top: tuple[float, float, int, int] | None = None  # (precision, threshold, kept, correct)
@@ -199,7 +213,7 @@ def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
             top = (bound, score, kept, correct)
         elif bound >= top[0] - 1e-12:                    # a tie: the lower threshold wins
             top = (top[0], score, kept, correct)
-    extra = {"confidence": confidence}
+    extra = {"confidence": confidence, "evidence": evidence}
     if best is not None:
         t, k, c = best
         return Calibration(min_precision, t, c / k, recall_of(c), True, k, c, len(items), n_gold,
@@ -210,7 +224,7 @@ def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
     what = "precision" if confidence <= 0.5 else f"precision bound ({confidence:g} confidence)"
     return Calibration(min_precision, t, c / k, recall_of(c), False, k, c, len(items), n_gold,
                        source,
-                       f"precision {min_precision:g} is not reachable on the held-out values "
+                       f"precision {min_precision:g} is not reachable on the {evidence} values "
                        f"(the {what} is at most {b:.3f}): using the threshold of the highest "
                        f"{what}, {t:.4f}", precision_bound=b, **extra)
 
@@ -276,13 +290,15 @@ def cross_validate(pairs: Iterable[Sequence[Any]], min_precision: float,
 
 def calibrate(pairs: Iterable[Sequence[Any]], min_precision: float, n_gold: int | None = None,
               *, fallback: float = 1.0, source: str = "", confidence: float = 0.5,
-              folds: int = DEFAULT_FOLDS, seed: int = 0, force: bool = False) -> Calibration:
+              folds: int = DEFAULT_FOLDS, seed: int = 0, force: bool = False,
+              evidence: str = HELD_OUT_EVIDENCE) -> Calibration:
     """`select_threshold`, then decide whether `min_precision` is backed (module docstring):
     the returned Calibration carries the cross-validation (`folds` < 2: not run), the
     precision it can back, `refused` (emit nothing) or, with `force`, `forced`, and a
     `warning` that says what it can back, at which threshold and with what recall."""
     items = list(pairs)
-    cal = select_threshold(items, min_precision, n_gold, fallback, source, confidence)
+    cal = select_threshold(items, min_precision, n_gold, fallback, source, confidence,
+                           evidence)
     cv = cross_validate(items, min_precision, folds, seed, confidence) \
         if folds >= 2 and items else None
     tol = 1e-12
@@ -300,11 +316,11 @@ def calibrate(pairs: Iterable[Sequence[Any]], min_precision: float, n_gold: int 
     else:
         backed = cal.precision_bound
     if not items:
-        why = "no held-out suggestion to judge a threshold on"
+        why = f"no {evidence} suggestion to judge a threshold on"
     elif not cal.reachable:
-        why = "no threshold's precision bound reaches it on the held-out values"
+        why = f"no threshold's precision bound reaches it on the {evidence} values"
     elif cv is not None and cv.folds == 0:
-        why = ("the held-out suggestions come from one product: nothing shows the threshold "
+        why = (f"the {evidence} suggestions come from one product: nothing shows the threshold "
                "transfers to other products")
     elif cv is not None and cv.precision_bound < min_precision - tol:
         why = (f"the threshold does not transfer across products (cross-validated over "
@@ -331,21 +347,22 @@ def refusal_message(cal: Calibration, why: str) -> str:
     bound = ("lower bound" if cal.confidence <= 0.5 else
              f"lower bound at {cal.confidence:g} confidence")
     rec = "-" if cal.recall is None else f"{cal.recall:.3f}"
-    gold = "" if cal.n_gold is None else f"; {cal.n_gold} held-out values"
+    gold = "" if cal.n_gold is None else f"; {cal.n_gold} {cal.gold_values}"
     return (f"{head}; it can back precision {cal.backed_precision:.3f} ({bound}, {what}) at "
             f"threshold {cal.threshold:.4f}, with recall {rec} there ({cal.correct} of the "
-            f"{cal.kept} held-out suggestions it keeps are correct{gold})")
+            f"{cal.kept} {cal.evidence} suggestions it keeps are correct{gold})")
 
 
 def fixed_threshold(pairs: Iterable[Sequence[Any]], threshold: float,
-                    n_gold: int | None = None, source: str = "") -> Calibration:
+                    n_gold: int | None = None, source: str = "",
+                    evidence: str = HELD_OUT_EVIDENCE) -> Calibration:
     """What a given threshold reaches on held-out values (no selection; `requested` None)."""
     items = list(pairs)
     p, r, kept, correct = precision_recall_at(items, threshold, n_gold)
     return Calibration(None, float(threshold), p, r, True, kept, correct, len(items), n_gold,
-                       source)
+                       source, evidence=evidence)
 
 
-__all__ = ["Calibration", "CrossValidation", "DEFAULT_FOLDS", "Judged", "calibrate",
-           "cross_validate", "fixed_threshold", "precision_lower_bound", "precision_recall_at",
-           "refusal_message", "select_threshold"]
+__all__ = ["Calibration", "CrossValidation", "DEFAULT_FOLDS", "HELD_OUT_EVIDENCE", "Judged",
+           "calibrate", "cross_validate", "fixed_threshold", "precision_lower_bound",
+           "precision_recall_at", "refusal_message", "select_threshold"]

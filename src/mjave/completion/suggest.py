@@ -43,6 +43,16 @@ least that threshold are written anyway (`calibration.forced`). Otherwise `thres
 (default 0: every value the model decodes). Either way the threshold and the precision/recall
 it reaches on the held-out values (when there are any) are saved beside the output as
 `<output stem>.calibration.json`.
+
+**Reviews** (`reviews`: a `mjave review` database, `mjave.completion.reviewed`). The accepted
+and rejected suggestions are judged pairs too, scored and kinded as this run scores and kinds
+them: `fills_known_gap` is calibrated on the held-out pairs and its reviewed pairs,
+`new_attribute` on its reviewed pairs alone, each with its own threshold and refusal. The
+`new_attribute` rows of a backed kind scoring at least its threshold join the suggestions file
+(inside the promise; the review file keeps the rest); an unbacked `new_attribute` kind never
+refuses the run, its rows go to review as above. `exclude_attributes` drops the suggestions of
+the named attributes from every output and from the calibration. The summary reports the
+precision of every judged attribute and how many more reviews an unbacked kind needs.
 """
 
 from __future__ import annotations
@@ -60,9 +70,13 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from mjave.completion.calibrate import Calibration, Judged, calibrate, fixed_threshold
+from mjave.completion.calibrate import (HELD_OUT_EVIDENCE, Calibration, Judged, calibrate,
+                                        fixed_threshold)
 from mjave.completion.kinds import (FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE, CategoryShares,
                                     UNKNOWN_CATEGORY)
+from mjave.completion.reviewed import (HELD_OUT, REVIEW, AttributePrecision, Evidence, Review,
+                                       ReviewCounts, needs_statement, per_attribute,
+                                       read_reviews)
 from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import iter_records, read_table
@@ -223,8 +237,15 @@ def judge(aggregated: Iterable[Aggregated], held_out: Mapping[str, set[str]],
     """(score, correct) of the suggestions of one product that held-out values can judge:
     those of an attribute in `judged` (or all, if it holds `ALL_ATTRIBUTES`); correct when the
     normalised value is a held-out value of that attribute (`held_out`: attribute -> values)."""
+    return [(score, correct) for _, score, correct in judge_each(aggregated, held_out, judged)]
+
+
+def judge_each(aggregated: Iterable[Aggregated], held_out: Mapping[str, set[str]],
+               judged: set[str]) -> list[tuple[str, float, bool]]:
+    """`judge` with each suggestion's attribute: (attribute, score, correct), for the precision
+    per attribute."""
     every = ALL_ATTRIBUTES in judged
-    return [(a.score, a.best.normalized in held_out.get(a.best.attribute, ()))
+    return [(a.best.attribute, a.score, a.best.normalized in held_out.get(a.best.attribute, ()))
             for a in aggregated if every or a.best.attribute in judged]
 
 
@@ -379,8 +400,45 @@ class _Work:
     def products(self, src: int) -> int:
         return self.db.execute("SELECT count(*) FROM product WHERE src=?", (src,)).fetchone()[0]
 
-    def n_held(self, src: int) -> int:
-        return self.db.execute("SELECT count(*) FROM held WHERE src=?", (src,)).fetchone()[0]
+    def n_held(self, src: int, excluded: Sequence[str] = ()) -> int:
+        """Held-out values of `src`, those of the `excluded` attributes left out."""
+        off = f" AND attribute NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        return self.db.execute(f"SELECT count(*) FROM held WHERE src=?{off}",
+                               (src, *excluded)).fetchone()[0]
+
+    def review_scores(self, reviews: Sequence[Review], held_src: int
+                      ) -> Iterator[tuple[Review, float | None, str, bool]]:
+        """Per review: this run's score of its (product, attribute, normalised value) (the
+        best mention; None when no text of the products states it now), the product's
+        category, and whether held-out values of `held_src` judge that (product, attribute)."""
+        self.db.executescript(
+            "CREATE INDEX IF NOT EXISTS mention_key ON mention (src, product_id, attribute, "
+            "norm); CREATE TEMP TABLE IF NOT EXISTS rev (i INTEGER PRIMARY KEY, product_id "
+            "TEXT, attribute TEXT, norm TEXT); DELETE FROM rev;")
+        self.db.executemany("INSERT INTO rev VALUES (?,?,?,?)",
+                            [(i, *r.key) for i, r in enumerate(reviews)])
+        cur = self.db.execute(
+            "SELECT r.i, (SELECT max(m.score) FROM mention m WHERE m.src=? AND "
+            "m.product_id=r.product_id AND m.attribute=r.attribute AND m.norm=r.norm), "
+            "coalesce(c.category, ?), EXISTS (SELECT 1 FROM judged j WHERE j.src=? AND "
+            "j.product_id=r.product_id AND j.attribute IN (r.attribute, ?)) "
+            "FROM rev r LEFT JOIN category c USING (product_id) ORDER BY r.i",
+            (PRODUCTS, UNKNOWN_CATEGORY, held_src, ALL_ATTRIBUTES))
+        for i, score, category, held in cur:
+            yield reviews[i], score, category, bool(held)
+
+    def drop_attributes(self, attributes: Sequence[str]) -> Counter:
+        """Delete the candidate suggestions of `attributes`; returns how many, by (attribute,
+        kind)."""
+        if not attributes:
+            return Counter()
+        marks = ",".join("?" * len(attributes))
+        dropped = Counter({(a, k): n for a, k, n in self.db.execute(
+            f"SELECT attribute, kind, count(*) FROM suggestion WHERE attribute IN ({marks}) "
+            f"GROUP BY attribute, kind", tuple(attributes))})
+        self.db.execute(f"DELETE FROM suggestion WHERE attribute IN ({marks})", tuple(attributes))
+        self.db.commit()
+        return dropped
 
     def by_product(self, src: int) -> Iterator[tuple[str, list[Mention]]]:
         cur = self.db.execute(
@@ -450,6 +508,21 @@ class CompletionSummary:
     # be) chosen on; not saved in the calibration JSON.
     held_out_pairs: list[Judged] = field(default_factory=list, repr=False)
     held_out_values: int = 0
+    held_out_attributes: list[str] = field(default_factory=list, repr=False)  # of each pair
+    # reviews as calibration data (`reviews`): what the database gave, its judged pairs, each
+    # kind's own calibration, the threshold backing new_attribute rows (None: not backed) and
+    # how many of them the suggestions file got, what an unbacked kind still needs
+    reviews: ReviewCounts | None = None
+    reviewed: list[Evidence] = field(default_factory=list, repr=False)
+    by_kind: dict[str, Calibration] = field(default_factory=dict)
+    new_threshold: float | None = None
+    new_attributes_backed: int = 0
+    needs: dict[str, str] = field(default_factory=dict)
+    # precision per judged attribute (held-out and reviews), the lowest bound first, and the
+    # candidate suggestions dropped by `exclude_attributes`, by attribute
+    attributes: list[AttributePrecision] = field(default_factory=list)
+    excluded: Counter = field(default_factory=Counter)
+    confidence: float = DEFAULT_CONFIDENCE
 
     def to_dict(self) -> dict[str, Any]:
         return {"products_file": self.products_file, "output": self.output,
@@ -462,7 +535,15 @@ class CompletionSummary:
                 "conflict_threshold": self.conflict_threshold,
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "calibration_file": self.calibration_file, "files": list(self.files),
-                "refused": self.refused, "seconds": round(self.seconds, 2)}
+                "refused": self.refused, "seconds": round(self.seconds, 2),
+                "reviews": self.reviews.to_dict() if self.reviews else None,
+                "per_attribute": [a.to_dict() for a in self.attributes],
+                "excluded_attributes": dict(self.excluded)}
+
+    @property
+    def backed_kinds(self) -> list[str]:
+        """The kinds the written rows' promise covers."""
+        return [FILLS_KNOWN_GAP] + ([NEW_ATTRIBUTE] if self.new_threshold is not None else [])
 
     def kinds_dict(self) -> dict[str, Any]:
         """The two kinds in the calibration JSON: the cut, the counts, where each went."""
@@ -472,7 +553,11 @@ class CompletionSummary:
                 "new_attribute_rows": self.new_attributes,
                 "new_attributes_included": self.new_attributes_included,
                 "review_output": self.review_output,
-                "precision_backed_for": FILLS_KNOWN_GAP}
+                "precision_backed_for": ", ".join(self.backed_kinds),
+                "calibration_by_kind": {k: c.to_dict() for k, c in self.by_kind.items()},
+                "new_attribute_threshold": self.new_threshold,
+                "new_attribute_backed_rows": self.new_attributes_backed,
+                "reviews_needed": dict(self.needs)}
 
     def unbacked(self) -> str:
         """The plain statement about the `new_attribute` suggestions (summary and log)."""
@@ -480,6 +565,10 @@ class CompletionSummary:
                  if self.new_attributes_included else
                  f"written to {self.review_output} for review (mjave review), not to "
                  f"{self.output}")
+        if self.new_threshold is not None:
+            return (f"{self.new_attributes} new_attribute suggestions score below "
+                    f"{self.new_threshold:.4f}, the threshold reviews back for them: no "
+                    f"promise covers them; {where}")
         return (f"{self.new_attributes} new_attribute suggestions (attributes fewer than "
                 f"{self.known_attribute_share:g} of their category's products carry in the "
                 f"table): no held-out data can back their precision, no threshold promises "
@@ -492,10 +581,34 @@ class CompletionSummary:
         return (f"kinds: fills_known_gap when >= {self.known_attribute_share:g} of the "
                 f"category's products carry the attribute in the table "
                 f"({self.known_attributes} category attributes); candidates: {known} "
-                f"fills_known_gap, {new} new_attribute; the threshold and any precision "
-                f"below are judged on held-out values and speak for fills_known_gap only")
+                f"fills_known_gap, {new} new_attribute; " +
+                ("each kind has its own threshold, judged on held-out values and reviews "
+                 "(fills_known_gap) or on reviews alone (new_attribute)" if self.reviews else
+                 "the threshold and any precision below are judged on held-out values and "
+                 "speak for fills_known_gap only"))
+
+    def evidence_lines(self, shown: int = 10) -> list[str]:
+        """The reviews used, each kind's own calibration, what an unbacked kind needs, the
+        excluded attributes and the precision of the judged attributes (the worst `shown`)."""
+        lines = [self.reviews.line()] if self.reviews else []
+        lines += [f"{k}: {c.summary()}" for k, c in self.by_kind.items() if k != FILLS_KNOWN_GAP]
+        if self.needs:
+            lines.append("reviews needed: " + "; ".join(self.needs.values()))
+        if self.excluded:
+            dropped = sorted(self.excluded.items())
+            lines.append("excluded attributes: " + ", ".join(
+                f"{a} ({n} candidate suggestions dropped)" for a, n in dropped))
+        if self.attributes:
+            more = len(self.attributes) - shown
+            lines.append(f"precision per attribute (lowest {self.confidence:g}-confidence bound "
+                         "first): " + "; ".join(a.text() for a in self.attributes[:shown]) +
+                         (f"; {more} more in the calibration JSON" if more > 0 else ""))
+        return lines
 
     def summary(self) -> str:
+        backed_new = (f"; {self.new_attributes_backed} of them new_attribute scoring >= "
+                      f"{self.new_threshold:.4f}, backed by reviews"
+                      if self.new_threshold is not None else "")
         if self.refused:
             written = [f"0 suggestions (refused: the requested precision cannot be backed; "
                        f"{self.candidates} candidates) -> {self.output} (header only)",
@@ -505,7 +618,8 @@ class CompletionSummary:
         else:
             what = "both kinds" if self.new_attributes_included else "fills_known_gap"
             written = [f"{self.suggestions} suggestions ({what}, score >= "
-                       f"{self.threshold:.4f}, of {self.candidates}) -> {self.output}",
+                       f"{self.threshold:.4f}{backed_new}, of {self.candidates}) -> "
+                       f"{self.output}",
                        self.unbacked() if self.new_attributes else
                        f"0 new_attribute suggestions -> {self.review_output}",
                        f"{self.conflicts} conflicts (score >= {self.conflict_threshold:.4f}) -> "
@@ -515,6 +629,7 @@ class CompletionSummary:
                  self.kinds_line()]
         if self.calibration is not None:
             lines.append(self.calibration.summary())
+        lines += self.evidence_lines()
         if self.reasons:
             lines.append("failures: " + ", ".join(f"{n} x {r}"
                                                   for r, n in self.reasons.most_common()))
@@ -580,11 +695,12 @@ def _sweep(extractor: Any, records: Iterable[Record], work: _Work, src: int, gol
 
 
 def _rows_pass(work: _Work, src: int, shares: CategoryShares | None = None
-               ) -> tuple[list[Judged], Counter]:
+               ) -> tuple[list[Judged], Counter, list[str]]:
     """Group the mentions of `src` by product: candidate rows into the database (products to
     complete, each of the kind `shares` gives it) and the held-out (score, correct, product).
-    Returns (those, candidate rows by kind)."""
+    Returns (those, candidate rows by kind, the attribute of each held-out pair)."""
     pairs: list[Judged] = []
+    attributes: list[str] = []
     candidates: Counter = Counter()
     sug_buf: list[tuple] = []
     con_buf: list[tuple] = []
@@ -598,7 +714,9 @@ def _rows_pass(work: _Work, src: int, shares: CategoryShares | None = None
     for pid, mentions in work.by_product(src):
         held, judged = work.held_of(src, pid)
         if judged:
-            pairs.extend(Judged(s, c, pid) for s, c in judge(aggregate(mentions), held, judged))
+            for a, score, correct in judge_each(aggregate(mentions), held, judged):
+                pairs.append(Judged(score, correct, pid))
+                attributes.append(a)
         if src != PRODUCTS:
             continue
         category = work.category_of(pid)
@@ -611,7 +729,7 @@ def _rows_pass(work: _Work, src: int, shares: CategoryShares | None = None
             flush()
     flush()
     work.db.commit()
-    return pairs, candidates
+    return pairs, candidates, attributes
 
 
 class _RowWriter:
@@ -633,17 +751,21 @@ class _RowWriter:
             self._w.writerow(row)
 
 
+Band = tuple[str | None, float, float | None]
+"""(kind or None for any, lowest score kept, score from which on rows are not kept or None)."""
+
+
 def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
-                  threshold: float, rows: bool = True, kinds: Sequence[str] = ()) -> int:
-    """Rows of `table` scoring >= threshold (suggestions: of `kinds`, all when empty), by score
-    (descending), then product, attribute; `rows=False`: the header alone (a refused run).
-    Written atomically (`atomic_write`): a failed run leaves the previous file, never half of
-    one."""
+                  bands: Sequence[Band], rows: bool = True) -> int:
+    """Rows of `table` in any of `bands` (suggestions of a kind, or any row, scoring in
+    [low, high)), by score (descending), then product, attribute; `rows=False` or no band: the
+    header alone (a refused run). Written atomically (`atomic_write`): a failed run leaves the
+    previous file, never half of one."""
     second = "normalized_value" if table == "suggestion" else "text_value"
-    of_kind = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
-    cur = work.db.execute(f"SELECT * FROM {table} WHERE score >= ?{of_kind} ORDER BY score "
+    where, args = _bands_sql(bands)
+    cur = work.db.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY score "
                           f"DESC, product_id, attribute, {second} LIMIT ?",
-                          (threshold, *kinds, -1 if rows else 0))     # LIMIT -1: no limit
+                          (*args, -1 if rows else 0))     # LIMIT -1: no limit
     jsonl = path.suffix.lower() in JSONL_EXTENSIONS
     n = 0
     with atomic_write(path, newline="\n" if jsonl else "") as f:
@@ -652,6 +774,22 @@ def _write_sorted(work: _Work, table: str, columns: Sequence[str], path: Path,
             writer.write(row)
             n += 1
     return n
+
+
+def _bands_sql(bands: Sequence[Band]) -> tuple[str, list[Any]]:
+    """The WHERE clause selecting the rows of any band (none: no row)."""
+    parts, args = [], []
+    for kind, low, high in bands:
+        part = "score >= ?"
+        args.append(low)
+        if high is not None:
+            part += " AND score < ?"
+            args.append(high)
+        if kind is not None:
+            part += " AND kind = ?"
+            args.append(kind)
+        parts.append(f"({part})")
+    return (" OR ".join(parts) or "0"), args
 
 
 def calibration_path(output: PathLike) -> Path:
@@ -747,18 +885,21 @@ def _predict_into(work: _Work, extractor: Any, source: Any, src: int, cfg: Compl
 
 
 def _products_pass(work: _Work, extractor: Any, products: Any, cfg: CompleteConfig,
-                   progress: Any, summary: CompletionSummary) -> None:
+                   progress: Any, summary: CompletionSummary) -> CategoryShares:
     """The first pass: predict the products, then turn their mentions into candidate rows and
-    the held-out (score, correct, product) of their calibration pairs."""
+    the held-out (score, correct, product) of their calibration pairs. Returns the shares the
+    kinds were cut on."""
     summary.texts, issues = _predict_into(work, extractor, products, PRODUCTS, cfg, progress,
                                           summary)
     _count_skipped(issues, summary)
     summary.products = work.products(PRODUCTS)
     shares = work.shares(cfg.known_attribute_share)
     summary.known_attributes = shares.known_attributes()
-    summary.held_out_pairs, summary.candidates_by_kind = _rows_pass(work, PRODUCTS, shares)
+    summary.held_out_pairs, summary.candidates_by_kind, summary.held_out_attributes = \
+        _rows_pass(work, PRODUCTS, shares)
     summary.candidates = sum(summary.candidates_by_kind.values())
     summary.held_out_values = work.n_held(PRODUCTS)
+    return shares
 
 
 def _calibration_pass(work: _Work, extractor: Any, calibration: Any, cfg: CompleteConfig,
@@ -771,23 +912,68 @@ def _calibration_pass(work: _Work, extractor: Any, calibration: Any, cfg: Comple
     _, issues = _predict_into(work, extractor, calibration, CALIBRATION, cfg, progress, None)
     if issues.skipped:
         log.warning("%s: %s", name, issues.summary())
-    summary.held_out_pairs, _ = _rows_pass(work, CALIBRATION)
+    summary.held_out_pairs, _, summary.held_out_attributes = _rows_pass(work, CALIBRATION)
     summary.held_out_values = work.n_held(CALIBRATION)
     return name
 
 
-def _backed_threshold(summary: CompletionSummary, cfg: CompleteConfig, source: str,
-                      output: Path, conflicts: Path) -> Calibration:
-    """The threshold that backs `cfg.min_precision` on the held-out values, warning when it
-    refuses or is forced; no held-out value at all is a DataError."""
-    if not summary.held_out_values:
-        raise DataError("--min-precision needs held-out known values: label the "
-                        "products with a calibration fraction (mjave data label) or "
-                        "give a --calibration file", reason="no calibration values")
-    cal = calibrate(summary.held_out_pairs, cfg.min_precision, summary.held_out_values,
-                    fallback=NO_EVIDENCE, source=source, confidence=cfg.confidence,
-                    folds=cfg.cv_folds, seed=cfg.cv_seed, force=cfg.force)
-    if cal.refused:
+def _reviews_pass(work: _Work, reviews: Sequence[Review], path: str, shares: CategoryShares,
+                  held_src: int, summary: CompletionSummary) -> None:
+    """Judge each reviewed suggestion as this run would write it: this run's score and this
+    table's kind. Not used: one no text states now (no score to judge) and one held-out values
+    judge already (counted once)."""
+    counts = ReviewCounts(path, Counter(r.action for r in reviews))
+    for review, score, category, held in work.review_scores(reviews, held_src):
+        if held:
+            counts.held_out += 1
+        elif score is None:
+            counts.not_predicted += 1
+        else:
+            kind = shares.kind(category, review.attribute)
+            summary.reviewed.append(Evidence(review.attribute, kind, REVIEW,
+                                             Judged(score, review.correct, review.product_id)))
+            counts.used[kind] += 1
+            counts.by_attribute[review.attribute] += 1
+    summary.reviews = counts
+
+
+def _exclude(work: _Work, attributes: Sequence[str], summary: CompletionSummary) -> None:
+    """Drop the candidate suggestions of `attributes`, counted per attribute (and taken off the
+    candidates of their kind)."""
+    for a in attributes:
+        summary.excluded[a] = 0
+    for (a, kind), n in work.drop_attributes(attributes).items():
+        summary.excluded[a] += n
+        summary.candidates_by_kind[kind] -= n
+    summary.candidates = sum(summary.candidates_by_kind.values())
+    for a in attributes:
+        if not summary.excluded[a]:
+            log.warning("--exclude-attribute %s: no suggestion of that attribute to drop", a)
+
+
+def _evidence(summary: CompletionSummary) -> list[Evidence]:
+    """Every judged pair of the run: the held-out ones (they judge `fills_known_gap`), then the
+    reviewed ones."""
+    held = [Evidence(a, FILLS_KNOWN_GAP, HELD_OUT, p)
+            for p, a in zip(summary.held_out_pairs, summary.held_out_attributes)]
+    return held + summary.reviewed
+
+
+def _backed_threshold(kind: str, pairs: list[Judged], n_gold: int, cfg: CompleteConfig,
+                      source: str, evidence: str, summary: CompletionSummary, output: Path,
+                      conflicts: Path) -> Calibration:
+    """The threshold that backs `cfg.min_precision` for `kind`, warning when it refuses or is
+    forced. `fills_known_gap` refusing refuses the run; `new_attribute` is never forced: its
+    rows only join the promise when it is backed, else they go to review as without reviews."""
+    new = kind == NEW_ATTRIBUTE
+    cal = calibrate(pairs, cfg.min_precision, n_gold, fallback=NO_EVIDENCE, source=source,
+                    confidence=cfg.confidence, folds=cfg.cv_folds, seed=cfg.cv_seed,
+                    force=cfg.force and not new, evidence=evidence)
+    if new:
+        if not cal.backed:
+            log.warning("new_attribute: %s. Their suggestions stay in %s for review", cal.warning,
+                        summary.review_output)
+    elif cal.refused:
         log.warning("%s. Nothing is written above a threshold that cannot be backed: "
                     "%s, %s and %s get their header only (force writes the suggestions "
                     "scoring >= %.4f anyway)", cal.warning, output, conflicts,
@@ -800,37 +986,89 @@ def _backed_threshold(summary: CompletionSummary, cfg: CompleteConfig, source: s
     return cal
 
 
-def _calibrate(summary: CompletionSummary, cfg: CompleteConfig, source: str, output: Path,
-               conflicts: Path) -> None:
+def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, source: str,
+               held_src: int, output: Path, conflicts: Path) -> None:
     """Set the summary's thresholds: chosen for `min_precision` (which may refuse), else the
-    fixed one, judged on the held-out values where there are any."""
+    fixed one, judged on the held-out values and reviews where there are any. With reviews
+    each kind gets its own; the excluded attributes judge nothing."""
+    excluded = set(cfg.exclude_attributes)
+    pairs: dict[str, list[Judged]] = {k: [] for k in KINDS}
+    accepted: Counter = Counter()   # reviewed right values: gold, for the recall
+    for e in _evidence(summary):
+        if e.attribute not in excluded:
+            pairs[e.kind].append(e.judged)
+            accepted[e.kind] += int(e.source == REVIEW and e.judged.correct)
+    n_gold = {FILLS_KNOWN_GAP: work.n_held(held_src, cfg.exclude_attributes) +
+              accepted[FILLS_KNOWN_GAP], NEW_ATTRIBUTE: accepted[NEW_ATTRIBUTE]}
+    reviews = summary.reviews
+    reviewed = f"the reviews in {reviews.path}" if reviews is not None else ""
+    sources = {FILLS_KNOWN_GAP: f"{source} and {reviewed}" if reviewed else source,
+               NEW_ATTRIBUTE: reviewed}
+    kinds = KINDS if reviews is not None else (FILLS_KNOWN_GAP,)
+    evidence = {FILLS_KNOWN_GAP: HELD_OUT_EVIDENCE if reviews is None else
+                f"{HELD_OUT_EVIDENCE} or reviewed", NEW_ATTRIBUTE: "reviewed"}
     if cfg.min_precision is not None:
-        cal = _backed_threshold(summary, cfg, source, output, conflicts)
+        if not summary.held_out_values and reviews is None:
+            raise DataError("--min-precision needs held-out known values: label the "
+                            "products with a calibration fraction (mjave data label) or "
+                            "give a --calibration file", reason="no calibration values")
+        for kind in kinds:
+            summary.by_kind[kind] = _backed_threshold(kind, pairs[kind], n_gold[kind], cfg,
+                                                      sources[kind], evidence[kind], summary,
+                                                      output, conflicts)
+        cal = summary.calibration = summary.by_kind[FILLS_KNOWN_GAP]
         summary.threshold, summary.refused = cal.threshold, cal.refused
-        summary.calibration = cal
+        new = summary.by_kind.get(NEW_ATTRIBUTE)
+        summary.new_threshold = new.threshold if new is not None and new.backed else None
+        for kind in KINDS:
+            if kind in summary.by_kind or summary.candidates_by_kind.get(kind, 0) > 0:
+                need = needs_statement(kind, summary.by_kind.get(kind), cfg.min_precision,
+                                       cfg.confidence)
+                if need:
+                    summary.needs[kind] = need
     else:
         summary.threshold = float(cfg.threshold or 0.0)
-        summary.calibration = fixed_threshold(
-            summary.held_out_pairs, summary.threshold, summary.held_out_values, source) \
-            if summary.held_out_values else None
+        for kind in kinds:   # judged where there is something to judge on
+            if (summary.held_out_values if reviews is None else
+                    pairs[kind] or (kind == FILLS_KNOWN_GAP and summary.held_out_values)):
+                summary.by_kind[kind] = fixed_threshold(pairs[kind], summary.threshold,
+                                                        n_gold[kind], sources[kind],
+                                                        evidence[kind])
+        summary.calibration = summary.by_kind.get(FILLS_KNOWN_GAP)
+    if reviews is None:   # one kind judged: the summary's calibration line says it all
+        summary.by_kind.clear()
     summary.conflict_threshold = (float(cfg.conflict_threshold)
                                   if cfg.conflict_threshold is not None
                                   else max(summary.threshold, DEFAULT_CONFLICT_THRESHOLD))
+    written_at = {FILLS_KNOWN_GAP: summary.threshold, NEW_ATTRIBUTE: summary.new_threshold}
+    if summary.new_threshold is None and summary.new_attributes_included:
+        written_at[NEW_ATTRIBUTE] = summary.threshold
+    summary.attributes = per_attribute(_evidence(summary), cfg.confidence, written_at, excluded)
 
 
 def _write(work: _Work, summary: CompletionSummary, output: Path, conflicts: Path) -> None:
     """The files in score order above their thresholds (a refused run: headers only): the
-    suggestions (`fills_known_gap`, and `new_attribute` when included), the review file (every
-    `new_attribute` one) and the conflicts."""
+    suggestions (`fills_known_gap`; `new_attribute` above the threshold reviews back for them,
+    and every one when included), the review file (the `new_attribute` ones no promise covers)
+    and the conflicts."""
     emit = not summary.refused
-    kinds = KINDS if summary.new_attributes_included else (FILLS_KNOWN_GAP,)
-    summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output,
-                                        summary.threshold, emit, kinds)
+    t, backed = summary.threshold, summary.new_threshold
+    main: list[Band] = [(FILLS_KNOWN_GAP, t, None)]
+    review: list[Band] = [(NEW_ATTRIBUTE, t, backed)]
+    if backed is not None:
+        main.append((NEW_ATTRIBUTE, backed, None))
+    if summary.new_attributes_included:
+        main.append((NEW_ATTRIBUTE, t, backed))
+    summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output, main,
+                                        emit)
     summary.new_attributes = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS,
-                                           Path(summary.review_output), summary.threshold,
-                                           emit, (NEW_ATTRIBUTE,))
+                                           Path(summary.review_output), review, emit)
+    if emit and backed is not None:
+        where, args = _bands_sql([(NEW_ATTRIBUTE, backed, None)])
+        summary.new_attributes_backed = work.db.execute(
+            f"SELECT count(*) FROM suggestion WHERE {where}", args).fetchone()[0]
     summary.conflicts = _write_sorted(work, "conflict", CONFLICT_COLUMNS, conflicts,
-                                      summary.conflict_threshold, emit)
+                                      [(None, summary.conflict_threshold, None)], emit)
 
 
 def _save_summary(summary: CompletionSummary, output: Path, conflicts: Path) -> None:
@@ -856,26 +1094,35 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     min_precision, conflicts file, batch size, ...); `options`: its fields as keywords
     (`min_precision=0.9`), set over `config`. When `min_precision` cannot be backed the run
     refuses (`summary.refused`; both files get their header and no rows) unless `force`.
+    `reviews` (a review database) adds the reviewed suggestions to the judged pairs, each kind
+    calibrated on its own (module docstring).
     Writes `<output stem>.calibration.json`.
     """
     start = time.perf_counter()
     cfg = _settings(config, options)
-    output, conflicts = _output_paths(output, cfg.conflicts, [products, catalog, calibration])
+    output, conflicts = _output_paths(output, cfg.conflicts,
+                                      [products, catalog, calibration, cfg.reviews])
     if isinstance(products, (str, os.PathLike)) and not Path(products).is_file():
         raise DataError("cannot read the products: no such file", path=str(products),
                         reason="unreadable file")
+    reviews = read_reviews(cfg.reviews) if cfg.reviews else None   # a bad file fails first
     extractor = _extractor(model_or_extractor, cfg)
     summary = CompletionSummary(_source_name(products), str(output), str(conflicts),
                                 review_output=str(review_path(output)),
                                 known_attribute_share=cfg.known_attribute_share,
-                                new_attributes_included=cfg.include_new_attributes)
+                                new_attributes_included=cfg.include_new_attributes,
+                                confidence=cfg.confidence)
     work = _Work(Path(cfg.work_dir) if cfg.work_dir else output.parent)
     try:
         summary.table_rows = work.load_table(_table_rows(catalog))
         work.db.commit()
-        _products_pass(work, extractor, products, cfg, progress, summary)
+        shares = _products_pass(work, extractor, products, cfg, progress, summary)
         source = _calibration_pass(work, extractor, calibration, cfg, progress, summary)
-        _calibrate(summary, cfg, source, output, conflicts)
+        held_src = PRODUCTS if calibration is None else CALIBRATION
+        if reviews is not None:
+            _reviews_pass(work, reviews, str(cfg.reviews), shares, held_src, summary)
+        _exclude(work, cfg.exclude_attributes, summary)
+        _calibrate(work, summary, cfg, source, held_src, output, conflicts)
         _write(work, summary, output, conflicts)
     finally:
         work.close()
@@ -889,5 +1136,5 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
 __all__ = ["ALL_ATTRIBUTES", "Aggregated", "CONFLICT_COLUMNS", "CompleteConfig",
            "CompletionSummary", "DEFAULT_CONFIDENCE", "EVIDENCE_WIDTH", "Mention",
            "SUGGESTION_COLUMNS", "aggregate", "calibration_path", "complete", "conflict_row",
-           "evidence_window", "held_out_of", "judge", "mentions_of", "product_rows",
+           "evidence_window", "held_out_of", "judge", "judge_each", "mentions_of", "product_rows",
            "read_catalog", "read_products", "review_path", "suggestion_row", "table_index"]

@@ -7,7 +7,7 @@ team's settings and `--set key=value` varies one, as `mjave train` does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mjave.config.core import ConfigError, check_range, path_field
 from mjave.config.train import SEED_MAX
@@ -48,6 +48,11 @@ class CompleteConfig:
     include_new_attributes: also write the `new_attribute` suggestions into the suggestions
         file (marked in its `kind` column, no precision claimed); by default they go only to
         the review file beside it.
+    reviews: a review database (`mjave review --db`): its accepted and rejected suggestions are
+        judged pairs too, so each kind gets its own threshold and `new_attribute` suggestions
+        join the promise once enough are reviewed (mjave.completion.reviewed).
+    exclude_attributes: attributes whose suggestions are dropped from every output (and from
+        the calibration), e.g. one the per-attribute precision shows failing.
     """
 
     min_precision: float | None = None
@@ -66,6 +71,8 @@ class CompleteConfig:
     work_dir: str | None = None
     known_attribute_share: float = DEFAULT_KNOWN_SHARE
     include_new_attributes: bool = False
+    reviews: str | None = path_field()
+    exclude_attributes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.min_precision is not None and self.threshold is not None:
@@ -77,6 +84,9 @@ class CompleteConfig:
         optional = {k: (0, 1, True) for k in ("min_precision", "threshold", "conflict_threshold")
                     if getattr(self, k) is not None}
         check_range("complete", self, optional)
+        blank = [a for a in self.exclude_attributes if not str(a).strip()]
+        if blank:
+            raise ConfigError("complete: exclude_attributes: an attribute name is empty")
 
 
 __all__ = ["CompleteConfig", "DEFAULT_CONFIDENCE", "DEFAULT_FOLDS", "DEFAULT_KNOWN_SHARE",

@@ -77,6 +77,13 @@ class TrainConfig:
     # Extra texts (any format mjave reads; their spans are ignored) that get the soft loss only,
     # e.g. another dataset's texts. In a config file a relative path is relative to the file.
     distill_unlabelled: str | None = path_field()
+    # Warm start (`mjave.training.warm_start`): a trained model folder (relative to the working
+    # directory, like output_dir) whose model.safetensors weights the network starts from
+    # instead of random ones, e.g. the last round's model before training on reviewed data. Same
+    # architecture and encoders required; with other attributes the tensors that depend on them
+    # load the rows of the attributes both schemas have. Not a resume: epochs, optimizer and
+    # schedule start fresh (a run resuming its own checkpoint ignores it). null = off.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_range("train", self, {
@@ -95,6 +102,8 @@ class TrainConfig:
             raise ConfigError("train.distill_temperature must be above 0, not 0")
         if self.distill_from == "":
             raise ConfigError("train.distill_from must name a model folder (or be null), not ''")
+        if self.init_from == "":
+            raise ConfigError("train.init_from must name a model folder (or be null), not ''")
         if self.distill_unlabelled and not self.distill_from:
             raise ConfigError("train.distill_unlabelled gives texts for the teacher's soft "
                               "targets: set train.distill_from (the teacher) too")

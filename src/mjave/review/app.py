@@ -5,7 +5,8 @@ The page (`/`, static files of `mjave.web`) talks to a small JSON API:
 | method, path | what |
 |---|---|
 | `GET /api/meta` | counts per kind, attributes, categories, score range, the default reviewer |
-| `POST /api/claim` | lease the next item of the queue (`kind`, filters, `after` to skip) |
+| `POST /api/claim` | lease the next item of the queue (`kind`, filters, `after`, `order`) |
+| `GET /api/stats` | per attribute: decisions and the precision they show, with a lower bound |
 | `GET /api/items/{id}` | one item: text, highlight, decision, history |
 | `POST /api/items/{id}/open` | lease a named item (going back) |
 | `POST /api/items/{id}/decide` | record a decision (`action`, `edited_value`, `request_id`) |
@@ -38,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from mjave import __version__
 from mjave.data.rows import fallback_image_names, image_file_in_root
 from mjave.review.db import Filters, ReviewDB, ReviewError
+from mjave.review.order import DEFAULT_ORDER, ORDERS, QueueOrder
 from mjave.serving.docs import offline_docs_app
 from mjave.serving.errors import MAX_DETAIL, add_error_handlers, safe_text
 from mjave.serving.images import (IMAGE_FORMATS, ClientError, read_image_path,
@@ -68,6 +70,9 @@ class ClaimIn(_In):
     max_score: Optional[float] = Field(None, allow_inf_nan=False)
     after: Optional[int] = Field(None, ge=0, le=2**62, description="skip to the item after this "
                                  "one in queue order")
+    order: Optional[QueueOrder] = Field(None, description="score (best first), uncertainty "
+                                        "(closest to 0.5 first) or gain (uncertainty, round-"
+                                        "robin over attributes); default: the server's")
 
 
 class OpenIn(_In):
@@ -126,6 +131,53 @@ class ItemOut(BaseModel):
 class ClaimOut(BaseModel):
     item: Optional[ItemOut]
     counts: dict[str, int]
+
+
+STATS_CONFIDENCE = 0.9
+"""Confidence of the page's precision lower bound (one-sided, 90 %)."""
+ACCEPTING = {"suggestion": "accept", "conflict": "keep_text"}
+REJECTING = {"suggestion": "reject", "conflict": "keep_table"}
+"""The decision that confirms (refutes) the model's value: for a conflict, the text's value."""
+
+
+class AttributeStats(BaseModel):
+    attribute: str
+    total: int
+    decided: int
+    accepted: int = Field(description="the model's value kept (conflicts: keep_text)")
+    rejected: int = Field(description="the model's value refused (conflicts: keep_table)")
+    edited: int = Field(description="another value entered: counts as not accepted")
+    precision: Optional[float] = Field(None, description="accepted / decided; null: none decided")
+    lower_bound: Optional[float] = Field(None, description="one-sided Wilson lower bound of the "
+                                         "precision at `confidence`")
+
+
+class StatsOut(BaseModel):
+    kind: str
+    confidence: float
+    attributes: list[AttributeStats]
+    overall: AttributeStats
+
+
+def attribute_stats(db: ReviewDB, kind: str = "suggestion",
+                    confidence: float = STATS_CONFIDENCE) -> StatsOut:
+    """Per attribute (and over all, `attribute` "*"), what the reviews say of the model's
+    precision: an attribute that fails shows here instead of being averaged away. Edits count
+    as not accepted: the model's value was wrong."""
+    from mjave.completion.calibrate import precision_lower_bound
+
+    def one(attribute: str, counts: dict[str, int]) -> AttributeStats:
+        decided, accepted = counts["decided"], counts.get(ACCEPTING[kind], 0)
+        return AttributeStats(
+            attribute=attribute, total=counts["total"], decided=decided, accepted=accepted,
+            rejected=counts.get(REJECTING[kind], 0), edited=counts.get("edit", 0),
+            precision=accepted / decided if decided else None,
+            lower_bound=precision_lower_bound(accepted, decided, confidence) if decided
+            else None)
+    attributes = [one(a, db.counts(kind, Filters(attribute=a)))
+                  for a in db.facets(kind)["attributes"]]
+    return StatsOut(kind=kind, confidence=confidence, attributes=attributes,
+                    overall=one("*", db.counts(kind)))
 
 
 def _decision(d: Optional[dict[str, Any]]) -> Optional[DecisionOut]:
@@ -187,10 +239,14 @@ def read_product_image(item: dict[str, Any], root: Path, max_bytes: int) -> tupl
 
 def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
                       reviewer: str = "reviewer", max_body_bytes: int = MAX_BODY_BYTES,
-                      max_image_bytes: int = MAX_IMAGE_BYTES) -> FastAPI:
+                      max_image_bytes: int = MAX_IMAGE_BYTES,
+                      order: QueueOrder = DEFAULT_ORDER) -> FastAPI:
     """The review app over `db`. `image_root`: the only folder product images are read from
-    (None: no images shown). `reviewer`: the name the page suggests. One piece, as FastAPI apps
-    are written: each route is a closure of a few lines over `db` and the image root."""
+    (None: no images shown). `reviewer`: the name the page suggests. `order`: the queue order of
+    a claim that names none (`mjave.review.order`). One piece, as FastAPI apps are written:
+    each route is a closure of a few lines over `db` and the image root."""
+    if order not in ORDERS:
+        raise ValueError(f"queue order {order!r}: use one of {', '.join(ORDERS)}")
     root = real_image_root(image_root)
     app = offline_docs_app(title="M-JAVE review", version=__version__,   # docs without a CDN
                            description="Review completion suggestions and conflicts.")
@@ -209,7 +265,8 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
     @app.get("/api/meta")
     def meta() -> dict[str, Any]:
         """What the page needs to draw its tabs and filters."""
-        return {"reviewer": reviewer, "lease_seconds": db.lease_seconds,
+        return {"reviewer": reviewer, "lease_seconds": db.lease_seconds, "order": order,
+                "orders": list(ORDERS),
                 "kinds": {k: {"counts": counts(k), **db.facets(k)}
                           for k in ("suggestion", "conflict")},
                 "images": root is not None}
@@ -219,9 +276,15 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
         """Lease and return the next undecided item (None when the queue is empty)."""
         filters = Filters(body.attribute or None, body.category or None, body.min_score,
                           body.max_score)
-        item = db.claim(body.session, body.reviewer, body.kind, filters, after=body.after)
+        item = db.claim(body.session, body.reviewer, body.kind, filters, after=body.after,
+                        order=body.order or order)
         return ClaimOut(item=item_out(item, root) if item else None,
                         counts=counts(body.kind, filters))
+
+    @app.get("/api/stats", response_model=StatsOut)
+    def stats(kind: Literal["suggestion", "conflict"] = "suggestion") -> StatsOut:
+        """Per attribute: decided, accepted, rejected, edited, and the precision they show."""
+        return attribute_stats(db, kind)
 
     @app.get("/api/items/{item_id}", response_model=ItemOut)
     def get_item(item_id: ItemId) -> ItemOut:
@@ -271,4 +334,4 @@ def create_review_app(db: ReviewDB, image_root: str | Path | None = None,
     return app
 
 
-__all__ = ["create_review_app"]
+__all__ = ["AttributeStats", "StatsOut", "attribute_stats", "create_review_app"]

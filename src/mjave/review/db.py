@@ -16,7 +16,8 @@ server threads (or several servers on one machine) can share it. Tables:
   `decisions`; an undo makes the decision before the undone one effective again (or none).
   The view `last_decisions` joins it with the items: the idempotent "what was decided" table.
 - `leases`: which page (`session`) holds which item until when. `claim` hands each session the
-  best-scored undecided item that nobody else holds, inside one `BEGIN IMMEDIATE` transaction,
+  first undecided item in queue order (best score first, or by uncertainty: `mjave.review.order`)
+  that nobody else holds, inside one `BEGIN IMMEDIATE` transaction,
   so two reviewers never get the same item; a lease a page stops renewing expires after
   `lease_seconds` and the item returns to the queue.
 """
@@ -33,6 +34,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.records import Record
 from mjave.review.inputs import ItemIn, choose_record
+from mjave.review.order import (DEFAULT_ORDER, QueueOrder, QueueRow, next_in_order,
+                                queue_order)
 
 SCHEMA_VERSION = "1"
 DEFAULT_LEASE_SECONDS = 300.0
@@ -242,36 +245,63 @@ class ReviewDB:
     # ---- the queue --------------------------------------------------------------------------
 
     def claim(self, session: str, reviewer: str, kind: str = "suggestion",
-              filters: Filters = Filters(), after: int | None = None) -> dict[str, Any] | None:
-        """Lease the best-scored undecided item of `kind` matching `filters` that no other
-        session holds, and return it (None when there is none). The session's earlier leases
-        are released. `after`: an item id; take the next one in queue order (score descending,
-        then id) after it, wrapping around to the top (the arrow key's "skip")."""
+              filters: Filters = Filters(), after: int | None = None,
+              order: QueueOrder = DEFAULT_ORDER) -> dict[str, Any] | None:
+        """Lease the first undecided item of `kind` matching `filters` in queue `order` that no
+        other session holds, and return it (None when there is none). The session's earlier
+        leases are released. `after`: an item id; take the next one in queue order after it,
+        wrapping around to the top (the arrow key's "skip"). `order`: `score` (best first,
+        then id), `uncertainty` or `gain` (`mjave.review.order`)."""
         where, args = filters.sql()
         now = self.clock()
         with self._write() as c:
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
-            base = (f"SELECT i.id FROM items i WHERE i.kind = ? AND {where} "
-                    "AND NOT EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
-                    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id)")
-            order = " ORDER BY i.score DESC, i.id LIMIT 1"
-            ref = None
-            if after is not None:
-                ref = c.execute("SELECT score FROM items WHERE id = ?", (after,)).fetchone()
-            if ref is not None:
-                row = c.execute(base + " AND (i.score < ? OR (i.score = ? AND i.id > ?))"
-                                + order, [kind, *args, ref[0], ref[0], after]).fetchone()
-                if row is None:  # wrap around, but not back onto the skipped item
-                    row = c.execute(base + " AND i.id != ?" + order,
-                                    [kind, *args, after]).fetchone()
+            if order == "score":
+                item_id = self._next_by_score(c, kind, where, args, after)
             else:
-                row = c.execute(base + order, [kind, *args]).fetchone()
-            if row is None:
+                item_id = self._next_by(c, order, kind, where, args, after)
+            if item_id is None:
                 return None
-            item_id = int(row[0])
             c.execute("INSERT INTO leases VALUES (?, ?, ?, ?)",
                       (item_id, session, reviewer, now + self.lease_seconds))
         return self.item(item_id)
+
+    @staticmethod
+    def _next_by_score(c: sqlite3.Connection, kind: str, where: str, args: list[Any],
+                       after: int | None) -> int | None:
+        """`claim` in score order, all in SQL (the `items_queue` index)."""
+        base = (f"SELECT i.id FROM items i WHERE i.kind = ? AND {where} "
+                "AND NOT EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
+                "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id)")
+        order = " ORDER BY i.score DESC, i.id LIMIT 1"
+        ref = None
+        if after is not None:
+            ref = c.execute("SELECT score FROM items WHERE id = ?", (after,)).fetchone()
+        if ref is not None:
+            row = c.execute(base + " AND (i.score < ? OR (i.score = ? AND i.id > ?))"
+                            + order, [kind, *args, ref[0], ref[0], after]).fetchone()
+            if row is None:  # wrap around, but not back onto the skipped item
+                row = c.execute(base + " AND i.id != ?" + order,
+                                [kind, *args, after]).fetchone()
+        else:
+            row = c.execute(base + order, [kind, *args]).fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def _next_by(c: sqlite3.Connection, order: QueueOrder, kind: str, where: str,
+                 args: list[Any], after: int | None) -> int | None:
+        """`claim` in an order SQL does not index (`mjave.review.order`): every item matching the
+        filters is ordered (decided and leased ones too, so the order is one for every reviewer
+        and claim, and `after` has its place in it), and the first undecided one nobody holds
+        (after `after`) is taken."""
+        rows = c.execute(
+            f"SELECT i.id, i.attribute, i.score, "
+            f"EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
+            f"OR EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id) AS taken "
+            f"FROM items i WHERE i.kind = ? AND {where}", [kind, *args]).fetchall()
+        ordered = queue_order((QueueRow(int(r[0]), str(r[1]), float(r[2])) for r in rows),
+                              order)
+        return next_in_order(ordered, {int(r[0]) for r in rows if not r[3]}, after)
 
     def open(self, item_id: int, session: str, reviewer: str) -> dict[str, Any]:
         """Lease one named item (decided or not) to the session: going back to an earlier item.
@@ -467,5 +497,29 @@ class ReviewDB:
         return [dict(r) for r in rows]
 
 
+def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str, Any]]:
+    """The effective decision of every decided item of `kind` (the `last_decisions` view:
+    item_id, product_id, attribute, value, score, action, edited_value, decision_id, ...),
+    oldest decision first. The file is opened read-only, without creating or migrating
+    anything: `mjave complete --reviews` reads a database reviewers may still be writing to."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such review database")
+    uri = path.resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as c:
+        c.row_factory = sqlite3.Row
+        try:
+            version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            rows = c.execute("SELECT * FROM last_decisions WHERE kind = ? ORDER BY decision_id",
+                             (kind,)).fetchall()
+        except sqlite3.DatabaseError as e:   # not a review database (or not SQLite at all)
+            raise sqlite3.DatabaseError(f"{path}: not a review database ({e})") from None
+    if version is None or version[0] != SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"{path}: review database version "
+                                    f"{None if version is None else version[0]}; this mjave "
+                                    f"reads version {SCHEMA_VERSION}")
+    return [dict(r) for r in rows]
+
+
 __all__ = ["ACTIONS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary", "NotFound",
-           "NothingToUndo", "ReviewDB", "ReviewError"]
+           "NothingToUndo", "ReviewDB", "ReviewError", "read_decisions"]

@@ -46,6 +46,7 @@ from mjave.training.partial_tables import category_absent_examples, outside_weig
 from mjave.config import RunConfig, TrainConfig
 from mjave.training.evaluate import final_figure, report_of
 from mjave.training.resident import ResidentData, compile_with_fallback, resident_batches
+from mjave.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,8 @@ def set_up(config: RunConfig, out: Path, device: torch.device,
     config = replace(config, model=model_cfg, train=replace(
         tc, partial_labels=partial,
         partial_outside_weight=outside_weight(tc, table_records, partial)))
+    if tc.init_from and not has_checkpoint(out):  # resuming: the checkpoint's weights rule
+        warm_start(net, config, schema, tc.init_from)
     net.to(device)
     run = Run(config, out, device, progress, schema, net, aligner.pad_id, partial,
               table_records, Split(train_records, [], train_issues), None)

@@ -41,7 +41,7 @@
       return v === "" ? null : Number(v);
     };
     return {attribute: $("f-attribute").value || null, category: $("f-category").value || null,
-            min_score: num("f-min"), max_score: num("f-max")};
+            min_score: num("f-min"), max_score: num("f-max"), order: $("f-order").value || null};
   }
 
   function fillSelect(select, values) {
@@ -55,6 +55,10 @@
     state.meta = await MJ.fetchJSON("/api/meta");
     if (!$("reviewer").value) {
       $("reviewer").value = localStorage.getItem("mjave-reviewer") || state.meta.reviewer;
+    }
+    if (!state.orderSet && state.meta.order) {  // the server's default, once
+      $("f-order").value = state.meta.order;
+      state.orderSet = true;
     }
     for (const kind of ["suggestion", "conflict"]) {
       const c = state.meta.kinds[kind].counts;
@@ -177,7 +181,22 @@
   async function refreshCounts() {
     try {
       await loadMeta();
+      await loadStats();
     } catch (e) { /* counts are cosmetic */ }
+  }
+
+  // Precision per attribute: an attribute the model gets wrong shows, not averaged away.
+  async function loadStats() {
+    const s = await MJ.fetchJSON(`/api/stats?kind=${encodeURIComponent(state.kind)}`);
+    $("stats-bound").textContent = `lower bound (${Math.round(100 * s.confidence)}%)`;
+    const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
+    const rows = [...s.attributes, s.overall].map((a) => {
+      const all = a.attribute === "*";  // the overall row, in bold
+      const cells = [all ? "all" : a.attribute, a.decided, a.accepted, a.rejected, a.edited,
+                     pct(a.precision), pct(a.lower_bound)];
+      return MJ.el("tr", {class: all ? "predicted" : null}, ...cells.map((text) => MJ.el("td", {text})));
+    });
+    $("stats-rows").replaceChildren(...rows);
   }
 
   async function undo() {
@@ -276,12 +295,14 @@
     fillSelect($("f-attribute"), facets.attributes);
     fillSelect($("f-category"), facets.categories);
     await claim();
+    await refreshCounts();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     guarded(async () => {
       await loadMeta();
       await claim();
+      await loadStats();
     });
     document.addEventListener("keydown", onKey);
     $("reviewer").addEventListener("change", () => {
@@ -290,7 +311,7 @@
     for (const k of ["suggestion", "conflict"]) {
       $(`tab-${k}`).addEventListener("click", () => guarded(() => switchKind(k)));
     }
-    for (const id of ["f-attribute", "f-category", "f-min", "f-max"]) {
+    for (const id of ["f-attribute", "f-category", "f-min", "f-max", "f-order"]) {
       $(id).addEventListener("change", () => guarded(async () => {
         state.back = [];
         state.forward = [];

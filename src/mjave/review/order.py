@@ -1,0 +1,81 @@
+"""The order of the review queue: which undecided item a reviewer gets next.
+
+- `score` (the default): best score first, as `mjave complete` ranks them. Reviews then confirm
+  what the model is surest of: good for publishing fast, little for the next model.
+- `uncertainty`: the score closest to `centre` (0.5: the rows of `mjave complete` carry no
+  threshold of their own) first. A decision there is the one the model could least predict,
+  so it teaches the next model most (uncertainty sampling).
+- `gain`: uncertainty spread across attributes. Round `k` holds every attribute's `k`-th most
+  uncertain item (most uncertain of the round first), so one frequent attribute cannot take
+  the whole round and every attribute's weakest values get a reviewer early.
+
+Ties are broken by item id. `ReviewDB.claim` orders every item matching the page's filters,
+decided ones included, and leases the first undecided one nobody holds: the order is the same
+for every reviewer and every claim (a skip goes on from the skipped item's place), and under
+`gain` an attribute whose uncertain items were already decided (say, in score order) waits
+for the rounds of the attributes reviewed less.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Literal, NamedTuple, get_args
+
+QueueOrder = Literal["score", "uncertainty", "gain"]
+ORDERS: tuple[str, ...] = get_args(QueueOrder)
+DEFAULT_ORDER: QueueOrder = "score"
+DEFAULT_CENTRE = 0.5
+"""Where a score is least certain: a probability's midpoint (the rows carry no threshold)."""
+
+
+class QueueRow(NamedTuple):
+    """What the order reads of an item."""
+
+    id: int
+    attribute: str
+    score: float
+
+
+def uncertainty(score: float, centre: float = DEFAULT_CENTRE) -> float:
+    """Distance of `score` from `centre`: 0 is the least certain."""
+    return abs(score - centre)
+
+
+def by_uncertainty(rows: Iterable[QueueRow], centre: float = DEFAULT_CENTRE) -> list[QueueRow]:
+    return sorted(rows, key=lambda r: (uncertainty(r.score, centre), r.id))
+
+
+def round_robin(rows: Iterable[QueueRow], centre: float = DEFAULT_CENTRE) -> list[QueueRow]:
+    """Round k: each attribute's k-th most uncertain row, the round's most uncertain first."""
+    per_attribute: dict[str, list[QueueRow]] = defaultdict(list)
+    for row in by_uncertainty(rows, centre):
+        per_attribute[row.attribute].append(row)
+    rank = {row.id: k for rows_ in per_attribute.values() for k, row in enumerate(rows_)}
+    return sorted((r for rows_ in per_attribute.values() for r in rows_),
+                  key=lambda r: (rank[r.id], uncertainty(r.score, centre), r.id))
+
+
+def queue_order(rows: Iterable[QueueRow], order: QueueOrder = DEFAULT_ORDER,
+                centre: float = DEFAULT_CENTRE) -> list[int]:
+    """The ids of `rows` in the order `order` reviews them (module docstring)."""
+    if order == "score":
+        return [r.id for r in sorted(rows, key=lambda r: (-r.score, r.id))]
+    if order == "uncertainty":
+        return [r.id for r in by_uncertainty(rows, centre)]
+    if order == "gain":
+        return [r.id for r in round_robin(rows, centre)]
+    raise ValueError(f"queue order {order!r}: use one of {', '.join(ORDERS)}")
+
+
+def next_in_order(ordered: list[int], eligible: set[int], after: int | None = None
+                  ) -> int | None:
+    """The first id of `ordered` in `eligible`; with `after` (an id of `ordered`), the first one
+    after it, wrapping around to the top but never back onto `after` itself (a skip)."""
+    if after is not None and after in ordered:
+        at = ordered.index(after)
+        ordered = ordered[at + 1:] + ordered[:at]
+    return next((i for i in ordered if i in eligible), None)
+
+
+__all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "ORDERS", "QueueOrder", "QueueRow", "by_uncertainty",
+           "next_in_order", "queue_order", "round_robin", "uncertainty"]
