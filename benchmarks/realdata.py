@@ -11,6 +11,11 @@ in the training split (`mjave.evaluation.novelty`), where rare values show.
     python benchmarks/realdata.py --dataset oamine              # 3 seeds, the committed recipe
     python benchmarks/realdata.py --dataset wdcpave --seeds 1
     python benchmarks/realdata.py --config my-recipe.yaml --set base.train.epochs=5
+    python benchmarks/realdata.py --dataset oamine --peer gliner --peer-encoder minilm
+
+`--peer gliner` also trains GLiNER 0.2.29 (benchmarks/gliner_peer.py: its own virtual
+environment, the same encoder folder, train and valid split; one seed, it is slow) after the
+mjave models and prints its row in the same table, scored by the same report.
 
 The models land in the recipe's output_dir (a rerun resumes finished seeds); the table is also
 written there (results.md / results.json) by the experiment. OA-Mine ships in the package;
@@ -44,7 +49,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. base.train.epochs=5")
     ap.add_argument("--output", help="output folder (default: the config's output_dir)")
+    ap.add_argument("--peer", choices=("gliner",), action="append", default=[],
+                    help="also train and score this peer in the same run (one seed)")
+    ap.add_argument("--peer-encoder", default="minilm",
+                    help="the peer's encoder: minilm, mpnet or a local folder")
+    ap.add_argument("--peer-epochs", type=float, default=10)
+    ap.add_argument("--peer-venv", help="the peer's virtual environment (default: gliner_peer's)")
     return ap.parse_args(argv)
+
+
+def peer_rows(a: argparse.Namespace, out: Path) -> dict[str, dict]:
+    """Train and score each `--peer` on the same split (seed 0); its report, shaped like a
+    table row of one run (std 0), by model name."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gliner_peer
+
+    rows = {}
+    for peer in a.peer:
+        folder = out / "peers" / f"{peer}-{Path(a.peer_encoder).name}"
+        argv = ["--dataset", a.dataset, "--encoder", a.peer_encoder, "--epochs",
+                str(a.peer_epochs), "--seed", "0", "--output", str(folder)]
+        if a.peer_venv:
+            argv += ["--venv", a.peer_venv]
+        if gliner_peer.main(argv) != 0 or not (folder / "results.json").is_file():
+            rows[peer] = {"available": False, "reason": f"the peer run failed, see {folder}"}
+            continue
+        got = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        report = got["report"]
+        row = {"available": True, "recall_by_novelty": report.get("recall_by_novelty")}
+        for t in (*TASKS, SLOT):
+            if t in report:
+                row[t] = {"f1": report[t]["f1"], "f1_std": 0.0}
+        rows[f"{got['model']} ({Path(a.peer_encoder).name}, 1 seed)"] = row
+    return rows
 
 
 def unseen_cell(row: dict) -> str:
@@ -52,7 +89,7 @@ def unseen_cell(row: dict) -> str:
     unseen = (row.get("recall_by_novelty") or {}).get("unseen") or {}
     if unseen.get("recall") is None:
         return "-"
-    return f"{unseen['recall']:.2f} ± {unseen['recall_std']:<5.2f}"
+    return f"{unseen['recall']:.2f} ± {unseen.get('recall_std', 0.0):<5.2f}"
 
 
 def unseen_per_run(row: dict) -> list[float | None] | None:
@@ -77,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if BASELINE not in names:
         print(f"error: {path} has no {BASELINE!r} model to compare against", file=sys.stderr)
         return 2
+    if a.peer and not a.dataset:
+        print("error: --peer needs --dataset (the peer reads the same split)", file=sys.stderr)
+        return 2
     started = time.time()
     result = run_experiment("table", cfg)
-    models = result.results["models"]
+    models = dict(result.results["models"])
+    models.update(peer_rows(a, result.output_dir) if a.peer else {})
     base = models[BASELINE]
     print(f"\n{path.name}: {result.results['n_instances']} valid texts, {a.seeds} seed(s), "
           f"{time.time() - started:.0f} s, torch CPU on {platform.processor() or platform.machine()}")
@@ -99,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unseen R: pair-level recall on the {novelty['unseen']['gold']} gold values "
               f"({novelty['unseen_share']}%) not among the training split's (attribute, value) "
               f"pairs; seen ones: {novelty['seen']['gold']}")
-    print(json.dumps({n: {**{t: r[t]["f1_per_run"] for t in tasks},
+    print(json.dumps({n: {**{t: r[t].get("f1_per_run", [r[t]["f1"]]) for t in tasks},
                           "unseen_recall": unseen_per_run(r)}
                       for n, r in models.items() if r.get("available")}))
     print(f"table: {result.output_dir / 'results.md'}")

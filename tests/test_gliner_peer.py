@@ -120,3 +120,37 @@ def test_prediction_file_is_scored_as_mjave_models_are(peer, tmp_path) -> None:
     assert novelty["seen"] == {"gold": 1, "found": 1, "recall": 100.0}       # Brand=acme
     assert novelty["unseen"]["gold"] == 6 and novelty["unseen"]["found"] == 2
     assert "GLiNER 0.2.29" in peer.table({peer.MODEL_NAME: report})
+
+
+def test_realdata_puts_the_peer_row_in_its_table(peer, tmp_path, monkeypatch) -> None:
+    """`benchmarks/realdata.py --peer gliner` runs gliner_peer.main on the same dataset and
+    reads its report as a table row; a failed peer run is a row marked unavailable."""
+    spec = importlib.util.spec_from_file_location("realdata", PEER.parent / "realdata.py")
+    realdata = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(realdata)
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--output") + 1])
+        if "mpnet" in argv:
+            return 3
+        out.mkdir(parents=True)
+        report = {t: {"p": 1.0, "r": 1.0, "f1": f} for t, f in
+                  (("attribute", 80.0), ("value", 69.25), ("pair", 69.87), ("slot", 71.05))}
+        report["recall_by_novelty"] = {"unseen": {"recall": 39.34, "gold": 427}}
+        (out / "results.json").write_text(json.dumps({"model": "GLiNER 0.2.29",
+                                                      "report": report}))
+        return 0
+
+    monkeypatch.setattr(peer, "main", fake_main)
+    a = realdata.parse_args(["--dataset", "oamine", "--peer", "gliner"])
+    rows = realdata.peer_rows(a, tmp_path)
+    assert calls[0][:4] == ["--dataset", "oamine", "--encoder", "minilm"]
+    row = rows["GLiNER 0.2.29 (minilm, 1 seed)"]
+    assert row["value"] == {"f1": 69.25, "f1_std": 0.0} and row["slot"]["f1"] == 71.05
+    assert realdata.unseen_cell(row).startswith("39.34 ± 0.00")
+    a = realdata.parse_args(["--dataset", "oamine", "--peer", "gliner", "--peer-encoder", "mpnet"])
+    assert realdata.peer_rows(a, tmp_path) == {
+        "gliner": {"available": False, "reason": f"the peer run failed, see "
+                                                 f"{tmp_path / 'peers' / 'gliner-mpnet'}"}}

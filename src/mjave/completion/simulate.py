@@ -4,13 +4,21 @@ The gold (attribute, value) pairs of each product are its table; hiding some of 
 gives the table a catalog team has and the pairs it lacks (the answer key). A user measures
 `mjave complete` on their own gold data with these (docs/completion.md, section 4);
 `mjave experiment completion` is built on them.
+
+Review rounds (issue #33): a reviewer who knows the answer key works through a round of the
+review queue (`load_suggestions` loads a suggestions file into a `ReviewDB` as `mjave review`
+does, `review_round` claims and decides in a queue order), `reviewed` reads back what the
+reviews settled, and `catalog_counts` scores the catalog after a round: reviewed values plus
+the suggestions still open.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +26,10 @@ from mjave.completion.scoring import Pair
 from mjave.data.catalog_table import TableRow
 from mjave.data.normalize import collapse_punctuation
 from mjave.data.records import Record
+from mjave.review.db import ReviewDB
+from mjave.review.export import accepted_values
+from mjave.review.inputs import check_products, read_items
+from mjave.review.order import QueueOrder
 
 GoldTable = dict[str, list[tuple[str, str]]]
 """product_id -> its gold (attribute, value) pairs."""
@@ -119,5 +131,107 @@ def halves(products: Iterable[str], seed: int) -> tuple[set[str], set[str]]:
     return first, set(ids) - first
 
 
-__all__ = ["GoldTable", "gold_table", "halves", "hide_attributes", "hide_whole_attributes",
-           "merge_hidden", "product_categories", "split_table"]
+SIMULATED_REVIEWER = "simulated"
+
+
+def load_suggestions(db: ReviewDB, suggestions: Path, products: Mapping[str, list[Record]]
+                     ) -> int:
+    """Load a suggestions file into `db` the way `mjave review` does (`read_items`, every
+    product checked, `ReviewDB.load`: an item already there keeps its decision); returns the
+    number of items read. A bad row or an unknown product is a DataError."""
+    items, errors = read_items(suggestions, "suggestion")
+    errors += check_products(items, dict(products), str(suggestions))
+    if errors:
+        raise errors[0]
+    db.load(items, dict(products))
+    return len(items)
+
+
+@dataclass(frozen=True)
+class SimulatedDecision:
+    """One suggestion a simulated reviewer decided: its pair, surface value, score and verdict."""
+
+    pair: Pair
+    value: str
+    score: float
+    accepted: bool
+
+
+def review_round(db: ReviewDB, key: set[Pair], n: int, order: QueueOrder,
+                 reviewer: str = SIMULATED_REVIEWER) -> list[SimulatedDecision]:
+    """Claim up to `n` undecided suggestions in queue `order` (`ReviewDB.claim`, as a page of
+    `mjave review` does) and decide each as a reviewer who knows the answer key: accept when
+    (product, attribute, normalised value) is a hidden pair, else reject (edits are not
+    simulated). Fewer than `n` when the queue runs dry."""
+    session = f"{reviewer}-{order}"
+    out: list[SimulatedDecision] = []
+    for _ in range(n):
+        item = db.claim(session, reviewer, order=order)
+        if item is None:
+            break
+        norm = item["normalized_value"] or collapse_punctuation(item["value"])
+        pair = (item["product_id"], item["attribute"], norm)
+        accepted = pair in key
+        db.decide(item["id"], "accept" if accepted else "reject", reviewer, session=session)
+        out.append(SimulatedDecision(pair, item["value"], float(item["score"]), accepted))
+    return out
+
+
+@dataclass
+class Reviewed:
+    """What the reviews of a database settled: the accepted pairs (with the value kept, edits
+    included) and the rejected ones."""
+
+    accepted: dict[Pair, str] = field(default_factory=dict)
+    rejected: set[Pair] = field(default_factory=set)
+
+    @property
+    def decided(self) -> set[Pair]:
+        return set(self.accepted) | self.rejected
+
+    def table_rows(self, first_line: int = 2) -> list[TableRow]:
+        """The accepted values as table rows (what `mjave review export -o` writes), in pair
+        order, numbered from `first_line`."""
+        return [TableRow(pid, attr, value, first_line + i)
+                for i, ((pid, attr, _), value) in enumerate(sorted(self.accepted.items()))]
+
+
+def reviewed(db: ReviewDB) -> Reviewed:
+    """The effective decisions of `db`'s suggestions as pairs (`mjave.review.export`'s reading:
+    accept and edit keep a value, the edit's under its own normalised form)."""
+    out = Reviewed()
+    kept, _ = accepted_values(db)
+    for row in kept:
+        if row["kind"] == "suggestion":
+            value = row["final_value"]
+            out.accepted[(row["product_id"], row["attribute"], collapse_punctuation(value))] = value
+    for row in db.effective():
+        if row["kind"] == "suggestion" and row["action"] in ("reject", "edit"):
+            pair = (row["product_id"], row["attribute"],
+                    row["normalized_value"] or collapse_punctuation(row["value"]))
+            if pair not in out.accepted:
+                out.rejected.add(pair)
+    return out
+
+
+def catalog_counts(suggested: Iterable[tuple[Pair, float]], key: set[Pair], done: Reviewed
+                   ) -> tuple[int, int, int]:
+    """(tp, fp, fn) of the catalog after a round of reviews against the hidden pairs `key`: the
+    accepted values are found pairs, the rejected ones are gone (a team does not publish a value
+    its reviewers rejected), and every other suggestion (threshold 0) counts as in
+    `scoring.score_pairs`: a hidden pair is found, anything else a false positive."""
+    found = {p for p in done.accepted if p in key}
+    wrong = len({p for p in done.accepted if p not in key})
+    decided = done.decided
+    for pair in {p for p, _ in suggested if p not in decided}:
+        if pair in key:
+            found.add(pair)
+        else:
+            wrong += 1
+    return len(found), wrong, len(key) - len(found)
+
+
+__all__ = ["GoldTable", "Reviewed", "SIMULATED_REVIEWER", "SimulatedDecision", "catalog_counts",
+           "gold_table", "halves", "hide_attributes", "hide_whole_attributes",
+           "load_suggestions", "merge_hidden", "product_categories", "review_round", "reviewed",
+           "split_table"]

@@ -59,6 +59,21 @@ whose attribute and value the run's training labels hold for some product); `cal
 (partial - naive), `gap_f1` (full_labels - partial) and `targets` (issue #19's three checks).
 With several catalogs these are under `settings[<catalog>]`; with one, also at the top.
 
+Review rounds (issue #33, `review_rounds: R`, default 0: off, nothing above changes): after the
+`partial` run of a seed, each order of `review_orders` (`mjave.review.order`: score, the
+reference, uncertainty, gain) simulates R rounds of a review team. Round 0 is the partial model
+(no review). Round r loads round r-1's suggestions (threshold 0, both kinds) into one review
+database per order and seed (`ReviewDB.load`, as `mjave review` does), claims
+`review_per_round` undecided ones in that order (`ReviewDB.claim`) and decides each against the
+answer key (accept a hidden pair, reject anything else; decisions accumulate over the rounds),
+adds the accepted values to the table, labels again, retrains (from the previous round's model
+with `review_warm_start`, `review_epochs` epochs) and completes again: at threshold 0 (scored)
+and as `mjave complete --min-precision P --reviews DB` (each kind calibrated on its own). Per
+round and order (`review_rounds` in results.json, a second table): `f1` of the catalog after
+the round (`ROUND_F1` defines it, the same for every round and order), `model_f1` of the
+round's model alone, and per kind whether P is backed, the backed precision, the precision the
+command delivers on the hidden pairs and how many rows it writes.
+
 The simulation (`mjave.completion.simulate`) and the pair scoring (`mjave.completion.scoring`)
 are library code a user measures their own catalog with; this module adds the protocol (per
 seed: hide, label, train, complete; `_measure`), typed per-seed scores (`RunScore`) and their
@@ -76,9 +91,10 @@ from typing import Any, Sequence
 from mjave.completion.kinds import FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE
 from mjave.completion.scoring import (Pair, false_positive_kinds, of_kind, read_suggestion_kinds,
                                       read_suggestions, score_pairs, seen_in_training)
-from mjave.completion.simulate import (GoldTable, gold_table, halves, hide_attributes,
-                                       hide_whole_attributes, merge_hidden, product_categories,
-                                       split_table)
+from mjave.completion.simulate import (GoldTable, catalog_counts, gold_table, halves,
+                                       hide_attributes, hide_whole_attributes,
+                                       load_suggestions, merge_hidden, product_categories,
+                                       review_round, reviewed, split_table)
 from mjave.config import CompleteConfig, RunConfig, path_field
 from mjave.config.complete import DEFAULT_KNOWN_SHARE
 from mjave.data.catalog_table import TableRow
@@ -89,6 +105,8 @@ from mjave.experiments.common import (ExperimentBase, ExperimentError, Experimen
                                       ModelVariant, Progress, fmt_ms, md_table, read_data, slug,
                                       train_variant, write_results)
 from mjave.experiments.stats import over_seeds
+from mjave.review.db import ReviewDB
+from mjave.review.order import ORDERS
 
 RUNS = ("partial", "naive", "full_labels")
 
@@ -152,6 +170,15 @@ class CompletionConfig(ExperimentBase):
     run_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 64          # prediction batch of `complete`
     base: RunConfig = field(default_factory=_default_base)
+    # simulated review rounds after the partial run (0: off); per round this many suggestions
+    # are decided in each queue order of `review_orders` (mjave.review.order; `score` is the
+    # reference); each retraining runs `review_epochs` epochs (None: the base's), from the
+    # previous round's model when `review_warm_start`
+    review_rounds: int = 0
+    review_per_round: int = 200
+    review_orders: list[str] = field(default_factory=lambda: ["score", "uncertainty"])
+    review_epochs: int | None = None
+    review_warm_start: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,17 +426,27 @@ def _hide_and_label(cat: Catalog, cfg: CompletionConfig, policy: LabelPolicy, ou
         hidden = merge_hidden(hidden, hide_whole_attributes(
             cat.table, product_categories(cat.gold), cfg.hide_whole_attributes, seed))
     rows, key = split_table(cat.table, hidden)
-    stripped = [replace(r, spans=[]) for r in cat.gold]
-    labelled, lsum = label_records(stripped, rows, policy=policy,
-                                   calibration_fraction=cfg.calibration_fraction, seed=seed)
-    labelled_file = folder / "labelled.jsonl"
-    write_records([r for r in labelled if r.product_id in cat.trained_on], labelled_file,
-                  format="jsonl")
-    seeded = SeedCatalog(seed, folder, rows, key, labelled, labelled_file)
+    seeded, lsum = _label(cat, SeedCatalog(seed, folder, rows, key, [], folder / "labelled.jsonl"),
+                          cfg, policy)
     _, target_rows, target_key = seeded.part(cat.targets)
     return seeded, SeedFacts(seed, len(target_rows), len(target_key), lsum.values_labelled,
                              lsum.occurrences_labelled, lsum.calibration_pairs,
                              len(cat.targets), len(cat.trained_on))
+
+
+def _label(cat: Catalog, seeded: SeedCatalog, cfg: CompletionConfig, policy: LabelPolicy
+           ) -> tuple[SeedCatalog, Any]:
+    """Label the texts (gold spans removed) from `seeded.rows`, holding out the calibration
+    pairs (seeded by (product, attribute): a row added later does not move the others), and
+    write the trained products' texts to `seeded.labelled_file`; (catalog, label summary)."""
+    stripped = [replace(r, spans=[]) for r in cat.gold]
+    labelled, lsum = label_records(stripped, seeded.rows, policy=policy,
+                                   calibration_fraction=cfg.calibration_fraction,
+                                   seed=seeded.seed)
+    seeded.labelled_file.parent.mkdir(parents=True, exist_ok=True)
+    write_records([r for r in labelled if r.product_id in cat.trained_on], seeded.labelled_file,
+                  format="jsonl")
+    return replace(seeded, labelled=labelled), lsum
 
 
 def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], set[Pair]],
@@ -444,9 +481,10 @@ def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], se
 
 
 def _labelled_run(name: str, cat: Catalog, seeded: SeedCatalog, base: RunConfig,
-                  cfg: CompletionConfig, out: Path, progress: Progress | None) -> RunScore:
+                  cfg: CompletionConfig, out: Path, progress: Progress | None
+                  ) -> tuple[RunScore, Path]:
     """`partial` or `naive`: train on the labelled texts (with or without partial labels) and
-    complete the target products."""
+    complete the target products; (score, model folder)."""
     run_base = replace(base, data=replace(base.data, train=str(seeded.labelled_file)))
     overrides = {"train.partial_labels": name == "partial", **cfg.run_overrides.get(name, {})}
     model = train_variant(run_base, ModelVariant(name, overrides), out, seeded.seed, progress,
@@ -457,7 +495,7 @@ def _labelled_run(name: str, cat: Catalog, seeded: SeedCatalog, base: RunConfig,
         calibration=CalibrationScore(cfg.min_precision))
     _complete_part(model.folder, part, out / "runs" / name / seeded.tag, cfg, score,
                    cat.gold_attributes)
-    return score
+    return score, model.folder
 
 
 def _full_labels_run(cat: Catalog, seeded: SeedCatalog, base: RunConfig, cfg: CompletionConfig,
@@ -483,14 +521,197 @@ def _full_labels_run(cat: Catalog, seeded: SeedCatalog, base: RunConfig, cfg: Co
     return score
 
 
+# --------------------------------------------------------------------------------------------
+# Review rounds (issue #33): a simulated review team, one round after another
+
+
+@dataclass
+class KindPromise(KindScore):
+    """What `mjave complete --min-precision P [--reviews DB]` decides for one kind of
+    suggestion: whether P is backed, the precision bound it can back (`calibrate`'s
+    `backed_precision`, also when refused), and the rows it writes (`tp`, `fp`) against the
+    hidden pairs."""
+
+    backed: bool = False
+    backed_precision: float | None = None
+
+    @property
+    def written(self) -> int:
+        return self.suggestions
+
+    @property
+    def delivered(self) -> float | None:
+        return self.precision
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backed": self.backed, "backed_precision": self.backed_precision,
+                "written": self.written, "delivered": self.delivered, "tp": self.tp,
+                "fp": self.fp}
+
+
+@dataclass
+class RoundScore:
+    """One round of one queue order and seed. `catalog`: the catalog after the round against
+    every hidden pair (`catalog_f1`); `model`: the round's model alone, its suggestions
+    (threshold 0) against the hidden pairs the reviews have not filled; `kinds`: the command's
+    promise per kind."""
+
+    round: int
+    reviews: int = 0            # decisions so far (every round of this order)
+    accepted: int = 0
+    # of this round's reviews, those of items an earlier round loaded that the last model no
+    # longer suggests (a review database keeps them in the queue, as `mjave review` does)
+    stale: int = 0
+    catalog: RunScore = field(default_factory=RunScore)
+    model: RunScore = field(default_factory=RunScore)
+    kinds: dict[str, KindPromise] = field(default_factory=lambda: {k: KindPromise()
+                                                                   for k in KINDS})
+
+    @property
+    def f1(self) -> float:
+        return self.catalog.f1
+
+    @property
+    def both_backed(self) -> bool:
+        return all(k.backed for k in self.kinds.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        c, m = self.catalog, self.model
+        return {"round": self.round, "reviews": self.reviews, "accepted": self.accepted,
+                "stale_reviews": self.stale,
+                "precision": c.precision, "recall": c.recall, "f1": c.f1, "tp": c.tp,
+                "fp": c.fp, "fn": c.fn, "model_precision": m.precision,
+                "model_recall": m.recall, "model_f1": m.f1, "model_suggestions": m.suggestions,
+                "kinds": {k: v.to_dict() for k, v in self.kinds.items()}}
+
+
+ROUND_F1 = ("round F1: the catalog after the round against every hidden pair of the seed "
+            "(`mjave.completion.simulate.catalog_counts`): found = the values reviewers "
+            "accepted + the round model's suggestions (threshold 0, both kinds) that are hidden "
+            "pairs; false positives = its other suggestions, those reviewers rejected left out; "
+            "round 0 (no review) is the partial run's F1; model F1: the round's model alone "
+            "against the hidden pairs the reviews have not filled")
+"""The one definition of a round's F1, for every round and order (a note of the results)."""
+
+
+def _promise(model_dir: Path, part: tuple[list[Record], list[TableRow], set[Pair]], out: Path,
+             cfg: CompletionConfig, reviews: Path | None) -> dict[str, KindPromise]:
+    """Run `mjave complete --min-precision P [--reviews DB]` as a team would (without
+    `--force` or `--include-new-attributes`: the suggestions file holds the rows inside the
+    promise) and score what it writes per kind against `part`'s hidden pairs."""
+    from mjave.completion.suggest import complete
+    from mjave.inference.extractor import Extractor
+    products, rows, key = part
+    extractor = Extractor.load(model_dir, device=cfg.base.train.device,
+                               batch_size=cfg.batch_size)
+    summary = complete(extractor, products, rows, out / "suggestions.csv", CompleteConfig(
+        min_precision=cfg.min_precision, confidence=cfg.calibration_confidence,
+        cv_folds=cfg.calibration_folds, conflicts=str(out / "conflicts.csv"),
+        known_attribute_share=cfg.known_attribute_share,
+        reviews=str(reviews) if reviews is not None else None))
+    written = read_suggestions(out / "suggestions.csv")
+    kinds = read_suggestion_kinds(out / "suggestions.csv")
+    cals = dict(summary.by_kind) or (
+        {FILLS_KNOWN_GAP: summary.calibration} if summary.calibration is not None else {})
+    promise = {}
+    for kind in KINDS:
+        cal = cals.get(kind)
+        tp, fp, _ = score_pairs(of_kind(written, kinds, kind), key)
+        promise[kind] = KindPromise(tp, fp, backed=cal is not None and cal.backed,
+                                    backed_precision=cal.backed_precision if cal else None)
+    return promise
+
+
+def _round_zero(cat: Catalog, seeded: SeedCatalog, partial: RunScore, model_dir: Path,
+                cfg: CompletionConfig, out: Path) -> RoundScore:
+    """No review: the partial run itself, and the command's promise without reviews."""
+    part = seeded.part(cat.targets)
+    first = RoundScore(0, catalog=RunScore(tp=partial.tp, fp=partial.fp, fn=partial.fn),
+                       model=partial)
+    first.kinds = _promise(model_dir, part, out / "rounds" / "round-0" / seeded.tag / "promise",
+                           cfg, None)
+    return first
+
+
+def _fresh_db(path: Path) -> ReviewDB:
+    """An empty review database at `path` (a rerun starts its simulation over)."""
+    for old in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        old.unlink(missing_ok=True)
+    return ReviewDB(path)
+
+
+def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundScore,
+                   model_dir: Path, base: RunConfig, cfg: CompletionConfig, policy: LabelPolicy,
+                   out: Path, progress: Progress | None) -> list[RoundScore]:
+    """Rounds 0..`cfg.review_rounds` of one queue order (module docstring): review round r-1's
+    suggestions in `order` against the answer key, add the accepted values to the table,
+    label, retrain, complete (scored at threshold 0 and as the command with the reviews)."""
+    folder = out / "rounds" / order / seeded.tag
+    db = _fresh_db(folder / "review.sqlite")
+    products: dict[str, list[Record]] = {}
+    for r in seeded.part(cat.targets)[0]:
+        products.setdefault(r.product_id, []).append(r)
+    key = seeded.part(cat.targets)[2]
+    suggestions = out / "runs" / "partial" / seeded.tag / "suggestions.csv"
+    rounds = [first]
+    for k in range(1, cfg.review_rounds + 1):
+        load_suggestions(db, suggestions, products)
+        offered = {pair for pair, _ in read_suggestions(suggestions)}
+        decisions = review_round(db, key, cfg.review_per_round, order)  # type: ignore[arg-type]
+        done = reviewed(db)
+        here = folder / f"round-{k}"
+        rows = [*seeded.rows, *done.table_rows(len(seeded.rows) + 2)]
+        now, _ = _label(cat, replace(seeded, folder=here, rows=rows,
+                                     labelled_file=here / "labelled.jsonl"), cfg, policy)
+        model_dir = _retrain(order, k, now, model_dir, base, cfg, out, progress)
+        targets, target_rows, _ = now.part(cat.targets)
+        part = (targets, target_rows, key - set(done.accepted))
+        score = RoundScore(k, len(done.decided), len(done.accepted),
+                           sum(d.pair not in offered for d in decisions),
+                           model=_model_score(model_dir, part, here, cfg, cat))
+        suggestions = here / "suggestions.csv"
+        tp, fp, fn = catalog_counts(read_suggestions(suggestions), key, done)
+        score.catalog = RunScore(tp=tp, fp=fp, fn=fn)
+        score.kinds = _promise(model_dir, part, here / "promise", cfg, db.path)
+        rounds.append(score)
+    return rounds
+
+
+def _model_score(model_dir: Path, part: tuple[list[Record], list[TableRow], set[Pair]],
+                 out: Path, cfg: CompletionConfig, cat: Catalog) -> RunScore:
+    """The round model's suggestions (threshold 0, both kinds, written to `out`) scored as a
+    run is (`_complete_part`) against the hidden pairs the reviews have not filled."""
+    score = RunScore(calibration=CalibrationScore(cfg.min_precision))
+    _complete_part(model_dir, part, out, cfg, score, cat.gold_attributes)
+    return score
+
+
+def _retrain(order: str, k: int, seeded: SeedCatalog, previous: Path, base: RunConfig,
+             cfg: CompletionConfig, out: Path, progress: Progress | None) -> Path:
+    """Train round `k`'s partial model on the relabelled texts: the partial run's settings,
+    `review_epochs` epochs, from `previous` with `review_warm_start`; its folder."""
+    overrides: dict[str, Any] = {"train.partial_labels": True,
+                                 **cfg.run_overrides.get("partial", {})}
+    if cfg.review_warm_start:
+        overrides["train.init_from"] = str(Path(previous).resolve())
+    if cfg.review_epochs is not None:
+        overrides["train.epochs"] = cfg.review_epochs
+    run_base = replace(base, data=replace(base.data, train=str(seeded.labelled_file)))
+    model = train_variant(run_base, ModelVariant(f"partial-{order}-round-{k}", overrides), out,
+                          seeded.seed, progress, tag=seeded.tag)
+    return Path(model.folder)
+
+
 @dataclass
 class SettingScores:
-    """What one catalog measured before it is averaged: every run's score per seed."""
+    """What one catalog measured before it is averaged: every run's score per seed, and with
+    review rounds each order's rounds per seed."""
 
     catalog: Catalog
     seeds: list[int]
     facts: list[SeedFacts]
     runs: dict[str, list[RunScore]]
+    rounds: dict[str, list[list[RoundScore]]] = field(default_factory=dict)
 
 
 def _measure(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
@@ -507,16 +728,22 @@ def _measure(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
     if not base.features_dir:
         base = replace(base, features_dir=str(out / "features"))
     scores = SettingScores(cat, [cfg.seed + k for k in range(setting.seeds or cfg.seeds)], [],
-                           {r: [] for r in cfg.runs})
+                           {r: [] for r in cfg.runs},
+                           {o: [] for o in cfg.review_orders} if cfg.review_rounds else {})
     for s in scores.seeds:
         seeded, facts = _hide_and_label(cat, cfg, policy, out, s)
         scores.facts.append(facts)
         for name in RUNS:     # this order, whatever the order of cfg.runs
-            if name in scores.runs:
-                scores.runs[name].append(
-                    _full_labels_run(cat, seeded, base, cfg, out, progress)
-                    if name == "full_labels"
-                    else _labelled_run(name, cat, seeded, base, cfg, out, progress))
+            if name == "full_labels" and name in scores.runs:
+                scores.runs[name].append(_full_labels_run(cat, seeded, base, cfg, out, progress))
+            elif name in scores.runs:
+                score, model_dir = _labelled_run(name, cat, seeded, base, cfg, out, progress)
+                scores.runs[name].append(score)
+                if name == "partial" and scores.rounds:
+                    first = _round_zero(cat, seeded, score, model_dir, cfg, out)
+                    for order, per_seed in scores.rounds.items():
+                        per_seed.append(_review_rounds(order, cat, seeded, first, model_dir,
+                                                       base, cfg, policy, out, progress))
     return scores
 
 
@@ -622,12 +849,113 @@ def _notes(scores: SettingScores, cfg: CompletionConfig, results: dict[str, Any]
     return notes
 
 
+def _rounds_entry(scores: SettingScores, cfg: CompletionConfig) -> dict[str, Any]:
+    """results.json `review_rounds`: per order and round (0: no review) the reviews so far, the
+    catalog's precision, recall and F1 (`ROUND_F1`), the model's F1 and per kind the command's
+    promise (`backed`: seeds where P is backed), over seeds; the F1 gain of the last round over
+    round 0 per order, each order's F1 minus score ordering's at the last round, and
+    `targets` (issue #33: both kinds backed on every seed, F1 above no review)."""
+    seeds, last = scores.seeds, cfg.review_rounds
+    orders: dict[str, list[dict[str, Any]]] = {}
+    for order, per_seed in scores.rounds.items():
+        orders[order] = []
+        for k in range(last + 1):
+            at = [rounds[k] for rounds in per_seed]
+            entry: dict[str, Any] = {"round": k}
+            for m in ("reviews", "accepted", "stale"):
+                entry.update(over_seeds(m, [getattr(r, m) for r in at]))
+            for m in ("precision", "recall", "f1"):
+                entry.update(over_seeds(m, [getattr(r.catalog, m) for r in at]))
+            entry.update(over_seeds("model_f1", [r.model.f1 for r in at]))
+            entry["kinds"] = {kind: {
+                "backed": sum(r.kinds[kind].backed for r in at),
+                "backed_per_seed": [r.kinds[kind].backed for r in at],
+                **over_seeds("backed_precision", [r.kinds[kind].backed_precision for r in at]),
+                **over_seeds("delivered", [r.kinds[kind].delivered for r in at]),
+                **over_seeds("written", [r.kinds[kind].written for r in at])} for kind in KINDS}
+            entry["per_seed"] = [dict(r.to_dict(), seed=s) for r, s in zip(at, seeds)]
+            orders[order].append(entry)
+    gain = {o: over_seeds("f1_gain", [rs[last].f1 - rs[0].f1 for rs in per_seed])
+            for o, per_seed in scores.rounds.items()}
+    reference = scores.rounds.get("score")
+    versus = {o: over_seeds("f1_minus_score", [a[last].f1 - b[last].f1
+                                               for a, b in zip(per_seed, reference)])
+              for o, per_seed in scores.rounds.items() if reference and o != "score"}
+    targets = {"both_kinds_backed": {o: all(rs[last].both_backed for rs in per_seed)
+                                     for o, per_seed in scores.rounds.items()},
+               "f1_improves": {o: g["f1_gain"] > 0 for o, g in gain.items()}}
+    return {"rounds": last, "per_round": cfg.review_per_round, "epochs": cfg.review_epochs,
+            "warm_start": cfg.review_warm_start, "reference": "score", "orders": orders,
+            "f1_gain": gain, "f1_minus_score": versus, "targets": targets}
+
+
+ROUND_HEADER = ["order", "round", "reviews", "F1", "model F1", "known gap: backed",
+                "known gap: delivered", "known gap: written", "new attribute: backed",
+                "new attribute: delivered", "new attribute: written"]
+
+
+def _round_rows(scores: SettingScores, entry: dict[str, Any]) -> list[list[str]]:
+    """Rows of the review-rounds table of one catalog, without the catalog column: per order and
+    round, the seeds where P is backed per kind (with the mean bound it backs)."""
+    n = len(scores.seeds)
+    rows = []
+    for order, rounds in entry["orders"].items():
+        for e in rounds:
+            kinds = []
+            for kind in KINDS:
+                k = e["kinds"][kind]
+                bound = fmt_ms(k["backed_precision"], k["backed_precision_std"], n, 3)
+                kinds += [f"{k['backed']} of {n} ({bound})",
+                          fmt_ms(k["delivered"], k["delivered_std"], n, 3),
+                          fmt_ms(k["written"], k["written_std"], n, 0)]
+            rows.append([order, str(e["round"]), fmt_ms(e["reviews"], e["reviews_std"], n, 0),
+                         fmt_ms(e["f1"], e["f1_std"], n, 3),
+                         fmt_ms(e["model_f1"], e["model_f1_std"], n, 3), *kinds])
+    return rows
+
+
+def _round_notes(scores: SettingScores, cfg: CompletionConfig, entry: dict[str, Any]
+                 ) -> list[str]:
+    n = len(scores.seeds)
+    notes = [f"review rounds: {cfg.review_rounds} of {cfg.review_per_round} suggestions per "
+             f"order, decided against the hidden pairs; each retraining "
+             f"{cfg.review_epochs or cfg.base.train.epochs} epochs"
+             f"{', warm-started from the previous round' if cfg.review_warm_start else ''}"]
+    def signed(mean: float | None, std: float | None) -> str:
+        return ("+" if mean is not None and mean >= 0 else "") + fmt_ms(mean, std, n, 3)
+
+    for order, g in entry["f1_gain"].items():
+        versus = entry["f1_minus_score"].get(order)
+        than = (f", {signed(versus['f1_minus_score'], versus['f1_minus_score_std'])} against "
+                f"score ordering" if versus else "")
+        notes.append(f"{order}: F1 {signed(g['f1_gain'], g['f1_gain_std'])} over no review "
+                     f"after round {cfg.review_rounds}{than}")
+    return notes
+
+
 def _run_setting(cfg: CompletionConfig, setting: CompletionSetting, out: Path,
-                 progress: Progress | None) -> tuple[dict[str, Any], list[list[str]], list[str]]:
-    """One catalog: (results, table rows without the catalog column, notes)."""
+                 progress: Progress | None
+                 ) -> tuple[dict[str, Any], list[list[str]], list[str], list[list[str]]]:
+    """One catalog: (results, table rows without the catalog column, notes, review-round rows
+    without the catalog column)."""
     scores = _measure(cfg, setting, out, progress)
     results = _results(scores, cfg)
-    return results, _rows(scores, results), _notes(scores, cfg, results)
+    notes = _notes(scores, cfg, results)
+    if not scores.rounds:
+        return results, _rows(scores, results), notes, []
+    results["review_rounds"] = _rounds_entry(scores, cfg)
+    return (results, _rows(scores, results),
+            notes + _round_notes(scores, cfg, results["review_rounds"]),
+            _round_rows(scores, results["review_rounds"]))
+
+
+def _tables(header: list[str], rows: list[list[str]], round_header: list[str],
+            round_rows: list[list[str]]) -> str:
+    """The results table, and the review-rounds table below it when there is one."""
+    table = md_table(header, rows)
+    if not round_rows:
+        return table
+    return table + "\n\nReview rounds:\n\n" + md_table(round_header, round_rows)
 
 
 def _header(min_precision: float) -> list[str]:
@@ -652,6 +980,26 @@ def _check(cfg: CompletionConfig) -> None:
     if not 0.0 <= cfg.known_attribute_share <= 1.0:
         raise ExperimentError(f"known_attribute_share must lie in [0, 1], got "
                               f"{cfg.known_attribute_share}")
+    _check_rounds(cfg)
+
+
+def _check_rounds(cfg: CompletionConfig) -> None:
+    """The review-round fields: counts in range, known distinct orders, a partial run to
+    start from."""
+    if cfg.review_rounds < 0:
+        raise ExperimentError(f"review_rounds must be at least 0, got {cfg.review_rounds}")
+    if cfg.review_per_round < 1:
+        raise ExperimentError(f"review_per_round must be at least 1, got "
+                              f"{cfg.review_per_round}")
+    if cfg.review_epochs is not None and cfg.review_epochs < 1:
+        raise ExperimentError(f"review_epochs must be at least 1 (or null: the base's), got "
+                              f"{cfg.review_epochs}")
+    unknown = [o for o in cfg.review_orders if o not in ORDERS]
+    if unknown or not cfg.review_orders or len(set(cfg.review_orders)) < len(cfg.review_orders):
+        raise ExperimentError(f"review_orders must be distinct queue orders of "
+                              f"{', '.join(ORDERS)}, got {cfg.review_orders}")
+    if cfg.review_rounds and "partial" not in cfg.runs:
+        raise ExperimentError("review_rounds start from the partial run: add `partial` to runs")
 
 
 def _settings(cfg: CompletionConfig) -> list[CompletionSetting]:
@@ -699,25 +1047,28 @@ def run(cfg: CompletionConfig, progress: Progress | None = None) -> ExperimentRe
     several = len(settings) > 1
     per_setting: dict[str, dict[str, Any]] = {}
     table_rows: list[list[str]] = []
+    round_rows: list[list[str]] = []
     notes: list[str] = []
     for st in settings:
         name = st.label()
         folder = out / slug(name) if several else out
-        results, rows, setting_notes = _run_setting(cfg, st, folder, progress)
+        results, rows, setting_notes, rounds = _run_setting(cfg, st, folder, progress)
         if several:   # each catalog's own results as soon as it is done
             write_results("completion", f"Catalog completion: {name}",
                           replace(cfg, output_dir=str(folder), settings=[st]),
-                          md_table(["run", *_header(cfg.min_precision)], rows), results,
-                          None, started, setting_notes)
+                          _tables(["run", *_header(cfg.min_precision)], rows, ROUND_HEADER,
+                                  rounds), results, None, started, setting_notes)
         per_setting[name] = results
         table_rows += [[name, *row] for row in rows]
+        round_rows += [[name, *row] for row in rounds]
         notes += [f"{name}: {n}" if several else n for n in setting_notes]
     results = dict(per_setting[settings[0].label()]) if not several else {}
     results["settings"] = per_setting
     header = ["catalog", "run", *_header(cfg.min_precision)]
+    round_notes = [ROUND_F1] if cfg.review_rounds else []
     return write_results("completion", "Catalog completion: suggestions against hidden pairs",
-                         cfg, md_table(header, table_rows), results, None, started,
-                         notes + _protocol_notes(cfg))
+                         cfg, _tables(header, table_rows, ["catalog", *ROUND_HEADER], round_rows),
+                         results, None, started, notes + _protocol_notes(cfg) + round_notes)
 
 
 def _protocol_notes(cfg: CompletionConfig) -> list[str]:
@@ -762,5 +1113,5 @@ def _targets(results: dict[str, Any], cal_runs: dict[str, Any], requested: float
 
 
 __all__ = ["CalibrationPart", "CalibrationScore", "Catalog", "CompletionConfig",
-           "CompletionSetting", "KindScore", "RunScore", "SeedCatalog", "SeedFacts",
-           "SettingScores", "run"]
+           "CompletionSetting", "KindPromise", "KindScore", "ROUND_F1", "RoundScore", "RunScore",
+           "SeedCatalog", "SeedFacts", "SettingScores", "run"]
