@@ -16,6 +16,12 @@ AVX2-only kernels on a VNNI machine, run this script under `qemu-x86_64 -cpu Has
 about 20 s per title for MiniLM; use `--limit 16`).
 
     python benchmarks/int8_kernels.py runs/oamine --data ../shared/data/oamine/valid.jsonl
+
+Several models (e.g. a distillation teacher and its student, issue #35) run in the same pass;
+every ratio is then against the first model's fp32 graph:
+
+    python benchmarks/int8_kernels.py runs/oamine-mpnet runs/oamine-distilled \
+        --graphs signed7 --data src/mjave/datasets/oamine/valid.jsonl
 """
 
 from __future__ import annotations
@@ -44,9 +50,17 @@ def span_f1(results: list[dict], rows: list[dict]) -> float | None:
     return 200 * tp / max(1, len(gold) + len(pred))
 
 
+GRAPHS = {"unsigned": "int8 unsigned", "signed": "int8 signed (before #30)",
+          "signed7": "int8 signed 7-bit"}
+"""`quantize_int8`'s weights -> the row name."""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="a torch model folder written by `mjave train`")
+    ap.add_argument("model", nargs="+", help="torch model folders written by `mjave train` "
+                    "(ratios are against the first one's fp32 graph)")
+    ap.add_argument("--graphs", nargs="+", choices=list(GRAPHS), default=list(GRAPHS),
+                    help="int8 graphs to build besides fp32 (default: all three)")
     ap.add_argument("--data", help="JSONL rows with text (and category, spans); default: the "
                     "model's valid split")
     ap.add_argument("--limit", type=int, default=256, help="rows to use (default 256)")
@@ -60,22 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     from mjave.inference.onnx_export import export_model, quantize_int8
     from mjave.pretrained import GRAPH, LoadedModel
 
-    data = args.data or LoadedModel.load(args.model, device="cpu").config.data.valid
+    data = args.data or LoadedModel.load(args.model[0], device="cpu").config.data.valid
     rows = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines()
             if line.strip()][: args.limit]
     items = [{"text": r["text"], "category": r.get("category")} for r in rows]
     figures: dict = {"cpu": cpu_isa(), "model": str(args.model), "data": str(data),
                      "items": len(items), "threads": args.threads, "folders": {}}
+    several = len(args.model) > 1
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_model(args.model, Path(tmp) / "fp32")
-        folders = {"fp32": fp32}
-        for name, weights in (("int8 unsigned", "unsigned"),
-                              ("int8 signed (before #30)", "signed"),
-                              ("int8 signed 7-bit", "signed7")):
-            folder = Path(tmp) / weights
-            shutil.copytree(fp32, folder)
-            quantize_int8(folder / GRAPH, weights)
-            folders[name] = folder
+        folders = {}
+        for m, model in enumerate(args.model):
+            prefix = f"{model.rstrip('/')} " if several else ""   # as given: unique
+            fp32 = export_model(model, Path(tmp) / str(m) / "fp32")
+            folders[prefix + "fp32"] = fp32
+            for weights in args.graphs:
+                folder = Path(tmp) / str(m) / weights
+                shutil.copytree(fp32, folder)
+                quantize_int8(folder / GRAPH, weights)
+                folders[prefix + GRAPHS[weights]] = folder
+        reference = next(iter(folders))   # the first model's fp32
         extractors = {n: Extractor.load(f, device="cpu", threads=args.threads)
                       for n, f in folders.items()}
         results = {n: ex.predict_batch(items) for n, ex in extractors.items()}  # warm-up
@@ -86,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
                 ex.predict_batch(items)
                 best[n] = min(best[n], time.perf_counter() - t)
     for n in extractors:
-        check = compare(results["fp32"], results[n], cpu=figures["cpu"], source=str(data))
+        # agreement is with the same model's fp32 graph ("<model> int8 ..." -> "<model> fp32")
+        own_fp32 = n if n.endswith("fp32") else (
+            n[:n.index("int8")] + "fp32" if several else reference)
+        check = compare(results[own_fp32], results[n], cpu=figures["cpu"], source=str(data))
         figures["folders"][n] = {
-            "items_per_s": len(items) / best[n], "vs_fp32": best["fp32"] / best[n],
+            "items_per_s": len(items) / best[n], "vs_fp32": best[reference] / best[n],
             "agreement": check.agreement, "kept": check.kept,
             "max_score_drift": check.max_score_drift, "span_f1": span_f1(results[n], rows)}
     print(f"CPU: {figures['cpu']}; {len(items)} items of {data}; {args.threads} thread(s)")
-    print(f"{'graph':<26} {'items/s':>8} {'vs fp32':>8} {'agree':>6} {'kept':>6} {'F1':>6}")
+    print(f"{'graph':<44} {'items/s':>8} {'vs ' + reference:>8} {'agree':>6} {'kept':>6} "
+          f"{'F1':>6}   (agree/kept: against the same model's fp32)")
     for n, f in figures["folders"].items():
         f1 = "-" if f["span_f1"] is None else f"{f['span_f1']:.2f}"
-        print(f"{n:<26} {f['items_per_s']:8.1f} {f['vs_fp32']:8.2f} {f['agreement']:6.3f} "
+        print(f"{n:<44} {f['items_per_s']:8.1f} {f['vs_fp32']:8.2f} {f['agreement']:6.3f} "
               f"{f['kept']:6.3f} {f1:>6}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
