@@ -71,8 +71,10 @@ def peer_rows(a: argparse.Namespace, out: Path) -> dict[str, dict]:
                 str(a.peer_epochs), "--seed", "0", "--output", str(folder)]
         if a.peer_venv:
             argv += ["--venv", a.peer_venv]
-        if gliner_peer.main(argv) != 0 or not (folder / "results.json").is_file():
-            rows[peer] = {"available": False, "reason": f"the peer run failed, see {folder}"}
+        rc = gliner_peer.main(argv)
+        if rc != 0 or not (folder / "results.json").is_file():
+            rows[peer] = {"available": False, "reason": f"the peer run failed, see {folder}"
+                          if rc else "skipped (its data is absent)"}
             continue
         got = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         report = got["report"]
