@@ -78,6 +78,13 @@ class ModelConfig:
     # limit (the paper's). OA-Mine and WDC-PAVE annotate one value per attribute and product
     # (`mjave data stats` shows a dataset's largest count).
     max_values_per_attribute: int = 0
+    # Beyond the paper (issue #31): "bilinear" adds to each token's h' (Eq. 5) the product
+    # (W_f^t [h_i; c_i]) * (W_f^v vG), c_i the token's text self-attention state: a low-rank
+    # bilinear term in the token (with its context) and the pooled image. The
+    # paper's only token-image products are the gate of Eq. 6 and the attention weights over
+    # regions, and an attribute the photo decides by *matching* (is this colour word the colour
+    # in the photo?) needs one: Eq. 9 reads h' linearly. "none" is the paper's model.
+    token_image_fusion: Literal["none", "bilinear"] = "none"
 
     def __post_init__(self) -> None:
         check_range("model", self, {

@@ -8,7 +8,7 @@ from typing import Callable
 
 from mjave.config import ConfigError, apply_overrides, load
 from mjave.experiments import (ablation, awareness, completion, domain, gate_maps, low_resource,
-                               per_group, significance, table)
+                               per_group, photo_decides, significance, table)
 from mjave.experiments.common import ExperimentBase, ExperimentResult, Progress
 
 
@@ -36,6 +36,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                                "paired test between two models' per-instance F1"),
     "per-group": Experiment(per_group.PerGroupConfig, per_group.run,
                             "F1 per category and per attribute (Figures 3, 4)"),
+    "photo-decides": Experiment(photo_decides.PhotoDecidesConfig, photo_decides.run,
+                                "value F1 on the texts only the photo decides (issue #31)"),
     "visualise": Experiment(gate_maps.VisualiseConfig, gate_maps.run,
                             "global and regional visual gates of chosen texts (Figure 5)"),
     "completion": Experiment(completion.CompletionConfig, completion.run,

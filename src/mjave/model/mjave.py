@@ -69,12 +69,20 @@ class GlobalGatedCrossModalAttention(nn.Module):
             if cfg.global_image_enabled and cfg.global_gate:
                 self.gate_text = nn.Linear(cfg.text_dim, a, bias=True)     # W1, b
                 self.gate_image = nn.Linear(cfg.image_dim, a, bias=False)  # W2
+            if cfg.token_image_fusion == "bilinear":   # beyond the paper, issue #31
+                self.fuse_text = nn.Linear(cfg.text_dim + a, a, bias=True)  # W_f^t
+                self.fuse_image = nn.Linear(cfg.image_dim, a, bias=True)    # W_f^v
+
+    def text_context(self, h: Tensor, mask: Tensor) -> Tensor:
+        """The text-only part of h' (Eq. 5, left): what the image adds is h' minus it."""
+        alpha_t = _attend(self.q_t(h), self.k_t(h), mask, self.cfg.attention_softmax)  # Eq. 1-2
+        return alpha_t @ self.v_t(h)                                                  # Eq. 5, left
 
     def forward(self, h: Tensor, mask: Tensor, v_global: Tensor | None,
                 v: Tensor | None) -> CrossModalOutput:
         cfg = self.cfg
-        alpha_t = _attend(self.q_t(h), self.k_t(h), mask, cfg.attention_softmax)   # Eq. 1-2
-        h_prime = alpha_t @ self.v_t(h)                                             # Eq. 5, left
+        h_text = self.text_context(h, mask)
+        h_prime = h_text
         if not cfg.use_image:
             return CrossModalOutput(h_prime, None, None, None)
         alpha_v = _attend(self.q_v(h), self.k_v(v), None, cfg.attention_softmax)   # Eq. 3-4
@@ -87,6 +95,13 @@ class GlobalGatedCrossModalAttention(nn.Module):
                                      + self.gate_image(v_global)[:, None, :])       # Eq. 6
                 attended = gate * attended
             h_prime = h_prime + attended                                            # Eq. 5, right
+        if cfg.token_image_fusion == "bilinear":
+            # h'_i += (W_f^t [h_i; c_i]) * (W_f^v vG), c_i the token's text context (Eq. 5, left):
+            # Eq. 9 and Eq. 7 read h' linearly, so this gives them a bilinear form in the token
+            # (and its context: the noun after a colour word) and the photo, the "does this word
+            # match the photo" score the paper's additive terms cannot express.
+            token = torch.cat([h, h_text], dim=-1)
+            h_prime = h_prime + self.fuse_text(token) * self.fuse_image(v_global)[:, None, :]
         return CrossModalOutput(h_prime, alpha_v, image_values, gate)
 
 
