@@ -625,3 +625,18 @@ def test_api_refuses_out_of_range_ids(client):
     assert r.status_code == 422
     r = client.post("/api/undo", json={**SESSION, "item_id": 2**70})
     assert r.status_code == 422
+
+
+def test_jsonl_suggestions_read_like_csv(inputs, tmp_path):
+    # `mjave complete -o SUGGESTIONS.jsonl` writes SUGGESTIONS.review.jsonl: review reads it
+    path = tmp_path / "suggestions.review.jsonl"
+    rows = [dict(zip(SUGGESTION_HEADER, r)) for r in SUGGESTIONS]
+    rows[2]["begin"] = rows[2]["end"] = None                   # missing offsets: searched for
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps(
+        {**rows[0], "value": "Blue", "score": [1]}) + "\n", encoding="utf-8")
+    got, errors = read_items(path, "suggestion")
+    want, _ = read_items(inputs["suggestions"], "suggestion")
+    assert [(i.product_id, i.attribute, i.value, i.score) for i in got] == \
+        [(i.product_id, i.attribute, i.value, i.score) for i in want]
+    assert got[0].begin == want[0].begin and got[2].begin is None
+    assert len(errors) == 1 and "review.jsonl:6: field 'score'" in str(errors[0])

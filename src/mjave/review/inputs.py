@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
 
 from mjave.data.errors import DataError
-from mjave.data.formats import iter_records, read_table
+from mjave.data.formats import TABLE_EXTENSIONS, iter_records, read_table
 from mjave.data.formats.text_lines import has_bad_bytes
 from mjave.data.records import Record
 
@@ -126,17 +127,33 @@ def parse_row(kind: Kind, row: dict[str, str]) -> ItemIn:
                   evidence=_text(row, "evidence", False), record_id=_text(row, "record_id", False))
 
 
+def as_text(row: dict[str, Any]) -> dict[str, str | None]:
+    """A JSONL row (`mjave complete -o SUGGESTIONS.jsonl`) as the CSV reader gives it: numbers
+    as their text, null as missing; any other value is an error naming its field."""
+    out: dict[str, str | None] = {}
+    for k, v in row.items():
+        if v is None or isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = repr(v)
+        else:
+            raise DataError(f"is {type(v).__name__}, not text or a number", field=k,
+                            reason=f"bad {k}")
+    return out
+
+
 def read_items(path: PathLike, kind: Kind) -> tuple[list[ItemIn], list[DataError]]:
-    """All good rows of a suggestions (`kind="suggestion"`) or conflicts file, and one located
-    DataError per bad row (a missing column in the header raises at once)."""
+    """All good rows of a suggestions (`kind="suggestion"`) or conflicts file (CSV, or JSONL by
+    its extension), and one located DataError per bad row (a missing column in the header raises at once)."""
     items: list[ItemIn] = []
     errors: list[DataError] = []
     seen: dict[tuple[str, str, str, str], int] = {}
-    for line, row in read_table(path, REQUIRED[kind], "csv", unique_header=True):
+    fmt = "jsonl" if TABLE_EXTENSIONS.get(Path(str(path)).suffix.lower()) == "jsonl" else "csv"
+    for line, row in read_table(path, REQUIRED[kind], fmt, unique_header=True):
         try:
             if isinstance(row, DataError):
                 raise row
-            item = parse_row(kind, row)
+            item = parse_row(kind, as_text(row) if fmt == "jsonl" else row)
             first = seen.get(item.key)
             if first is not None:
                 raise DataError(f"the same {kind} ({item.product_id}, {item.attribute}, "
