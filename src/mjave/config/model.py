@@ -85,13 +85,22 @@ class ModelConfig:
     # regions, and an attribute the photo decides by *matching* (is this colour word the colour
     # in the photo?) needs one: Eq. 9 reads h' linearly. "none" is the paper's model.
     token_image_fusion: Literal["none", "bilinear"] = "none"
+    # Beyond the paper (issue #35): value knowledge. The values each attribute takes in the
+    # training table (`mjave.data.lexicon`, saved in the model folder), matched in the text, enter
+    # as two flags per token and attribute (begins / lies inside a known value), projected into
+    # the token states h before Eq. 1 and into the tag logits of Eq. 9. Training matches each
+    # record against the table without its own values (leave-one-out, as an unseen value is at
+    # test time) and hides a further `value_knowledge_drop` of the matched values at random.
+    value_knowledge: bool = False
+    value_knowledge_drop: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("model", self, {
             "dropout": (0, 1, False), "attention_size": (1, None, True),
             "num_attributes": (1, None, True), "text_dim": (1, None, True),
             "image_dim": (1, None, True), "kl_lambda": (0, None, True),
-            "attr_loss_weight": (0, None, True), "min_span_score": (0, None, True)})
+            "attr_loss_weight": (0, None, True), "min_span_score": (0, None, True),
+            "value_knowledge_drop": (0, 1, False)})
         if self.max_values_per_attribute < 0:
             raise ValueError("max_values_per_attribute must be 0 (no limit) or more, got "
                              f"{self.max_values_per_attribute}")

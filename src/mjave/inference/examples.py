@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from mjave.data.errors import RowIssues
+from mjave.data.lexicon import ValueLexicon
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner
@@ -42,7 +43,9 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
                    encoder: EncoderConfig, store_dir: str | Path, image_root: str | None,
                    text_features: bool, image_features: bool, issues: RowIssues | None = None,
                    progress: Callable | None = None, batch_size: int = 32,
-                   text_encoder: HFTextEncoder | None = None) -> list[Example]:
+                   text_encoder: HFTextEncoder | None = None,
+                   lexicon: ValueLexicon | None = None,
+                   lexicon_draw: tuple[float, int] | None = None) -> list[Example]:
     """Align every record and attach its features, encoding into the store what is missing.
 
     `text_features=False` when a text encoder runs inside the model (fine-tuning, BiLSTM);
@@ -50,6 +53,9 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
     lower layers' output, computed by `text_encoder` (the network's own) when given.
     `image_features=False` for text-only models, which then never open an image.
     A record carrying `known_attributes` (partial labels) gets its `Example.attr_known` mask.
+    `lexicon` (`model.value_knowledge`) gives each example its known-value flags, matched as at
+    prediction time, or, for training records, with `lexicon_draw` = (drop, seed): leave-one-out
+    and a seeded share of the matched values hidden (`ValueLexicon.training_features`).
     """
     if text_features or image_features:
         extract_features(records, store_dir, encoder, image_root=image_root,
@@ -61,5 +67,10 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
              else [None] * len(records))
     images = (store.get("image", [r.product_id for r in records]) if image_features
               else [None] * len(records))
-    return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema))
-            for r, e, t, i in zip(records, encodeds, texts, images)]
+    knowledge: list = [None] * len(records)
+    if lexicon is not None and lexicon_draw is not None:
+        knowledge = lexicon.training_features(records, encodeds, schema, *lexicon_draw)
+    elif lexicon is not None:
+        knowledge = [lexicon.features(r.text, e, schema) for r, e in zip(records, encodeds)]
+    return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema), k)
+            for r, e, t, i, k in zip(records, encodeds, texts, images, knowledge)]

@@ -612,8 +612,10 @@ class Extractor:
             record = Record(id=str(p.index), text=p.text, category=p.category)
             for enc in p.encodings:
                 p.example_rows.append(len(examples))
+                knowledge = (None if self.model.lexicon is None else
+                             self.model.lexicon.features(p.text, enc, self.schema))
                 examples.append(Example(record, enc, no_labels, text_feats[len(examples)],
-                                        image_feats[k]))
+                                        image_feats[k], knowledge=knowledge))
         rows_of: list[tuple[SpanBatch, int]] = []    # per example: its batch and row
         singles: list[dict[str, Any]] = []            # per example: its result, if alone
         for _, spans in predict_batches(self.model.net, examples, self.schema,

@@ -28,6 +28,8 @@ class Example:
     # (L,) bool: attributes whose labels are complete for this record (partial labels, from
     # `Record.known_attributes()`); None for a fully labelled record (every attribute known).
     attr_known: np.ndarray | None = None
+    # (T, 2L) known-value flags (`model.value_knowledge`, `mjave.data.lexicon`); None otherwise.
+    knowledge: np.ndarray | None = None
 
 
 def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
@@ -103,6 +105,8 @@ def collate(examples: Sequence[Example], pad_id: int = 0, device: torch.device |
              for e in examples]))
     if examples[0].text_features is not None:
         out["h"] = torch.from_numpy(_text_features(examples, layout))
+    if examples[0].knowledge is not None:
+        out["knowledge"] = torch.from_numpy(_knowledge(examples, layout))
     if examples[0].image_features is not None:
         img = torch.from_numpy(np.stack([e.image_features for e in examples]).astype(np.float32))
         out["v_global"], out["v"] = img[:, 0], img[:, 1:]
@@ -125,6 +129,15 @@ def _text_features(examples: Sequence[Example], layout: TokenLayout) -> np.ndarr
     for b, e in enumerate(examples):
         h[b, :len(e.encoded)] = e.text_features
     return h
+
+
+def _knowledge(examples: Sequence[Example], layout: TokenLayout) -> np.ndarray:
+    """(B, T, 2L) float32 known-value flags, zero on padding."""
+    k = np.zeros((len(examples), int(layout.lengths.max()), examples[0].knowledge.shape[-1]),
+                 dtype=np.float32)
+    for b, e in enumerate(examples):
+        k[b, :len(e.encoded)] = e.knowledge
+    return k
 
 
 def batches(examples: Sequence[Example], batch_size: int,

@@ -8,6 +8,8 @@ fine-tuned text encoder:
     tag_mask (B, T) bool        positions that carry a BIO tag (first sub-word of a word)
     v_global (B, image_dim)     global image vector vG                              (sec. 2.3)
     v        (B, K, image_dim)  K regional image vectors
+    knowledge (B, T, 2L)        known-value flags per token (`model.value_knowledge`, not in the
+                                paper: `mjave.data.lexicon`)
 
 Gates are vectors over the attention size (one gate value per feature), which is what Eq. 6
 and Eq. 10 give with matrix-valued W1, W2, W9, W10. Padding is masked out of every softmax,
@@ -210,6 +212,7 @@ class MJAVE(nn.Module):
     """The whole model: Eq. 1-14 over encoder outputs (see module docstring for the inputs)."""
 
     supports_crf = True   # `decoding="crf"` (see `mjave.model.registry.build_model`)
+    supports_value_knowledge = True   # `model.value_knowledge`
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -222,12 +225,19 @@ class MJAVE(nn.Module):
         self.tagger = RegionalGatedValueTagger(cfg)
         # decoding="crf": the tag logits are a CRF's emission scores (`mjave.model.crf`).
         self.crf = BIOCRF(cfg.num_tags) if cfg.crf else None
+        if cfg.value_knowledge:
+            # Known-value flags g_i (2L per token) into h_i and into Eq. 9's tag logits; zero at
+            # the start, so training begins from the model without them.
+            self.knowledge_in = nn.Linear(2 * cfg.num_attributes, cfg.text_dim, bias=False)
+            self.knowledge_tags = nn.Linear(2 * cfg.num_attributes, cfg.num_tags, bias=False)
+            nn.init.zeros_(self.knowledge_in.weight)
+            nn.init.zeros_(self.knowledge_tags.weight)
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
                 attr_labels: Tensor | None = None, tag_labels: Tensor | None = None,
                 attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0,
-                outside_weight: float = 0.0) -> MJAVEOutput:
+                outside_weight: float = 0.0, knowledge: Tensor | None = None) -> MJAVEOutput:
         """`attr_known` (B, L) bool switches the losses to partial labels (see
         `mjave.model.losses`); `unknown_attr_weight` weights the attribute loss of negatives of
         attributes not known (0: masked), `outside_weight` the naive O target of unlabelled
@@ -243,6 +253,11 @@ class MJAVE(nn.Module):
             v = self.dropout(v)
         else:
             v_global = v = None
+        if cfg.value_knowledge:
+            if knowledge is None:
+                raise ValueError("this model reads known values: pass knowledge "
+                                 "(`mjave.data.lexicon.ValueLexicon.features`)")
+            h = h + self.knowledge_in(knowledge.to(h.dtype))                    # h_i + W_g g_i
         h = self.dropout(h)
 
         cross = self.cross(h, mask, v_global, v)
@@ -263,6 +278,9 @@ class MJAVE(nn.Module):
         tag_h_prime = h_prime if self.value_cross is None else self.dropout(tag_cross.h_prime)
         tagged = self.tagger(h, tag_h_prime, condition, v, tag_cross.image_attention,
                              tag_cross.image_values)
+        if cfg.value_knowledge:
+            # Eq. 9 + W_k g_i
+            tagged.logits = tagged.logits + self.knowledge_tags(knowledge.to(h.dtype))
 
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)

@@ -41,13 +41,15 @@ class TextImageModel(nn.Module):
         else:
             h = self.text_encoder(batch["input_ids"], batch["mask"].long())
         gold = with_labels or self.head.cfg.gold_attr_conditioning
-        partial = {}
+        extra = {}
         if with_labels and batch.get("attr_known") is not None:
-            partial = {"attr_known": batch["attr_known"],
-                       "unknown_attr_weight": unknown_attr_weight,
-                       "outside_weight": outside_weight}
+            extra = {"attr_known": batch["attr_known"],
+                     "unknown_attr_weight": unknown_attr_weight,
+                     "outside_weight": outside_weight}
+        if "knowledge" in batch:   # `model.value_knowledge`: only the heads that take it
+            extra["knowledge"] = batch["knowledge"]
         return self.head(h=h, mask=batch["mask"], tag_mask=batch["tag_mask"],
                          v_global=batch.get("v_global"), v=batch.get("v"),
                          attr_labels=batch.get("attr_labels") if gold else None,
                          tag_labels=batch.get("tag_labels") if with_labels else None,
-                         **partial)
+                         **extra)

@@ -37,6 +37,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         crf = sorted(n for n, f in _REGISTRY.items() if getattr(f, "supports_crf", False))
         raise ValueError(f"model.decoding='crf' (a CRF tagger) is not built for "
                          f"model.architecture {cfg.architecture!r}; it is for: {', '.join(crf)}")
+    if cfg.value_knowledge and not getattr(factory, "supports_value_knowledge", False):
+        known = sorted(n for n, f in _REGISTRY.items()
+                       if getattr(f, "supports_value_knowledge", False))
+        raise ValueError(f"model.value_knowledge is not built for model.architecture "
+                         f"{cfg.architecture!r}; it is for: {', '.join(known)}")
     return factory(cfg)
 
 

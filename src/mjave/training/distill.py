@@ -122,7 +122,9 @@ def teacher_outputs(model: LoadedModel, frozen: torch.nn.Module | None, texts: S
     for s in range(0, len(texts), batch_size):
         chunk = texts[s:s + batch_size]
         encodings = aligner.encode_texts(chunk)
-        examples = [Example(Record(id=str(i), text=t), e, no_labels)
+        lexicon = model.lexicon   # a teacher trained with value knowledge reads it here too
+        examples = [Example(Record(id=str(i), text=t), e, no_labels, knowledge=None
+                            if lexicon is None else lexicon.features(t, e, model.schema))
                     for i, (t, e) in enumerate(zip(chunk, encodings))]
         batch = collate(examples, pad_id=aligner.pad_id, device=model.device)
         if frozen is not None:   # float16 on the way, as the feature store kept them

@@ -43,7 +43,8 @@ def featurize(model: LoadedModel, records: Sequence[Record], image_root: str | N
     def run(store_dir: str) -> list[Example]:
         return build_examples(records, model.aligner, model.schema, model.config.encoder, store_dir,
                               image_root, text_features=model.uses_text_features,
-                              image_features=model.uses_image, issues=issues, progress=progress)
+                              image_features=model.uses_image, issues=issues, progress=progress,
+                              lexicon=model.lexicon)
     if features_dir:
         return run(features_dir)
     with tempfile.TemporaryDirectory(prefix="mjave-features-") as tmp:

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 PadTo = Literal["batch", "dataset"]
 FEATURE_KEYS = ("h", "v_global", "v")
-SEQUENCE_KEYS = ("input_ids", "mask", "tag_mask", "tag_labels", "h")   # (N, T, ...) tensors
+SEQUENCE_KEYS = ("input_ids", "mask", "tag_mask", "tag_labels", "h", "knowledge")   # (N, T, ...)
 _CHUNK = 4096   # examples copied to the device at a time, to bound host memory while building
 
 
@@ -62,6 +62,7 @@ class ResidentData:
     h: Tensor | None = None            # (N, T, text_dim) cached token states
     v_global: Tensor | None = None     # (N, image_dim)
     v: Tensor | None = None            # (N, K, image_dim)
+    knowledge: Tensor | None = None    # (N, T, 2L) known-value flags (`model.value_knowledge`)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -103,6 +104,9 @@ class ResidentData:
             check_text_features(examples)
             d = examples[0].text_features.shape[-1]
             data.h = _chunked(examples, (T, d), feature_dtype, device, _fill_text)
+        if examples[0].knowledge is not None:
+            d = examples[0].knowledge.shape[-1]
+            data.knowledge = _chunked(examples, (T, d), torch.float32, device, _fill_knowledge)
         if examples[0].image_features is not None:
             rows, d = examples[0].image_features.shape
             data.v_global = _chunked(examples, (d,), feature_dtype, device, _fill_global)
@@ -137,6 +141,10 @@ def _known_tensor(examples: Sequence[Example], device: torch.device) -> Tensor:
 
 def _fill_text(buf: np.ndarray, e: Example) -> None:
     buf[:len(e.encoded)] = e.text_features
+
+
+def _fill_knowledge(buf: np.ndarray, e: Example) -> None:
+    buf[:len(e.encoded)] = e.knowledge
 
 
 def _fill_global(buf: np.ndarray, e: Example) -> None:

@@ -25,6 +25,7 @@ from mjave.config import ConfigError
 from mjave.data.augment import mention_replacement
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
+from mjave.data.lexicon import ValueLexicon
 from mjave.data.outputs import check_not_input
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
@@ -225,6 +226,7 @@ class Run:
     valid_split: Split | None
     unlabelled: list[Example] = field(default_factory=list)  # train.distill_unlabelled
     distill: Distiller | None = None   # train.distill_from
+    lexicon: ValueLexicon | None = None   # model.value_knowledge: the training table's values
 
     @property
     def steps_per_epoch(self) -> int:
@@ -264,6 +266,10 @@ def set_up(config: RunConfig, out: Path, device: torch.device,
     net.to(device)
     run = Run(config, out, device, progress, schema, net, aligner.pad_id, partial,
               table_records, Split(train_records, [], train_issues), None)
+    if config.model.value_knowledge:
+        run.lexicon = ValueLexicon.from_records(table_records)
+        log.info("value knowledge: %d known values of %d attributes", len(run.lexicon),
+                 len(run.lexicon.counts))
     featurize_splits(run, aligner)
     # After the student's initial weights and before `resume` reseeds: loading the teacher
     # draws random numbers that do not matter then.
@@ -272,6 +278,8 @@ def set_up(config: RunConfig, out: Path, device: torch.device,
     if distributed.is_main():
         write_config(out, config)
         save_encoder_files(out, config.encoder)
+        if run.lexicon is not None:
+            run.lexicon.save(out)
     return run
 
 
@@ -287,11 +295,13 @@ def featurize_splits(run: Run, aligner: TextAligner) -> None:
                      store_dir=store_dir, image_root=config.data.image_root,
                      text_features=not text_in_loop(config.encoder) or lower,
                      image_features=config.model.use_image, progress=run.progress,
-                     text_encoder=run.net.text_encoder if lower else None)
+                     text_encoder=run.net.text_encoder if lower else None,
+                     lexicon=run.lexicon)
     train_split = run.train_split
     with distributed.main_first():  # the feature store takes one writer at a time
+        draw = (config.model.value_knowledge_drop, config.train.seed)
         train_split.examples = build_examples(train_split.records, issues=train_split.issues,
-                                              **featurize)
+                                              lexicon_draw=draw, **featurize)
         train_split.examples = category_absent_examples(train_split.examples, run.table_records,
                                                         run.schema, config.train, run.partial)
         if config.data.valid:
