@@ -407,3 +407,28 @@ def test_review_by_keyboard_survives_a_restart_and_exports(page, tmp_path):
     spans = {r["id"]: [(s["attr"], s["value"]) for s in r["spans"]] for r in records}
     assert spans == {"p1": [("Material", "organic cotton")], "p2": [("Color", "Blue")],
                      "p3": [("Color", "green")]}
+
+
+def test_try_page_lists_values_named_without_a_span_apart(page, serve):
+    """A value with null offsets (`model.implicit_values`) is shown under "Not in the text",
+    with its source and score, and highlights nothing in the text."""
+    server, _ = serve
+    text = "a shirt, slim fit"
+    result = {"attributes": [{"name": "Fit", "score": 0.9}], "values": [
+        {"attribute": "Fit", "value": "slim fit", "begin": 9, "end": 17, "score": 0.8},
+        {"attribute": "Color", "value": "red", "begin": None, "end": None, "score": 0.93,
+         "source": "image"}]}
+    page.route("**/v1/extract", lambda route: route.fulfill(json=result))
+    page.goto(server.url + "/")
+    page.wait_for_function("() => document.getElementById('model-info').textContent.length > 0")
+    page.fill("#text", text)
+    page.click("#extract")
+    page.wait_for_function("() => !document.getElementById('implicit').hidden")
+    items = page.locator("#implicit-values li")
+    assert items.count() == 1
+    assert "red" in items.inner_text() and "from the image" in items.inner_text()
+    assert "0.93" in items.inner_text()
+    marks = page.locator("#rendered mark.val")
+    assert marks.count() == 1 and marks.first.get_attribute("data-attribute") == "Fit"
+    assert page.locator("#rendered").text_content() == text
+    assert not page.errors

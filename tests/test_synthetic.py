@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ from PIL import Image
 
 from mjave.data.records import Record, Span
 from mjave.data.synthetic import (CATEGORIES, COARSE_CATEGORY, COLORS, METALS, NOUNS, PATTERNS,
-                                  SPLITS, build_catalog, catalog_summary, dominant_palette_color,
-                                  generate_catalog, generate_records, load_products, oracle_f1,
-                                  render_product, text_only_ceiling, visual_key)
+                                  SPLITS, ambiguous_texts, build_catalog, catalog_summary,
+                                  dominant_palette_color, generate_catalog, generate_records,
+                                  load_products, oracle_f1, render_product, text_only_ceiling,
+                                  visual_key)
 
 ATTRS = {"Color", "Material", "Pattern", "Collar Type", "Sleeve Length", "Style", "Closure", "Fit"}
 
@@ -300,3 +302,117 @@ def test_odd_and_tiny_catalogs(tmp_path):
 def test_data_package_does_not_import_torch():
     code = "import sys, mjave.data.synthetic; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text-silent products (issue #31 section 2: values only the image gives)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def silent_cat():
+    return build_catalog(n_products=600, seed=0, text_silent_rate=0.3)
+
+
+def _has_word(text: str, word: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text, re.IGNORECASE) is not None
+
+
+def test_default_text_silent_rate_leaves_the_catalog_unchanged(big, tmp_path):
+    for n, seed in ((600, 0), (101, 7), (3, 2)):
+        a = build_catalog(n_products=n, seed=seed)
+        b = build_catalog(n_products=n, seed=seed, text_silent_rate=0.0)
+        assert a.products == b.products and a.splits == b.splits
+        assert a.product_split == b.product_split
+    assert not any(p.text_silent for p in big.products)
+    assert all(not r.extra for r in big.records)
+    s = catalog_summary(big.records)
+    assert s["text_silent_products"] == 0 and s["text_silent_records"] == 0
+    a = _tree(Path(generate_catalog(tmp_path / "a", n_products=12, seed=3, image_size=32).out_dir))
+    b = _tree(Path(generate_catalog(tmp_path / "b", n_products=12, seed=3, image_size=32,
+                                    text_silent_rate=0.0).out_dir))
+    assert a == b
+    assert b"text_silent" not in a["products.jsonl"] and b"implicit_values" not in a["train.jsonl"]
+
+
+def test_text_silent_share_follows_the_rate(silent_cat):
+    silent = [p for p in silent_cat.products if p.text_silent]
+    assert abs(len(silent) / 600 - 0.3) <= 0.06, len(silent)
+    # Metallic and patterned products can be silent too.
+    assert any(p.metallic for p in silent) and any(p.pattern for p in silent)
+    s = catalog_summary(silent_cat.records)
+    assert s["text_silent_products"] == len(silent)
+    assert s["text_silent_records"] == sum(1 for r in silent_cat.records
+                                           if silent_cat.product(r.cid).text_silent)
+    # The rest of the catalog draws from the main stream: same products otherwise.
+    plain = build_catalog(n_products=600, seed=0)
+    assert [p.cid for p in plain.products] == [p.cid for p in silent_cat.products]
+    assert all(build_catalog(n_products=600, seed=0, text_silent_rate=1.0).product(p.cid)
+               .text_silent for p in plain.products)
+
+
+def test_text_silent_records_never_state_colour_or_pattern(silent_cat):
+    recs = [r for r in silent_cat.records if silent_cat.product(r.cid).text_silent]
+    assert recs
+    ambiguous = ambiguous_texts(silent_cat.records)
+    attrs_seen = set()
+    for r in recs:
+        p = silent_cat.product(r.cid)
+        assert not any(s.attr in ("Color", "Pattern") for s in r.spans), r
+        assert not _has_word(r.text, p.color), (r.text, p)
+        if p.pattern:
+            assert not _has_word(r.text, p.pattern), (r.text, p)
+        # No colour or pattern word at all, and no ambiguous (shared, differently labelled) text.
+        assert not any(_has_word(r.text, c) for c in COLORS), r.text
+        assert not any(_has_word(r.text, x) for x in PATTERNS), r.text
+        assert r.text not in ambiguous, r.text
+        attrs_seen |= {s.attr for s in r.spans}
+    # Text-only attributes are still mentioned.
+    assert {"Style", "Closure", "Material"} <= attrs_seen
+    # The twin of a silent product shares no sentence with it either.
+    for p in silent_cat.products:
+        if p.text_silent and p.twin:
+            assert p.links == () and silent_cat.product(p.twin).links == ()
+
+
+def test_text_silent_records_carry_implicit_values(silent_cat):
+    n = 0
+    for r in silent_cat.records:
+        p = silent_cat.product(r.cid)
+        if p.text_silent:
+            n += 1
+            want = {"Color": p.color, "Pattern": p.pattern}
+            assert r.extra == {"implicit_values": want}
+            assert r.implicit_values() == want
+            if p.metallic:
+                assert p.color not in METALS  # the fill under the sheen, not the metal
+        else:
+            assert r.extra == {} and r.implicit_values() == {}
+    assert n > 0
+
+
+def test_text_silent_catalog_files_round_trip(tmp_path):
+    from mjave.data.formats.registry import read_records
+
+    info = generate_catalog(tmp_path, n_products=30, seed=4, image_size=32, text_silent_rate=0.5)
+    mem = build_catalog(n_products=30, seed=4, text_silent_rate=0.5)
+    assert info.text_silent_rate == 0.5
+    assert info.summary["text_silent_products"] == sum(p.text_silent for p in mem.products) > 0
+    for s in SPLITS:
+        got, issues = read_records(info.files[s])
+        assert got == mem.splits[s]
+        for r in got:
+            if mem.product(r.cid).text_silent:
+                assert r.implicit_values() == mem.product(r.cid).implicit_values()
+    products = load_products(info.products_file)
+    assert products == {p.cid: p for p in mem.products}
+    for cid, p in products.items():
+        if p.text_silent:
+            img = render_product(p, 96)
+            assert dominant_palette_color(img) == p.implicit_values()["Color"], p
+
+
+def test_bad_text_silent_rate_is_rejected():
+    with pytest.raises(ValueError):
+        build_catalog(n_products=10, text_silent_rate=1.5)
+    with pytest.raises(ValueError):
+        build_catalog(n_products=10, text_silent_rate=-0.1)

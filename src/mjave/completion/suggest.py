@@ -120,8 +120,8 @@ class Mention:
     value: str
     normalized: str
     score: float
-    begin: int
-    end: int
+    begin: int | None     # None: a value named without a span (`model.implicit_values`)
+    end: int | None
     evidence: str
 
 
@@ -162,6 +162,10 @@ def mentions_of(product_id: str, record_id: str, text: str, values: Iterable[Map
     for v in values:
         norm = normalize(v["value"])
         if not norm:
+            continue
+        if v["begin"] is None:   # named without a span (issue #31): no text to show
+            out.append(Mention(product_id, record_id, v["attribute"], v["value"], norm,
+                               float(v["score"]), None, None, ""))
             continue
         out.append(Mention(product_id, record_id, v["attribute"], v["value"], norm,
                            float(v["score"]), int(v["begin"]), int(v["end"]),

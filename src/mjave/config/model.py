@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mjave.config.core import check_range
@@ -93,6 +93,19 @@ class ModelConfig:
     # test time) and hides a further `value_knowledge_drop` of the matched values at random.
     value_knowledge: bool = False
     value_knowledge_drop: float = 0.0
+    # Beyond the paper (issue #31): image-only values. For closed-vocabulary attributes
+    # (`mjave.data.closed_values`: a few values, each seen often; or the declared
+    # `implicit_attributes`) a head scores every value from the pooled text and the image,
+    # y^c = sigmoid(W_c [mean_i h_i; h_0; vG]), trained on the product's known value (its gold
+    # span's or a product-level one the text does not state, `Record.implicit_values`). A value
+    # is predicted without a span when the text has none of its attribute and it scores at
+    # least `implicit_threshold`.
+    implicit_values: bool = False
+    implicit_attributes: list[str] = field(default_factory=list)
+    implicit_max_values: int = 12
+    implicit_loss_weight: float = 1.0
+    implicit_threshold: float = 0.5
+    num_implicit_values: int = 0   # set from the schema (`AttributeSchema.closed_values`)
 
     def __post_init__(self) -> None:
         check_range("model", self, {
@@ -100,7 +113,9 @@ class ModelConfig:
             "num_attributes": (1, None, True), "text_dim": (1, None, True),
             "image_dim": (1, None, True), "kl_lambda": (0, None, True),
             "attr_loss_weight": (0, None, True), "min_span_score": (0, None, True),
-            "value_knowledge_drop": (0, 1, False)})
+            "value_knowledge_drop": (0, 1, False), "implicit_max_values": (2, None, True),
+            "implicit_loss_weight": (0, None, True), "implicit_threshold": (0, 1, True),
+            "num_implicit_values": (0, None, True)})
         if self.max_values_per_attribute < 0:
             raise ValueError("max_values_per_attribute must be 0 (no limit) or more, got "
                              f"{self.max_values_per_attribute}")

@@ -57,6 +57,21 @@ class Record:
         known = self.extra.get("known_attributes")
         return None if known is None else frozenset(known)
 
+    def implicit_values(self) -> dict[str, str | None]:
+        """Product-level values the text need not state (issue #31, image-only values): the
+        attribute -> value pairs of `extra["implicit_values"]` (None: the product is known to
+        have no value of it, e.g. a solid garment's Pattern), then the catalog-table values
+        `mjave data label` found nowhere in the text (`extra["unmatched"]`, reason "not found").
+        Gold spans are not included: callers add them where they want them."""
+        out: dict[str, str | None] = {}
+        for u in self.extra.get("unmatched") or ():
+            if isinstance(u, dict) and u.get("reason") == "not found" and u.get("attribute"):
+                out.setdefault(str(u["attribute"]), str(u.get("value", "")))
+        given = self.extra.get("implicit_values") or {}
+        if isinstance(given, dict):
+            out.update({str(a): (None if v is None else str(v)) for a, v in given.items()})
+        return out
+
     def attributes(self) -> list[str]:
         """Attributes mentioned in the text, sorted, each once (the attribute-prediction label set)."""
         return sorted({s.attr for s in self.spans})

@@ -23,6 +23,9 @@ class AttributeSchema:
 
     attributes: tuple[str, ...]
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    # Closed-vocabulary attributes a model names without a span (`model.implicit_values`, issue
+    # #31): attribute -> its values, in the order of the implicit head's outputs.
+    closed_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     # The tag names, built once: decoding names a tag per word, and rebuilding 1 + 2L strings
     # per call dominated it.
@@ -104,9 +107,25 @@ class AttributeSchema:
             return self.inside_tag(attr)
         raise DataError(f"not a BIO tag: {tag!r}", field="tag", reason="bad tag")
 
+    @property
+    def num_implicit_values(self) -> int:
+        """Outputs of the implicit head: one per value of every closed attribute."""
+        return sum(len(v) for v in self.closed_values.values())
+
+    def implicit_slots(self) -> list[tuple[str, int, int]]:
+        """(attribute, first, end) of each closed attribute's columns among the head's outputs."""
+        out, k = [], 0
+        for attr, values in self.closed_values.items():
+            out.append((attr, k, k + len(values)))
+            k += len(values)
+        return out
+
     def to_json(self) -> dict:
-        return {"format": "mjave.schema/1", "attributes": list(self.attributes), "tags": self.tags,
-                "categories": {c: list(a) for c, a in self.categories.items()}}
+        data = {"format": "mjave.schema/1", "attributes": list(self.attributes),
+                "tags": self.tags, "categories": {c: list(a) for c, a in self.categories.items()}}
+        if self.closed_values:
+            data["closed_values"] = {a: list(v) for a, v in self.closed_values.items()}
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "AttributeSchema":
@@ -127,7 +146,14 @@ class AttributeSchema:
                 not isinstance(v, list) or any(a not in attrs for a in v) for v in categories.values()):
             raise DataError("schema 'categories' must map each category to a list of its "
                             "attributes", field="categories", reason="bad schema")
-        schema = cls(tuple(attrs), {c: tuple(v) for c, v in categories.items()})
+        closed = data.get("closed_values") or {}
+        if not isinstance(closed, dict) or any(
+                not isinstance(v, list) or not all(isinstance(x, str) for x in v)
+                for v in closed.values()):
+            raise DataError("schema 'closed_values' must map each attribute to a list of its "
+                            "values", field="closed_values", reason="bad schema")
+        schema = cls(tuple(attrs), {c: tuple(v) for c, v in categories.items()},
+                     {a: tuple(v) for a, v in closed.items()})
         if "tags" in data and data["tags"] != schema.tags:
             raise DataError("schema 'tags' do not match its 'attributes'", field="tags",
                             reason="bad schema")

@@ -53,6 +53,26 @@ by `(text, visual_key(product))`) reaches 1.0. `ambiguous_rate` (default 0.95, g
 gold spans in ambiguous sentences at n=600) dials the ambiguity; `ambiguous_rate=0` gives a
 catalog that text alone solves (ceiling 1.0).
 
+Text-silent products (image-only values)
+---------------------------------------
+Issue #31 section 2: in real catalogs many texts never state a value the photo shows (a product
+page that says "cotton, slim fit" of a plain red shirt), so a span tagger cannot extract it and a
+model must predict a value without a span. `text_silent_rate` (default 0: no such product; the
+catalog is then byte-identical to one made before the option existed) makes that share of
+products *text-silent*: none of their texts has a ``Color``, ``ColorStyle`` or ``Pattern`` clause,
+and no other clause or filler contains a colour or pattern word, while Collar Type, Sleeve
+Length, Style, Closure, Fit and (fabric) Material are still mentioned. Every record of a
+text-silent product carries ``extra["implicit_values"] = {"Color": <fill colour>, "Pattern":
+<pattern, or None for a solid one>}`` (`Record.implicit_values`; the JSONL files keep it as a
+top-level ``implicit_values`` field). The colour is the product's `color`, the image's fill, also
+for a metallic material (the base colour under the sheen). Silence is drawn per product from its
+own random stream (seed * 7919 + 1), so the rest of the catalog does not move. A couple with a
+text-silent twin shares *no* ambiguous sentence (shared sentences name both twins' colours or a
+pattern); both twins keep their drafted looks (metal colour vs material, pattern vs solid), and
+the other twin gets only ordinary sentences. Hence the ambiguous share falls as the rate grows
+(about 19% of gold spans at rate 0.3, n=600, seed 0). `catalog_summary` counts text-silent
+products and records.
+
 Twins always land in the same split, so every split (and the test split in particular) has the
 same property. Same seed, same files (byte-identical). `render_product` takes about 1.3 ms per
 224x224 image (PNG encoding another ~3 ms); 600 products are written in about 3 s (~28 MB).
@@ -227,15 +247,23 @@ class Product:
     render_seed: int = 0
     twin: str | None = None
     links: tuple[str, ...] = ()
+    text_silent: bool = False   # no text of it states its colour or pattern (image-only values)
 
     @property
     def metallic(self) -> bool:
         return self.material in METALS
 
+    def implicit_values(self) -> dict[str, str | None]:
+        """What only the image gives of a text-silent product: its fill colour (for a metallic
+        material the base colour under the sheen, i.e. `color`) and its pattern (None: solid)."""
+        return {"Color": self.color, "Pattern": self.pattern}
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["attrs"] = dict(self.attrs)
         d["links"] = list(self.links)
+        if not self.text_silent:
+            del d["text_silent"]  # ordinary products: products.jsonl as before the field existed
         return d
 
 
@@ -324,12 +352,15 @@ _CLAUSE_WEIGHTS = {"Color": 1.0, "ColorStyle": 0.6, "Material": 1.0, "Pattern": 
 
 def _clause_options(p: Product) -> tuple[list[tuple[str, str | None]], list[float]]:
     """(attribute, value) clauses an unambiguous sentence about `p` may use, and their weights;
-    ("filler", None) is a clause without values."""
-    opts: list[tuple[str, str | None]] = [("Color", p.color), ("ColorStyle", p.color)]
+    ("filler", None) is a clause without values. A text-silent product has no Color, ColorStyle
+    or Pattern clause (no other clause or filler contains a colour or pattern word)."""
+    opts: list[tuple[str, str | None]] = []
+    if not p.text_silent:
+        opts += [("Color", p.color), ("ColorStyle", p.color)]
     opts += list(p.attrs)
     if not p.metallic:
         opts.append(("Material", p.material))
-    if p.pattern:
+    if p.pattern and not p.text_silent:
         opts.append(("Pattern", p.pattern))
     opts.append(("filler", None))
     return opts, [_CLAUSE_WEIGHTS.get(a, 2.0) for a, _ in opts]
@@ -396,7 +427,8 @@ class SyntheticCatalog:
 
 
 def _check_args(n_products: int, sentences_per_product: Sequence[int],
-                splits: Sequence[float], ambiguous_rate: float) -> tuple[int, int]:
+                splits: Sequence[float], ambiguous_rate: float,
+                text_silent_rate: float = 0.0) -> tuple[int, int]:
     if n_products < 1:
         raise ValueError(f"n_products must be >= 1, got {n_products}")
     lo, hi = (int(x) for x in sentences_per_product)
@@ -407,6 +439,8 @@ def _check_args(n_products: int, sentences_per_product: Sequence[int],
         raise ValueError(f"splits must be three non-negative fractions summing to 1, got {splits}")
     if not 0.0 <= ambiguous_rate <= 1.0:
         raise ValueError(f"ambiguous_rate must be in [0, 1], got {ambiguous_rate}")
+    if not 0.0 <= text_silent_rate <= 1.0:
+        raise ValueError(f"text_silent_rate must be in [0, 1], got {text_silent_rate}")
     return lo, hi
 
 
@@ -444,14 +478,22 @@ def _draft_couple(rng: random.Random, links: list[str]) -> tuple[_Draft, _Draft]
 
 def build_catalog(n_products: int = 600, sentences_per_product: tuple[int, int] = (1, 3),
                   seed: int = 0, splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                  ambiguous_rate: float = 0.95) -> SyntheticCatalog:
+                  ambiguous_rate: float = 0.95, text_silent_rate: float = 0.0) -> SyntheticCatalog:
     """Products and records, without rendering anything (see module docstring for the design).
 
     `ambiguous_rate` is the chance that each sentence slot two twins can share is an ambiguous
-    shared sentence; 0 gives a catalog that text alone solves.
+    shared sentence; 0 gives a catalog that text alone solves. `text_silent_rate` is the chance
+    that a product is text-silent (no text states its colour or pattern; its records carry
+    `extra["implicit_values"]`); it is drawn from its own random stream, so the main stream and
+    (at 0) the whole catalog are unchanged.
     """
-    lo, hi = _check_args(n_products, sentences_per_product, splits, ambiguous_rate)
+    lo, hi = _check_args(n_products, sentences_per_product, splits, ambiguous_rate,
+                         text_silent_rate)
     rng = random.Random(seed)
+    silent_rng = random.Random(seed * 7919 + 1)  # never touches `rng`
+
+    def is_silent() -> bool:
+        return silent_rng.random() < text_silent_rate
     ids = list(range(n_products))
     rng.shuffle(ids)
     width = max(5, len(str(n_products - 1)))
@@ -471,8 +513,14 @@ def build_catalog(n_products: int = 600, sentences_per_product: tuple[int, int] 
                 links.append(t)
         links.sort(key=LINK_TYPES.index)
         da, db = _draft_couple(rng, links)
-        a = _finish_product(rng, da, cids[k])
-        b = _finish_product(rng, db, cids[k + 1])
+        silent_a, silent_b = is_silent(), is_silent()
+        if silent_a or silent_b:
+            # A couple with a text-silent twin shares no sentence (its looks, e.g. metal colour vs
+            # metal material, are kept): shared sentences name colours and patterns.
+            links = []
+            da.links, db.links = [], []
+        a = replace(_finish_product(rng, da, cids[k]), text_silent=silent_a)
+        b = replace(_finish_product(rng, db, cids[k + 1]), text_silent=silent_b)
         a, b = replace(a, twin=b.cid), replace(b, twin=a.cid)
         k += 2
         ta: list[tuple[str, list[Span]]] = []
@@ -497,7 +545,7 @@ def build_catalog(n_products: int = 600, sentences_per_product: tuple[int, int] 
         d = _Draft(rng.choice(CATEGORIES), rng.choice(BASE_COLORS))
         if rng.random() < 0.25:
             d.pattern = rng.choice(PATTERNS)
-        p = _finish_product(rng, d, cids[k])
+        p = replace(_finish_product(rng, d, cids[k]), text_silent=is_silent())
         n = rng.randint(lo, hi)
         ts = []
         seen: set[str] = set()
@@ -529,17 +577,20 @@ def build_catalog(n_products: int = 600, sentences_per_product: tuple[int, int] 
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for p in products:
         for j, (text, spans) in enumerate(texts[p.cid]):
+            extra = {"implicit_values": p.implicit_values()} if p.text_silent else {}
             out[product_split[p.cid]].append(Record(
                 id=f"{p.cid}-{j}", text=text, spans=sorted(spans, key=lambda s: s.begin),
-                cid=p.cid, category=COARSE_CATEGORY, image=f"images/{p.cid}.png"))
+                cid=p.cid, category=COARSE_CATEGORY, image=f"images/{p.cid}.png", extra=extra))
     return SyntheticCatalog(products=products, splits=out, product_split=product_split)
 
 
 def generate_records(n_products: int = 600, sentences_per_product: tuple[int, int] = (1, 3),
                      seed: int = 0, splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                     ambiguous_rate: float = 0.95) -> dict[str, list[Record]]:
+                     ambiguous_rate: float = 0.95,
+                     text_silent_rate: float = 0.0) -> dict[str, list[Record]]:
     """The records of `generate_catalog` in memory, per split (no images are rendered)."""
-    return build_catalog(n_products, sentences_per_product, seed, splits, ambiguous_rate).splits
+    return build_catalog(n_products, sentences_per_product, seed, splits, ambiguous_rate,
+                         text_silent_rate).splits
 
 
 @dataclass(frozen=True)
@@ -557,18 +608,20 @@ class CatalogInfo:
     n_split_products: dict[str, int]
     summary: dict                     # catalog_summary over all records
     render_ms_per_image: float        # mean wall time of render_product (not of PNG encoding)
+    text_silent_rate: float = 0.0
 
 
 def generate_catalog(out_dir: str | Path, n_products: int = 600,
                      sentences_per_product: tuple[int, int] = (1, 3), seed: int = 0,
                      image_size: int = 224, splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                     ambiguous_rate: float = 0.95) -> CatalogInfo:
+                     ambiguous_rate: float = 0.95, text_silent_rate: float = 0.0) -> CatalogInfo:
     """Write `images/<cid>.png`, `{train,valid,test}.jsonl` and `products.jsonl` under `out_dir`.
 
     Same arguments, byte-identical files. Existing files of the same names are overwritten; other
     files in `out_dir` are left alone.
     """
-    cat = build_catalog(n_products, sentences_per_product, seed, splits, ambiguous_rate)
+    cat = build_catalog(n_products, sentences_per_product, seed, splits, ambiguous_rate,
+                        text_silent_rate)
     out = Path(out_dir)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -594,7 +647,8 @@ def generate_catalog(out_dir: str | Path, n_products: int = 600,
                        n_records={s: len(cat.splits[s]) for s in SPLITS},
                        n_split_products={s: split_counts.get(s, 0) for s in SPLITS},
                        summary=catalog_summary(cat.records),
-                       render_ms_per_image=1000 * render_s / max(1, len(cat.products)))
+                       render_ms_per_image=1000 * render_s / max(1, len(cat.products)),
+                       text_silent_rate=text_silent_rate)
 
 
 def load_products(path: str | Path) -> dict[str, Product]:
@@ -844,6 +898,7 @@ def catalog_summary(records: Sequence[Record]) -> dict:
     amb_spans = sum(len(r.spans) for r in amb_recs)
     per_attr = Counter(s.attr for r in records for s in r.spans)
     amb_attr = Counter(s.attr for r in amb_recs for s in r.spans)
+    silent = [r for r in records if "implicit_values" in r.extra]
     return {
         "records": len(records),
         "products": len({r.product_id for r in records}),
@@ -857,6 +912,8 @@ def catalog_summary(records: Sequence[Record]) -> dict:
         "ambiguous_spans": amb_spans,
         "ambiguous_span_share": amb_spans / n_spans if n_spans else 0.0,
         "text_only_ceiling": text_only_ceiling(records),
+        "text_silent_products": len({r.product_id for r in silent}),
+        "text_silent_records": len(silent),
     }
 
 
@@ -867,9 +924,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--ambiguous-rate", type=float, default=0.95)
+    ap.add_argument("--text-silent-rate", type=float, default=0.0,
+                    help="share of products whose texts never state their colour or pattern")
     a = ap.parse_args(argv)
     info = generate_catalog(a.out_dir, n_products=a.n_products, seed=a.seed,
-                            image_size=a.image_size, ambiguous_rate=a.ambiguous_rate)
+                            image_size=a.image_size, ambiguous_rate=a.ambiguous_rate,
+                            text_silent_rate=a.text_silent_rate)
     print(json.dumps({"n_records": info.n_records, "n_split_products": info.n_split_products,
                       "render_ms_per_image": round(info.render_ms_per_image, 3),
                       **info.summary}, indent=2))

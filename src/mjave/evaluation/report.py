@@ -10,10 +10,11 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_comparison", "format_report", "novelty_line"]
+__all__ = ["format_comparison", "format_report", "implicit_table", "novelty_line"]
 
 _SECTIONS = (("attribute", "attribute"), ("value", "value (span)"), ("pair", "pair"))
 _SLOT = ("slot", "slot (1 value/attr)")
+_PAIR_IMPLICIT = "pair (+implicit)"
 _BREAKDOWN_COLUMNS = ("attr F1", "value P", "value R", "value F1", "pair F1")
 
 
@@ -74,6 +75,15 @@ def novelty_line(report: Mapping[str, Any]) -> str | None:
     return line
 
 
+def implicit_table(implicit: Mapping[str, Any]) -> str:
+    """The table of an `implicit_report`: per attribute, then "all", the scored (record,
+    attribute) pairs, accuracy, the majority reference's accuracy and P/R/F1 (percent)."""
+    entries = [*(implicit.get("per_attribute") or {}).items(), ("all", implicit.get("all"))]
+    rows = [[name, *(_num(d, k) for k in ("n", "accuracy", "majority", "p", "r", "f1"))]
+            for name, d in entries if d]
+    return _table(["attribute", "n", "accuracy", "majority", "P", "R", "F1"], rows)
+
+
 def format_report(report: Mapping[str, Any], title: str = "") -> str:
     """Overall P/R/F1 of the metrics, then per-attribute and per-category tables.
 
@@ -81,7 +91,9 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
     occurrences), largest first, so the attributes that move the micro average come first.
     A report with the slot protocol (`mjave.evaluation.slot.with_slot`) gets its row (TP = VC,
     FP = NV + VW, FN = VN + VW), a line with the four counts and a "slot F1" column; one with
-    "recall_by_novelty" (or the reason it was omitted) a line for that (`novelty_line`).
+    "recall_by_novelty" (or the reason it was omitted) a line for that (`novelty_line`); one
+    with "implicit" (`mjave.evaluation.implicit.with_implicit`) the `implicit_table`, and its
+    pair row says that pair scores count implicit values.
     """
     parts: list[str] = []
     if title:
@@ -97,7 +109,8 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
         parts.append(head.strip())
 
     overall = [
-        [label, *(_num(report.get(key), k) for k in ("p", "r", "f1", "tp", "fp", "fn"))]
+        [_PAIR_IMPLICIT if key == "pair" and report.get("pair_includes_implicit") else label,
+         *(_num(report.get(key), k) for k in ("p", "r", "f1", "tp", "fp", "fn"))]
         for key, label in (*_SECTIONS, _SLOT)
         if key in report
     ]
@@ -109,6 +122,10 @@ def format_report(report: Mapping[str, Any], title: str = "") -> str:
     novelty = novelty_line(report)
     if novelty:
         parts.append(novelty)
+    implicit = report.get("implicit")
+    if implicit:
+        parts += ["", "implicit values (closed attributes the text does not state; majority: "
+                      "always the most common gold value)", implicit_table(implicit)]
 
     per_attr: Mapping[str, Mapping[str, Any]] = report.get("per_attribute") or {}
     if per_attr:

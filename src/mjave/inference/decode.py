@@ -18,7 +18,7 @@ tests/test_decode_equivalence.py checks it against the per-token reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Collection, Sequence
 
@@ -47,6 +47,8 @@ class Decoded:
     span_scores: list[float]
     attributes: list[tuple[str, float]]   # (name, probability) at or above the threshold
     attr_probs: np.ndarray | None = None  # (L,) after any category restriction
+    # (attribute, value, score) named without a span (`model.implicit_values`, `implicit_values`)
+    implicit: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -152,9 +154,23 @@ class SpanBatch:
     attrs: np.ndarray       # (S,) attribute ids
     scores: np.ndarray      # (S,) float64, `span_scores`
     attr_probs: np.ndarray  # (B, L) after any category restriction
+    # Per row, the values named without a span (`with_implicit`); None for a model without them.
+    implicit: list[list[tuple[str, str, float]]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def with_implicit(self, probs: np.ndarray, threshold: float) -> "SpanBatch":
+        """Attach the implicit head's choices, (B, V) probabilities (`implicit_values`)."""
+        spanned: list[set[str]] = [set() for _ in self.texts]
+        for r, j in zip(self.rows.tolist(), self.attrs.tolist()):
+            spanned[r].add(self.schema.attributes[j])
+        self.implicit = [implicit_values(probs[r], self.schema, spanned[r], threshold)
+                         for r in range(len(self.texts))]
+        return self
+
+    def implicit_row(self, row: int) -> list[tuple[str, str, float]]:
+        return [] if self.implicit is None else self.implicit[row]
 
     def attribute_hits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, attribute ids, probabilities) at or above the threshold, row by row."""
@@ -174,7 +190,7 @@ class SpanBatch:
         rows, cols, probs = self.attribute_hits()
         for r, j, p in zip(rows.tolist(), cols.tolist(), probs.tolist()):
             attributes[r].append((names[j], p))
-        return [Decoded(s, sc, at, self.attr_probs[r])
+        return [Decoded(s, sc, at, self.attr_probs[r], self.implicit_row(r))
                 for r, (s, sc, at) in enumerate(zip(spans, scores, attributes))]
 
     def decoded_row(self, row: int) -> Decoded:
@@ -188,7 +204,7 @@ class SpanBatch:
         hit = np.flatnonzero(probs >= self.threshold)
         return Decoded(spans, self.scores[lo:hi].tolist(),
                        [(names[j], p) for j, p in zip(hit.tolist(), probs[hit].tolist())],
-                       probs)
+                       probs, self.implicit_row(row))
 
 
 def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarray,
@@ -230,6 +246,33 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
         keep = best_per_attribute(rows, attrs, scores, begins, max_values_per_attribute)
         rows, begins, ends, attrs, scores = (a[keep] for a in (rows, begins, ends, attrs, scores))
     return SpanBatch(texts, schema, threshold, rows, begins, ends, attrs, scores, attr_probs)
+
+
+def implicit_values(probs: np.ndarray, schema: AttributeSchema, spanned: Collection[str],
+                    threshold: float) -> list[tuple[str, str, float]]:
+    """(attribute, value, score) for each closed attribute of `schema` the text has no span of:
+    its best value, when that scores at least `threshold` (issue #31: a value without a span)."""
+    out = []
+    for attr, lo, hi in schema.implicit_slots():
+        if attr in spanned:
+            continue
+        k = int(np.argmax(probs[lo:hi]))
+        score = float(probs[lo + k])
+        if score >= threshold:
+            out.append((attr, schema.closed_values[attr][k], score))
+    return out
+
+
+def merge_implicit(rows: Sequence[Sequence[tuple[str, str, float]]], spanned: Collection[str]
+                   ) -> list[tuple[str, str, float]]:
+    """The implicit values of an item read in several windows: per attribute the best-scoring
+    window's choice, none for an attribute the merged spans have."""
+    best: dict[str, tuple[str, str, float]] = {}
+    for row in rows:
+        for attr, value, score in row:
+            if attr not in spanned and (attr not in best or score > best[attr][2]):
+                best[attr] = (attr, value, score)
+    return list(best.values())
 
 
 def best_per_attribute(rows: np.ndarray, attrs: np.ndarray, scores: np.ndarray,

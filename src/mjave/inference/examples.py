@@ -18,7 +18,8 @@ from mjave.data.tagging import TextAligner
 from mjave.config import EncoderConfig
 from mjave.encoders.features import extract_features, text_feature_keys
 from mjave.encoders.store import FeatureStore
-from mjave.model.batches import Example, attribute_targets, known_attribute_mask
+from mjave.model.batches import (Example, attribute_targets, implicit_targets,
+                                 known_attribute_mask)
 
 if TYPE_CHECKING:
     from mjave.encoders.text import HFTextEncoder
@@ -72,5 +73,6 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
         knowledge = lexicon.training_features(records, encodeds, schema, *lexicon_draw)
     elif lexicon is not None:
         knowledge = [lexicon.features(r.text, e, schema) for r, e in zip(records, encodeds)]
-    return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema), k)
+    return [Example(r, e, attribute_targets(r, schema), t, i, known_attribute_mask(r, schema), k,
+                    implicit_targets(r, schema))
             for r, e, t, i, k in zip(records, encodeds, texts, images, knowledge)]

@@ -40,7 +40,7 @@ from mjave.data.rows import (MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, check_category,  
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import Encoded, TextAligner, batch_pad
 from mjave.encoders.image import decode_image
-from mjave.inference.decode import Decoded, SpanBatch
+from mjave.inference.decode import Decoded, SpanBatch, merge_implicit
 from mjave.inference.predict import autocast, decode_options, predict_batches
 from mjave.inference.windows import (Window, chunk_bounds, merge_attribute_probs, merge_spans,
                                      text_windows)
@@ -124,8 +124,10 @@ def _text_of(item: Any) -> Any:
 
 
 def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: AttributeSchema,
-                threshold: float, warning: str | None = None) -> dict[str, Any]:
-    """The public result: predicted attributes (score order) and values (text order)."""
+                threshold: float, warning: str | None = None,
+                source: str = "image") -> dict[str, Any]:
+    """The public result: predicted attributes (score order) and values (text order), then the
+    values named without a span (`implicit_value`)."""
     attr_probs = np.asarray(attr_probs)
     hit = np.flatnonzero(attr_probs >= threshold)
     names = schema.attributes
@@ -136,13 +138,21 @@ def result_dict(text: str, decoded: Decoded, attr_probs: np.ndarray, schema: Att
                "end": s.end, "score": float(sc)}
               for s, sc in sorted(zip(decoded.spans, decoded.span_scores),
                                   key=lambda t: (t[0].begin, t[0].end))]
+    values += [implicit_value(a, v, sc, source) for a, v, sc in decoded.implicit]
     out: dict[str, Any] = {"attributes": attrs, "values": values}
     if warning:
         out["warning"] = warning
     return out
 
 
-def result_dicts(spans: SpanBatch) -> list[dict[str, Any]]:
+def implicit_value(attribute: str, value: str, score: float, source: str) -> dict[str, Any]:
+    """A value named without a span (issue #31): `begin` and `end` are null, `source` says what
+    it was read from ("image" for a model that sees the photo, else "text")."""
+    return {"attribute": attribute, "value": value, "begin": None, "end": None,
+            "score": float(score), "source": source}
+
+
+def result_dicts(spans: SpanBatch, source: str = "image") -> list[dict[str, Any]]:
     """`result_dict` of every row of a decoded batch (no warning), from its arrays at once:
     the same dicts, key order and list order, without a `Span` or `Decoded` per item."""
     names, texts = spans.schema.attributes, spans.texts
@@ -153,6 +163,9 @@ def result_dicts(spans: SpanBatch) -> list[dict[str, Any]]:
                               spans.scores[order].tolist()):
         values[r].append({"attribute": names[j], "value": texts[r][a:b], "begin": a, "end": b,
                           "score": sc})
+    if spans.implicit is not None:
+        for r, row in enumerate(spans.implicit):
+            values[r] += [implicit_value(a, v, sc, source) for a, v, sc in row]
     attrs: list[list[dict[str, Any]]] = [[] for _ in texts]
     rows, cols, probs = spans.attribute_hits()
     scores = probs.astype(np.float64)                  # float(p), as `result_dict` has it
@@ -305,6 +318,11 @@ class Extractor:
         self._aligner = TextAligner(model.aligner.tokenizer, model.schema, max_length=None)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def implicit_source(self) -> str:
+        """What a value named without a span was read from: the photo, or the text alone."""
+        return "image" if self.model.uses_image else "text"
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str = "auto", *, batch_size: int = 32,
@@ -625,7 +643,7 @@ class Extractor:
                                         bf16=self.bf16,
                                         **decode_options(self.model.config.model)):
             rows_of.extend((spans, r) for r in range(len(spans)))
-            singles.extend(result_dicts(spans))
+            singles.extend(result_dicts(spans, self.implicit_source))
         out = []
         for p in prepared:
             rows = p.example_rows
@@ -642,8 +660,10 @@ class Extractor:
                     p.windows, [d.spans for d in decoded], [d.span_scores for d in decoded],
                     self.model.config.model.max_values_per_attribute)
                 attr_probs = merge_attribute_probs([d.attr_probs for d in decoded])
-                result = result_dict(p.text, Decoded(spans, scores, []), attr_probs,
-                                     self.schema, self.threshold, p.warning)
+                implicit = merge_implicit([d.implicit for d in decoded], {s.attr for s in spans})
+                result = result_dict(p.text, Decoded(spans, scores, [], implicit=implicit),
+                                     attr_probs, self.schema, self.threshold, p.warning,
+                                     self.implicit_source)
             if p.explain:
                 result["explain"] = self._explain(p, [examples[r] for r in rows], attr_probs)
             out.append(result)

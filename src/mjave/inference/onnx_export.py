@@ -218,6 +218,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, int8: bool = Fal
     if folder.kind == "onnx":
         raise ValueError(f"{src} is already an exported ONNX folder; export its torch model "
                          "folder instead")
+    if folder.config.model.implicit_values:
+        raise ValueError(f"{src} names values without a span (model.implicit_values), which "
+                         "the ONNX export does not carry yet; serve its torch folder instead")
     if folder.config.model.value_knowledge:
         raise ValueError(f"{src} reads known values (model.value_knowledge), which the ONNX "
                          "export does not carry yet; serve its torch folder instead")

@@ -26,7 +26,8 @@ def decode_options(model_config: ModelConfig) -> dict[str, Any]:
     return {"restrict_to_category": model_config.restrict_to_category,
             "decoding": model_config.decoding,
             "min_span_score": model_config.min_span_score,
-            "max_values_per_attribute": model_config.max_values_per_attribute}
+            "max_values_per_attribute": model_config.max_values_per_attribute,
+            "implicit_threshold": model_config.implicit_threshold}
 
 
 @torch.no_grad()
@@ -35,18 +36,20 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
                      threshold: float = 0.5, pad_id: int = 0,
                      restrict_to_category: bool = False, bf16: bool = False,
                      decoding: str = "argmax", min_span_score: float = 0.0,
-                     max_values_per_attribute: int = 0
+                     max_values_per_attribute: int = 0, implicit_threshold: float = 0.5
                      ) -> tuple[list[Decoded], np.ndarray]:
     """Decoded spans and attributes per example, plus the (N, L) attribute probabilities.
 
     `restrict_to_category`: decode only attributes the schema saw with each record's category.
     `bf16`: run the forward under CUDA bfloat16 autocast (outputs are decoded in float32).
     `decoding`, `min_span_score`, `max_values_per_attribute`: how spans are decoded
-    (`mjave.inference.decode.decode_spans`)."""
+    (`mjave.inference.decode.decode_spans`); `implicit_threshold`: the least score of a value
+    named without a span (models with `implicit_values`)."""
     decoded: list[Decoded] = []
     for _, spans in predict_batches(net, examples, schema, batch_size, device, threshold,
                                     pad_id, restrict_to_category, bf16, decoding,
-                                    min_span_score, max_values_per_attribute):
+                                    min_span_score, max_values_per_attribute,
+                                    implicit_threshold):
         decoded.extend(spans.decoded())
     probs = [d.attr_probs for d in decoded]
     return decoded, (np.stack(probs) if probs else np.zeros((0, schema.num_attributes)))
@@ -58,7 +61,7 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                     threshold: float = 0.5, pad_id: int = 0,
                     restrict_to_category: bool = False, bf16: bool = False,
                     decoding: str = "argmax", min_span_score: float = 0.0,
-                    max_values_per_attribute: int = 0
+                    max_values_per_attribute: int = 0, implicit_threshold: float = 0.5
                     ) -> Iterator[tuple[list[Example], SpanBatch]]:
     """`predict_examples` batch by batch, decoded as arrays (`SpanBatch`): the Extractor builds
     its results from these without a `Span` object per value."""
@@ -72,9 +75,13 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
         tag_probs, attr_probs = host_outputs(out)
         allowed = ([schema.allowed_attributes(e.record.category) for e in chunk]
                    if restrict_to_category else None)
-        yield chunk, decode_spans(layout, [e.record.text for e in chunk], tag_probs,
-                                  attr_probs, schema, threshold, allowed, decoding,
-                                  min_span_score, max_values_per_attribute, transitions)
+        spans = decode_spans(layout, [e.record.text for e in chunk], tag_probs, attr_probs,
+                             schema, threshold, allowed, decoding, min_span_score,
+                             max_values_per_attribute, transitions)
+        implicit = getattr(out, "implicit_logits", None)
+        if implicit is not None:
+            spans.with_implicit(implicit.float().sigmoid().cpu().numpy(), implicit_threshold)
+        yield chunk, spans
 
 
 def network_transitions(net: Any) -> Transitions | None:
@@ -111,5 +118,14 @@ def as_records(examples: Sequence[Example], decoded: Sequence[Decoded]) -> list[
     return [Record(id=e.record.id, text=e.record.text,
                    spans=[replace(s, score=float(sc)) for s, sc in zip(d.spans, d.span_scores)],
                    cid=e.record.cid,
-                   category=e.record.category, image=e.record.image)
+                   category=e.record.category, image=e.record.image, extra=implicit_extra(d))
             for e, d in zip(examples, decoded)]
+
+
+def implicit_extra(decoded: Decoded) -> dict[str, Any]:
+    """A predicted record's values named without a span, as `mjave.evaluation.implicit` reads
+    them: `implicit_values` {attribute: value} and `implicit_scores` {attribute: score}."""
+    if not decoded.implicit:
+        return {}
+    return {"implicit_values": {a: v for a, v, _ in decoded.implicit},
+            "implicit_scores": {a: s for a, _, s in decoded.implicit}}

@@ -110,6 +110,9 @@ class MjaveComponent:
         spans: dict[tuple[int, int, str], Any] = {}
         unaligned = []
         for v in result["values"]:
+            if v["begin"] is None:   # a value named without a span (issue #31): no tokens
+                unaligned.append(dict(v))
+                continue
             span = doc.char_span(v["begin"], v["end"], label=v["attribute"],
                                  alignment_mode="expand")
             if span is None or len(span) == 0:

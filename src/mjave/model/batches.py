@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mjave.data.category_tables import absent_attributes
+from mjave.data.closed_values import product_values
 from mjave.data.layout import TokenLayout
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
@@ -30,6 +31,9 @@ class Example:
     attr_known: np.ndarray | None = None
     # (T, 2L) known-value flags (`model.value_knowledge`, `mjave.data.lexicon`); None otherwise.
     knowledge: np.ndarray | None = None
+    # (V,) targets of the implicit head (`model.implicit_values`): 1 / 0 per closed value of an
+    # attribute whose value is known, -1 where it is not (`implicit_targets`); None otherwise.
+    implicit_labels: np.ndarray | None = None
 
 
 def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
@@ -37,6 +41,28 @@ def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
     for attr in record.attributes():
         if attr in schema:
             y[schema.attr_id(attr)] = 1.0
+    return y
+
+
+def implicit_targets(record: Record, schema: AttributeSchema) -> np.ndarray | None:
+    """(V,) float32 targets of the implicit head for `record` (see `Example.implicit_labels`):
+    its known value of each closed attribute (`mjave.data.closed_values.product_values`); a
+    known value outside the attribute's closed set is unknown (-1), a known absence all 0.
+    None when the schema has no closed attribute."""
+    if not schema.closed_values:
+        return None
+    known = product_values(record)
+    y = np.full(schema.num_implicit_values, -1.0, dtype=np.float32)
+    for attr, lo, hi in schema.implicit_slots():
+        if attr not in known:
+            continue
+        value = known[attr]
+        values = schema.closed_values[attr]
+        if value is None:
+            y[lo:hi] = 0.0
+        elif value in values:
+            y[lo:hi] = 0.0
+            y[lo + values.index(value)] = 1.0
     return y
 
 
@@ -107,6 +133,8 @@ def collate(examples: Sequence[Example], pad_id: int = 0, device: torch.device |
         out["h"] = torch.from_numpy(_text_features(examples, layout))
     if examples[0].knowledge is not None:
         out["knowledge"] = torch.from_numpy(_knowledge(examples, layout))
+    if examples[0].implicit_labels is not None:
+        out["implicit_labels"] = torch.from_numpy(np.stack([e.implicit_labels for e in examples]))
     if examples[0].image_features is not None:
         img = torch.from_numpy(np.stack([e.image_features for e in examples]).astype(np.float32))
         out["v_global"], out["v"] = img[:, 0], img[:, 1:]

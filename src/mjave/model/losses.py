@@ -145,3 +145,15 @@ def shard_loss(loss: Tensor, loss_value: Tensor | None, counts: Tensor, totals: 
     per_token = loss_value if loss_value is not None else torch.zeros_like(loss)
     return (share[0].to(loss.dtype) * (loss - per_token)
             + share[1].to(loss.dtype) * per_token)
+
+
+def implicit_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Binary cross entropy of the implicit head (`model.implicit_values`) over the values
+    whose truth is known: `labels` (B, V) holds 1 for a product's value, 0 for the other values
+    of an attribute whose value (or absence) is known, and -1 where the attribute is unknown.
+    Summed over an example's known entries (as Eq. 8 sums over attributes) and averaged over
+    the batch's examples, so `shard_loss` weighs it like the other per-example means."""
+    known = (labels >= 0).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float().clamp_min(0.0),
+                                             reduction="none")
+    return (bce * known).sum() / max(1, labels.shape[0])

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mjave.config import ModelConfig
 from mjave.model.crf import BIOCRF, tag_marginals
-from mjave.model.losses import attribute_loss, crf_tag_loss, tag_loss
+from mjave.model.losses import attribute_loss, crf_tag_loss, implicit_loss, tag_loss
 from mjave.model.registry import register
 
 NEG_INF = -1e9
@@ -201,6 +201,8 @@ class MJAVEOutput:
     loss_attr: Tensor | None = None
     loss_value: Tensor | None = None
     loss_kl: Tensor | None = None
+    implicit_logits: Tensor | None = None   # (B, V) `model.implicit_values`: closed values
+    loss_implicit: Tensor | None = None
 
     @property
     def attr_probs(self) -> Tensor:
@@ -213,6 +215,7 @@ class MJAVE(nn.Module):
 
     supports_crf = True   # `decoding="crf"` (see `mjave.model.registry.build_model`)
     supports_value_knowledge = True   # `model.value_knowledge`
+    supports_implicit_values = True   # `model.implicit_values`
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -232,12 +235,18 @@ class MJAVE(nn.Module):
             self.knowledge_tags = nn.Linear(2 * cfg.num_attributes, cfg.num_tags, bias=False)
             nn.init.zeros_(self.knowledge_in.weight)
             nn.init.zeros_(self.knowledge_tags.weight)
+        if cfg.implicit_values:
+            # Image-only values (issue #31): y^c = sigmoid(W_c [mean_i h_i; h_0] + W_c^v vG).
+            self.implicit_text = nn.Linear(2 * cfg.text_dim, cfg.num_implicit_values, bias=True)
+            self.implicit_image = (nn.Linear(cfg.image_dim, cfg.num_implicit_values, bias=False)
+                                   if cfg.use_image else None)
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
                 attr_labels: Tensor | None = None, tag_labels: Tensor | None = None,
                 attr_known: Tensor | None = None, unknown_attr_weight: float = 0.0,
-                outside_weight: float = 0.0, knowledge: Tensor | None = None) -> MJAVEOutput:
+                outside_weight: float = 0.0, knowledge: Tensor | None = None,
+                implicit_labels: Tensor | None = None) -> MJAVEOutput:
         """`attr_known` (B, L) bool switches the losses to partial labels (see
         `mjave.model.losses`); `unknown_attr_weight` weights the attribute loss of negatives of
         attributes not known (0: masked), `outside_weight` the naive O target of unlabelled
@@ -284,12 +293,26 @@ class MJAVE(nn.Module):
 
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)
+        if cfg.implicit_values:
+            out.implicit_logits = self.implicit_head(h, mask, v_global)
         if attr_labels is not None and tag_labels is not None:
             partial = ({} if attr_known is None else
                        {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight,
                         "outside_weight": outside_weight})
             self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask, **partial)
+            if implicit_labels is not None and out.implicit_logits is not None:
+                out.loss_implicit = implicit_loss(out.implicit_logits, implicit_labels)
+                out.loss = out.loss + cfg.implicit_loss_weight * out.loss_implicit
         return out
+
+    def implicit_head(self, h: Tensor, mask: Tensor, v_global: Tensor | None) -> Tensor:
+        """(B, V) logits of every closed value from the mean token state, h_0 and vG."""
+        m = mask.unsqueeze(-1).to(h.dtype)
+        mean = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        logits = self.implicit_text(torch.cat([mean, h[:, 0]], dim=-1))
+        if self.implicit_image is not None:
+            logits = logits + self.implicit_image(v_global)
+        return logits
 
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
                     tag_labels: Tensor, tag_mask: Tensor, attr_known: Tensor | None = None,

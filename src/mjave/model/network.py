@@ -48,6 +48,8 @@ class TextImageModel(nn.Module):
                      "outside_weight": outside_weight}
         if "knowledge" in batch:   # `model.value_knowledge`: only the heads that take it
             extra["knowledge"] = batch["knowledge"]
+        if with_labels and "implicit_labels" in batch:   # `model.implicit_values`
+            extra["implicit_labels"] = batch["implicit_labels"]
         return self.head(h=h, mask=batch["mask"], tag_mask=batch["tag_mask"],
                          v_global=batch.get("v_global"), v=batch.get("v"),
                          attr_labels=batch.get("attr_labels") if gold else None,

@@ -42,6 +42,9 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                        if getattr(f, "supports_value_knowledge", False))
         raise ValueError(f"model.value_knowledge is not built for model.architecture "
                          f"{cfg.architecture!r}; it is for: {', '.join(known)}")
+    if cfg.implicit_values and not getattr(factory, "supports_implicit_values", False):
+        raise ValueError(f"model.implicit_values is not built for model.architecture "
+                         f"{cfg.architecture!r}; it is for: mjave")
     return factory(cfg)
 
 

@@ -2,10 +2,13 @@
 document). Kept apart from the routes so the shapes a client sees are read in one place."""
 
 import json
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
+
+from typing_extensions import NotRequired, TypedDict
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, create_model,
-                      field_validator, model_validator)
+                      TypeAdapter, WithJsonSchema, field_validator, model_serializer,
+                      model_validator)
 
 from mjave.data.errors import DataError
 from mjave.data.rows import check_text
@@ -86,12 +89,44 @@ class AttributeOut(BaseModel):
     score: float = Field(description="predicted probability of the attribute")
 
 
+OFFSETS = ("begin", "end")
+
+
+class ValueJSON(TypedDict):
+    """A value as the service writes it (`ValueOut`'s serialised form)."""
+
+    attribute: str
+    value: Annotated[str, Field(description="text[begin:end], or a value named without a span")]
+    begin: Annotated[Optional[int], Field(
+        description="character offset in the text (inclusive); null for a value named "
+                    "without a span (see `source`)")]
+    end: Annotated[Optional[int], Field(
+        description="character offset in the text (exclusive); null for a value named "
+                    "without a span")]
+    score: Annotated[float, Field(
+        description="mean probability of the tags of the span, or the probability of a value "
+                    "named without a span")]
+    source: NotRequired[Annotated[Literal["image", "text"], Field(
+        description="only on a value named without a span (a model trained with "
+                    "model.implicit_values): what it was read from, the photo or the text")]]
+
+
 class ValueOut(BaseModel):
     attribute: str
-    value: str = Field(description="text[begin:end]")
-    begin: int = Field(description="character offset in the text (inclusive)")
-    end: int = Field(description="character offset in the text (exclusive)")
-    score: float = Field(description="mean probability of the tags of the span")
+    value: str
+    begin: int | None
+    end: int | None
+    score: float
+    source: Literal["image", "text"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _null_offsets(self, handler: Any
+                      ) -> Annotated[dict[str, Any],
+                                     WithJsonSchema(TypeAdapter(ValueJSON).json_schema())]:
+        """`begin` and `end` stay in the JSON as null (the service leaves other nulls out):
+        a client reads every value alike, as the Python API returns it."""
+        out = handler(self)
+        return {k: out.get(k) for k in type(self).model_fields if k in out or k in OFFSETS}
 
 
 class TokenOut(BaseModel):

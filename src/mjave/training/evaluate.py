@@ -15,15 +15,17 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 import numpy as np
 
 from mjave.config import RunConfig
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import detect_labelled_format, read_records
-from mjave.data.records import Record, Span
+from mjave.data.formats.predictions import split_values
+from mjave.data.records import Record
 from mjave.data.rows import to_item
+from mjave.evaluation.implicit import with_implicit
 from mjave.evaluation.metrics import evaluate_records
 from mjave.evaluation.novelty import Pair, recall_by_novelty, seen_pairs
 from mjave.evaluation.slot import with_slot
@@ -79,16 +81,22 @@ def known_attributes_only(gold: Sequence[Record], pred: Sequence[Record],
 
 def report_of(gold: Sequence[Record], pred: Sequence[Record], probs: np.ndarray | None,
               attributes: Sequence[str] | None, threshold: float,
-              seen: frozenset[Pair] | None = None) -> dict:
+              seen: frozenset[Pair] | None = None, closed: Collection[str] | None = None
+              ) -> dict:
     """The metrics report of predictions against gold records, partially labelled records
     scored on their known attributes only: every scoring path reports through this. It adds
     the slot protocol (`with_slot`: the highest-scoring value of each attribute asked, ranked
     by `Span.score`) to `evaluate_records`' report, and "recall_by_novelty" when the training
-    pairs (`seen`, `seen_pairs` of the training records) are given."""
+    pairs (`seen`, `seen_pairs` of the training records) are given. With `closed` (the
+    attributes the model names without a span, `schema.closed_values`) and implicit gold in
+    some record, `with_implicit` adds "implicit" and counts implicit values in the pair scores
+    ("pair_includes_implicit"); without, the report is as it was."""
     if any(r.known_attributes() is not None for r in gold):
         gold, pred, probs = known_attributes_only(gold, pred, probs, attributes or [])
     gold, pred = list(gold), list(pred)
     report = with_slot(evaluate_records(gold, pred, probs, attributes, threshold), gold, pred)
+    if closed:
+        report = with_implicit(report, gold, pred, closed)
     if seen is not None:
         report["recall_by_novelty"] = recall_by_novelty(gold, pred, seen)
     return report
@@ -129,7 +137,7 @@ def score(model: LoadedModel, records: Sequence[Record], examples: Sequence[Exam
                                       model.config.train.eval_batch_size, model.device, threshold,
                                       model.aligner.pad_id, **decode_options(model.config.model))
     return report_of(records, as_records(examples, decoded), probs, model.schema.attributes,
-                     threshold)
+                     threshold, closed=model.schema.closed_values)
 
 
 # ---- scoring through the Extractor: the one path of every reported figure -------------------
@@ -168,9 +176,9 @@ def extractor_predictions(extractor: Extractor, records: Sequence[Record],
         for r, result in zip(chunk, extractor.predict_batch(items[s:s + batch_size])):
             for a in result["attributes"]:
                 probs[len(preds), index[a["name"]]] = a["score"]
+            spans, implicit = split_values(result["values"])
             preds.append(Record(id=r.id, text=r.text, cid=r.cid, category=r.category,
-                                spans=[Span(v["begin"], v["end"], v["attribute"], v["value"],
-                                            score=v["score"]) for v in result["values"]]))
+                                spans=spans, extra=implicit))
     return preds, probs
 
 
@@ -183,7 +191,8 @@ def score_records(extractor: Extractor, records: Sequence[Record],
     `seen`: the training pairs, for "recall_by_novelty"."""
     preds, probs = extractor_predictions(extractor, records, image_root, batch_size, progress,
                                          items)
-    return report_of(records, preds, probs, extractor.attributes, extractor.threshold, seen)
+    return report_of(records, preds, probs, extractor.attributes, extractor.threshold, seen,
+                     closed=extractor.schema.closed_values)
 
 
 def final_report(model_dir: str | os.PathLike, records: Sequence[Record],

@@ -63,6 +63,7 @@ class ResidentData:
     v_global: Tensor | None = None     # (N, image_dim)
     v: Tensor | None = None            # (N, K, image_dim)
     knowledge: Tensor | None = None    # (N, T, 2L) known-value flags (`model.value_knowledge`)
+    implicit_labels: Tensor | None = None   # (N, V) implicit head targets (`implicit_values`)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -107,6 +108,9 @@ class ResidentData:
         if examples[0].knowledge is not None:
             d = examples[0].knowledge.shape[-1]
             data.knowledge = _chunked(examples, (T, d), torch.float32, device, _fill_knowledge)
+        if examples[0].implicit_labels is not None:
+            data.implicit_labels = torch.from_numpy(
+                np.stack([e.implicit_labels for e in examples])).to(device)
         if examples[0].image_features is not None:
             rows, d = examples[0].image_features.shape
             data.v_global = _chunked(examples, (d,), feature_dtype, device, _fill_global)

@@ -23,6 +23,7 @@ import torch
 
 from mjave.config import ConfigError
 from mjave.data.augment import mention_replacement
+from mjave.data.closed_values import infer_closed_values
 from mjave.data.errors import RowIssues
 from mjave.data.formats import read_records
 from mjave.data.lexicon import ValueLexicon
@@ -87,6 +88,21 @@ def load_split(path: str, config: RunConfig) -> tuple[list[Record], RowIssues]:
     return records, issues
 
 
+def with_closed_values(schema: AttributeSchema, records: Sequence[Record],
+                       config: RunConfig) -> AttributeSchema:
+    """`schema` with the closed-vocabulary attributes the implicit head names
+    (`model.implicit_values`): declared, or inferred from the training records."""
+    m = config.model
+    closed = infer_closed_values(records, m.implicit_attributes, m.implicit_max_values)
+    if not closed:
+        raise ConfigError(f"model.implicit_values: {config.data.train} has no closed-vocabulary "
+                          f"attribute (at most {m.implicit_max_values} values; `mjave data "
+                          "stats` shows why each falls short); declare some in "
+                          "model.implicit_attributes")
+    log.info("implicit values: %s", ", ".join(f"{a} ({len(v)})" for a, v in closed.items()))
+    return replace(schema, closed_values=closed)
+
+
 def augmented(records: list[Record], config: RunConfig) -> list[Record]:
     """The mention-replacement copies `train.augment_mentions` asks for (none when 0)."""
     tc = config.train
@@ -148,7 +164,7 @@ def evaluate_split(net: TextImageModel, split: Split, schema: AttributeSchema, c
                                       device, config.train.threshold, pad_id,
                                       **decode_options(config.model))
     return report_of(split.records, as_records(split.examples, decoded), probs,
-                     schema.attributes, config.train.threshold)
+                     schema.attributes, config.train.threshold, closed=schema.closed_values)
 
 
 def resolve_partial_labels(requested: bool | None, records: Sequence[Record],
@@ -250,6 +266,8 @@ def set_up(config: RunConfig, out: Path, device: torch.device,
     schema = AttributeSchema.from_records(train_records)
     if schema.num_attributes == 0:
         raise ValueError(f"{config.data.train}: no labelled spans, nothing to learn")
+    if config.model.implicit_values:
+        schema = with_closed_values(schema, train_records, config)
     table_records = train_records
     train_records = train_records + augmented(train_records, config)
     tokenizer = make_tokenizer(config.encoder)

@@ -7,7 +7,7 @@ not read) hold nothing to label: they are skipped and counted, strict or not."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from mjave.data.errors import DataError
 from mjave.data.formats.json_text import jsonl_rows
@@ -18,6 +18,20 @@ from mjave.data.validate import check_record
 
 PREDICTION_SKIP = ("attributes", "values", "error", "text", "image", "id", "cid", "category")
 """Keys of a `mjave predict` row that are not passed through into the task data."""
+
+
+def split_values(values: Iterable[Mapping[str, Any]]) -> tuple[list[Span], dict[str, Any]]:
+    """Result "values" as a predicted record holds them: scored spans, and the values named
+    without a span (null `begin`, issue #31) as `extra` entries `implicit_values` {attribute:
+    value} and `implicit_scores` {attribute: score} (`mjave.evaluation.implicit` reads them)."""
+    spans, named, scores = [], {}, {}
+    for v in values:
+        if v["begin"] is None and v["end"] is None:
+            named[v["attribute"]] = v["value"]
+            scores[v["attribute"]] = v.get("score")
+        else:
+            spans.append(Span(v["begin"], v["end"], v["attribute"], v["value"], v.get("score")))
+    return spans, ({"implicit_values": named, "implicit_scores": scores} if named else {})
 
 
 def prediction_record(row: dict[str, Any]) -> Record:
@@ -37,8 +51,7 @@ def prediction_record(row: dict[str, Any]) -> Record:
     if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
         raise DataError("'values' must be a list of objects", field="values", reason="bad span")
     try:
-        spans = [Span(v["begin"], v["end"], v["attribute"], v["value"], v.get("score"))
-                 for v in values]
+        spans, implicit = split_values(values)
     except KeyError as e:
         raise DataError(f"a value has no {e.args[0]!r}", field="values",
                         reason="bad span") from None
@@ -50,7 +63,8 @@ def prediction_record(row: dict[str, Any]) -> Record:
                             reason=f"bad {k}")
     record = Record(id=str(rid) if isinstance(rid, int) and not isinstance(rid, bool) else rid,
                     text=text, spans=spans, **fields,
-                    extra={k: v for k, v in row.items() if k not in PREDICTION_SKIP})
+                    extra={**{k: v for k, v in row.items() if k not in PREDICTION_SKIP},
+                           **implicit})
     check_record(record)
     return record
 

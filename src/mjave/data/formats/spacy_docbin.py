@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from mjave.data.errors import DataError
 from mjave.data.formats.registry import Format, register
 from mjave.data.formats.row_types import RecordRow
+from mjave.data.formats.predictions import split_values
 from mjave.data.formats.write_issues import WriteIssues
 from mjave.data.outputs import atomic_write, check_not_input
 from mjave.data.records import Record, Span
@@ -167,15 +168,15 @@ def doc_to_record(doc: Doc, number: int, spans_key: str = SPANS_KEY) -> Record:
     without one. `register_extensions` first."""
     source: Sequence[Any] = doc.spans[spans_key] if spans_key in doc.spans else doc.ents
     spans = [Span(s.start_char, s.end_char, s.label_, s.text, s._.score) for s in source]
-    spans += [Span(v["begin"], v["end"], v["attribute"], v["value"], v.get("score"))
-              for v in doc.user_data.get(unaligned_key(spans_key), ())]
+    unaligned, implicit = split_values(doc.user_data.get(unaligned_key(spans_key), ()))
+    spans += unaligned
     spans.sort(key=lambda s: (s.begin, s.end, s.attr))
     extra = doc.user_data.get(EXTRA_KEY)
     fields = {name: getattr(doc._, name) for name in DOC_FIELDS}
     if fields["id"] is None:
         fields["id"] = str(number)
-    return Record(text=doc.text, spans=spans, extra=json.loads(extra) if extra else {},
-                  **fields)
+    return Record(text=doc.text, spans=spans,
+                  extra={**(json.loads(extra) if extra else {}), **implicit}, **fields)
 
 
 def docbin_to_records(docbin: DocBin, vocab: Vocab | None = None,

