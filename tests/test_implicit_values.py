@@ -15,7 +15,7 @@ from mjave.config import ModelConfig, RunConfig, apply_overrides, from_dict, to_
 from mjave.data.closed_values import closed_checks, infer_closed_values, product_values
 from mjave.data.records import Record, Span
 from mjave.data.schema import AttributeSchema
-from mjave.inference.decode import implicit_values, merge_implicit
+from mjave.inference.decode import implicit_probs, implicit_values, merge_implicit
 from mjave.model.batches import implicit_targets
 from mjave.model.losses import implicit_loss
 from mjave.model.registry import build_model
@@ -57,8 +57,8 @@ def test_closed_attributes_are_few_frequent_values():
 def test_schema_keeps_closed_values_in_order():
     schema = AttributeSchema(("Color", "Fit"), {}, {"Color": ("blue", "red"),
                                                    "Pattern": ("dotted", "striped", "checked")})
-    assert schema.num_implicit_values == 5
-    assert schema.implicit_slots() == [("Color", 0, 2), ("Pattern", 2, 5)]
+    assert schema.num_implicit_values == 7                  # "none" and the values, each
+    assert schema.implicit_slots() == [("Color", 0, 3), ("Pattern", 3, 7)]
     back = AttributeSchema.from_json(json.loads(json.dumps(schema.to_json())))
     assert back.closed_values == schema.closed_values
     assert "closed_values" not in AttributeSchema(("Fit",)).to_json()      # older folders as-is
@@ -68,30 +68,36 @@ def test_targets_know_a_value_an_absence_or_nothing():
     schema = AttributeSchema(("Color",), {}, {"Color": ("blue", "red"),
                                               "Pattern": ("dotted", "striped")})
     y = implicit_targets(rec("Red shirt", [("Color", "Red")], {"Pattern": None}), schema)
-    assert y.tolist() == [0, 1, 0, 0]
+    assert y.tolist() == [0, 0, 1, 1, 0, 0]                # Color = red; Pattern: none
     y = implicit_targets(rec("a shirt", implicit={"Color": "teal"}), schema)   # not a closed value
-    assert y.tolist() == [-1, -1, -1, -1]
+    assert y.tolist() == [-1] * 6
     assert implicit_targets(rec("a shirt"), AttributeSchema(("Color",))) is None
 
 
-def test_loss_reads_only_known_entries():
-    logits = torch.tensor([[2.0, -1.0, 5.0], [0.0, 0.0, 0.0]], requires_grad=True)
-    labels = torch.tensor([[1.0, 0.0, -1.0], [-1.0, -1.0, -1.0]])
-    loss = implicit_loss(logits, labels)
-    want = (torch.nn.functional.softplus(torch.tensor(-2.0))
-            + torch.nn.functional.softplus(torch.tensor(-1.0))) / 2
+def test_loss_is_a_softmax_per_known_attribute():
+    logits = torch.tensor([[2.0, -1.0, 5.0, 0.0, 1.0], [0.0, 0.0, 0.0, 3.0, 0.0]],
+                          requires_grad=True)
+    labels = torch.tensor([[0.0, 1.0, -1.0, -1.0, -1.0],      # attribute 1 known, 2 not
+                           [-1.0, -1.0, 0.0, 0.0, 1.0]])      # attribute 2 known
+    loss = implicit_loss(logits, labels, [2, 3])
+    want = (-torch.log_softmax(torch.tensor([2.0, -1.0]), 0)[1]
+            - torch.log_softmax(torch.tensor([0.0, 3.0, 0.0]), 0)[2]) / 2
     assert loss.item() == pytest.approx(want.item())
     loss.backward()
-    assert logits.grad[0, 2] == 0 and logits.grad[1].abs().sum() == 0
+    assert logits.grad[0, 2:].abs().sum() == 0 and logits.grad[1, :2].abs().sum() == 0
 
 
 def test_decoding_names_a_value_only_where_no_span_has_its_attribute():
     schema = AttributeSchema(("Color",), {}, {"Color": ("blue", "red"),
                                               "Pattern": ("dotted", "striped")})
-    probs = np.array([0.2, 0.9, 0.45, 0.3])
-    assert implicit_values(probs, schema, set(), 0.5) == [("Color", "red", pytest.approx(0.9))]
-    assert implicit_values(probs, schema, {"Color"}, 0.5) == []
-    assert [a for a, _, _ in implicit_values(probs, schema, set(), 0.4)] == ["Color", "Pattern"]
+    logits = np.log(np.array([[0.05, 0.05, 0.9, 0.15, 0.45, 0.4],
+                              [0.6, 0.3, 0.1, 0.8, 0.1, 0.1]]))
+    probs = implicit_probs(logits, schema)
+    assert probs[0].tolist() == pytest.approx([0.05, 0.05, 0.9, 0.15, 0.45, 0.4])
+    assert implicit_values(probs[0], schema, set(), 0.5) == [("Color", "red", pytest.approx(0.9))]
+    assert implicit_values(probs[0], schema, {"Color"}, 0.5) == []
+    assert [a for a, _, _ in implicit_values(probs[0], schema, set(), 0.4)] == ["Color", "Pattern"]
+    assert implicit_values(probs[1], schema, set(), 0.0) == []     # "none" wins both
     rows = [[("Color", "red", 0.6)], [("Color", "blue", 0.8), ("Pattern", "dotted", 0.7)]]
     assert merge_implicit(rows, {"Pattern"}) == [("Color", "blue", 0.8)]
 
@@ -103,7 +109,7 @@ def test_config_and_architectures():
     assert back.model.implicit_values and back.model.implicit_attributes == ["Color"]
     with pytest.raises(ValueError, match="implicit_values is not built for"):
         build_model(ModelConfig(architecture="rnn-lstm", implicit_values=True,
-                                num_attributes=2, num_implicit_values=3))
+                                num_attributes=2, implicit_sizes=[3]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,3 +249,17 @@ def test_the_service_writes_spanless_values_with_null_offsets(silent_models):
     assert {"type": "null"} in value["properties"]["begin"]["anyOf"]
     assert value["properties"]["source"]["enum"] == ["image", "text"]
     assert set(value["required"]) == {"attribute", "value", "begin", "end", "score"}
+
+
+def test_data_stats_shows_the_closed_attributes_and_the_rule():
+    from mjave.data.stats import dataset_stats, format_stats
+    records = ([rec("x", implicit={"Color": c}) for c in ["red"] * 5 + ["blue"] * 4]
+               + [rec(f"brand {i}", [("Brand", f"brand {i}")]) for i in range(9)])
+    stats = dataset_stats(iter(records))
+    closed = stats["closed_values"]
+    assert closed["attributes"]["Color"]["closed"] and not closed["attributes"]["Brand"]["closed"]
+    assert closed["rule"] == {"max_values": 20, "min_count": 3, "min_coverage": 0.95}
+    assert closed["texts_with_implicit_values"] == 9
+    text = format_stats(stats)
+    assert "closed-vocabulary attributes" in text and "Color (2 values)" in text
+    assert "at most 20 values seen in 3+ records" in text

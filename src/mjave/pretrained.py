@@ -197,7 +197,7 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
     image = uses_image(config)
     model_cfg = dataclasses.replace(
         config.model, num_attributes=schema.num_attributes, use_image=image,
-        num_implicit_values=schema.num_implicit_values,
+        implicit_sizes=[hi - lo for _, lo, hi in schema.implicit_slots()],
         text_dim=text_feature_dim(enc, text_module, encoder_path),
         image_dim=image_feature_dim(enc.image_encoder) if image else config.model.image_dim)
     return TextImageModel(build_model(model_cfg), text_module), model_cfg

@@ -21,6 +21,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"M-JAVE minus JAVE, value F1: {gain:+.2f}")
     print(f"image awareness of M-JAVE (true minus shuffled image): value "
           f"{aw['value']['awareness']:+.2f}, attribute {aw['attribute']['awareness']:+.2f}")
+    if "implicit" in aw:
+        named = result.reports["M-JAVE"]["implicit"]["all"]
+        print(f"values not in the text (implicit F1, {named['n']} attribute slots of text-silent "
+              f"products): M-JAVE {named['f1']:.2f}, text-only JAVE "
+              f"{result.reports['JAVE']['implicit']['all']['f1']:.2f}, shuffled images "
+              f"{aw['implicit']['incongruent_mean']:.2f}; majority-class accuracy "
+              f"{named['majority']:.2f}")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
     print(f"outputs: {result.output_dir}/summary.json, predictions.jsonl, gates.png")
     return 0

@@ -95,17 +95,24 @@ class ModelConfig:
     value_knowledge_drop: float = 0.0
     # Beyond the paper (issue #31): image-only values. For closed-vocabulary attributes
     # (`mjave.data.closed_values`: a few values, each seen often; or the declared
-    # `implicit_attributes`) a head scores every value from the pooled text and the image,
-    # y^c = sigmoid(W_c [mean_i h_i; h_0; vG]), trained on the product's known value (its gold
-    # span's or a product-level one the text does not state, `Record.implicit_values`). A value
-    # is predicted without a span when the text has none of its attribute and it scores at
-    # least `implicit_threshold`.
+    # `implicit_attributes`) a head scores "none" and every value of each from the photo,
+    # y^c = softmax_c(W_c LN(vG)) (from the pooled text for a text-only model: the reference),
+    # trained on the product's known value (its gold span's, or a product-level one the text
+    # does not state, `Record.implicit_values`). A value is predicted without a span when the
+    # text has none of its attribute, it beats "none" and scores at least `implicit_threshold`.
     implicit_values: bool = False
     implicit_attributes: list[str] = field(default_factory=list)
-    implicit_max_values: int = 12
+    implicit_max_values: int = 20
     implicit_loss_weight: float = 1.0
     implicit_threshold: float = 0.5
-    num_implicit_values: int = 0   # set from the schema (`AttributeSchema.closed_values`)
+    # What the implicit head reads of the photo: vG, or vG beside the max over the K regions.
+    implicit_image_pool: Literal["global", "global+max"] = "global"
+    # Set from the schema (`AttributeSchema.closed_values`): columns per closed attribute.
+    implicit_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def num_implicit_values(self) -> int:
+        return sum(self.implicit_sizes)
 
     def __post_init__(self) -> None:
         check_range("model", self, {
@@ -114,8 +121,7 @@ class ModelConfig:
             "image_dim": (1, None, True), "kl_lambda": (0, None, True),
             "attr_loss_weight": (0, None, True), "min_span_score": (0, None, True),
             "value_knowledge_drop": (0, 1, False), "implicit_max_values": (2, None, True),
-            "implicit_loss_weight": (0, None, True), "implicit_threshold": (0, 1, True),
-            "num_implicit_values": (0, None, True)})
+            "implicit_loss_weight": (0, None, True), "implicit_threshold": (0, 1, True)})
         if self.max_values_per_attribute < 0:
             raise ValueError("max_values_per_attribute must be 0 (no limit) or more, got "
                              f"{self.max_values_per_attribute}")

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from mjave.data.records import Record
 from mjave.evaluation.metrics import casefold_strip
 
-MAX_VALUES = 12
+MAX_VALUES = 20
 MIN_COUNT = 3
 MIN_COVERAGE = 0.95
 

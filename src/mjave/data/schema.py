@@ -24,7 +24,7 @@ class AttributeSchema:
     attributes: tuple[str, ...]
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     # Closed-vocabulary attributes a model names without a span (`model.implicit_values`, issue
-    # #31): attribute -> its values, in the order of the implicit head's outputs.
+    # #31): attribute -> its values; the implicit head scores "none" and then these, per attribute.
     closed_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     # The tag names, built once: decoding names a tag per word, and rebuilding 1 + 2L strings
@@ -109,15 +109,16 @@ class AttributeSchema:
 
     @property
     def num_implicit_values(self) -> int:
-        """Outputs of the implicit head: one per value of every closed attribute."""
-        return sum(len(v) for v in self.closed_values.values())
+        """Outputs of the implicit head: per closed attribute, "none" and then each value."""
+        return sum(len(v) + 1 for v in self.closed_values.values())
 
     def implicit_slots(self) -> list[tuple[str, int, int]]:
-        """(attribute, first, end) of each closed attribute's columns among the head's outputs."""
+        """(attribute, first, end) of each closed attribute's columns among the head's outputs:
+        column `first` is "none" (the product has no value of it), the next ones its values."""
         out, k = [], 0
         for attr, values in self.closed_values.items():
-            out.append((attr, k, k + len(values)))
-            k += len(values)
+            out.append((attr, k, k + len(values) + 1))
+            k += len(values) + 1
         return out
 
     def to_json(self) -> dict:

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from typing import Any, Iterable
 
 from mjave.data.errors import RowIssues
+from mjave.data.closed_values import MAX_VALUES, MIN_COUNT, MIN_COVERAGE, closed_checks
 from mjave.data.records import Record
 from mjave.data.spans import resolve_overlaps
 
@@ -24,6 +25,7 @@ def percentile(sorted_values: list[int], p: float) -> int:
 
 def dataset_stats(records: Iterable[Record], issues: RowIssues | None = None) -> dict[str, Any]:
     """Counts, distributions and BIO losses of a dataset, as a JSON-ready dict."""
+    records = list(records)
     n = 0
     products: set[str] = set()
     categories: Counter = Counter()
@@ -71,9 +73,23 @@ def dataset_stats(records: Iterable[Record], issues: RowIssues | None = None) ->
                         "p99": percentile(lengths, 99), "max": lengths[-1] if lengths else 0},
         "overlaps": {"dropped_spans": dropped, "texts": texts_with_drops},
         "values_per_attribute": {"max": most_values, "text_attributes_with_several": several},
+        "closed_values": closed_summary(records),
         "rows_read": issues.rows_read if issues is not None else n,
         "skipped": {"rows": sum(skipped.values()), "by_reason": dict(skipped.most_common())},
     }
+
+
+def closed_summary(records: list[Record]) -> dict[str, Any]:
+    """Which attributes `model.implicit_values` would name without a span, and by what rule
+    (`mjave.data.closed_values`), plus how many texts carry product-level values."""
+    return {"rule": {"max_values": MAX_VALUES, "min_count": MIN_COUNT,
+                     "min_coverage": MIN_COVERAGE},
+            "attributes": {c.attribute: {"closed": c.closed, "frequent_values": len(c.frequent),
+                                         "distinct_values": c.distinct,
+                                         "coverage": round(c.coverage, 4),
+                                         "occurrences": c.occurrences}
+                           for c in closed_checks(records)},
+            "texts_with_implicit_values": sum(bool(r.implicit_values()) for r in records)}
 
 
 def _width(s: str) -> int:
@@ -128,4 +144,25 @@ def format_stats(stats: dict[str, Any], max_rows: int = 30) -> str:
                    for a, d in attrs[:max_rows]], ("attribute", "spans", "values", "texts"))
     if len(attrs) > max_rows:
         out.append(f"  ... and {len(attrs) - max_rows} more")
+    out += _closed_lines(stats.get("closed_values"))
     return "\n".join(out)
+
+
+def _closed_lines(closed: dict[str, Any] | None) -> list[str]:
+    if not closed:
+        return []
+    rule = closed["rule"]
+    names = [f"{a} ({d['frequent_values']} values)"
+             for a, d in closed["attributes"].items() if d["closed"]]
+    near = sorted(((a, d) for a, d in closed["attributes"].items() if not d["closed"]
+                   and d["frequent_values"] >= 2), key=lambda x: -x[1]["coverage"])[:5]
+    out = [f"closed-vocabulary attributes (model.implicit_values names them without a span: at "
+           f"most {rule['max_values']} values seen in {rule['min_count']}+ records, covering "
+           f"{100 * rule['min_coverage']:.0f}%+ of the attribute): "
+           f"{', '.join(names) if names else 'none'}"]
+    if near:
+        out.append("  closest of the others: " + ", ".join(
+            f"{a} ({d['frequent_values']} values, {100 * d['coverage']:.0f}%)" for a, d in near))
+    out.append(f"texts with values they do not state (implicit_values / unmatched): "
+               f"{closed['texts_with_implicit_values']}")
+    return out

@@ -192,9 +192,12 @@ def format_comparison(rows: Mapping[str, Mapping[str, Any]]) -> str:
     like the paper's Table 3 with the position-free pair F1 added, and slot F1 when any report
     has the slot protocol; "-" where a report lacks one."""
     sections = [*_SECTIONS, *([_SLOT] if _has_slot(rows) else [])]
+    implicit = any("implicit" in d for d in rows.values())
     table = [
-        [model, *(_num(report.get(key), "f1") for key, _ in sections)]
+        [model, *(_num(report.get(key), "f1") for key, _ in sections),
+         *([_num(report.get("implicit", {}).get("all"), "f1")] if implicit else [])]
         for model, report in rows.items()
     ]
     return _table(["model", "attribute F1", "value F1", "pair F1",
-                   *(["slot F1"] if len(sections) > len(_SECTIONS) else [])], table)
+                   *(["slot F1"] if len(sections) > len(_SECTIONS) else []),
+                   *(["implicit F1"] if implicit else [])], table)

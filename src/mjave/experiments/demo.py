@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mjave.config import to_dict
+from mjave.config import apply_overrides, to_dict
 from mjave.data.formats import read_records
 from mjave.data.records import Record
 from mjave.data.synthetic import generate_catalog
@@ -54,6 +54,12 @@ class DemoConfig:
     awareness_permutations: int = 3
     text_encoder: str = "minilm"
     image_encoder: str = "efficientnet-lite0"
+    # Issue #31: a share of products whose texts never state their colour or pattern, and the
+    # attributes both models name without a span (empty: no implicit head).
+    text_silent_rate: float = 0.1
+    implicit_attributes: list[str] = field(default_factory=lambda: ["Color", "Pattern"])
+    ambiguous_rate: float = 0.95   # the catalog's (`mjave.data.synthetic.build_catalog`)
+    model_overrides: list[str] = field(default_factory=list)   # `--set`-style, both models
 
 
 @dataclass
@@ -67,15 +73,18 @@ class DemoResult:
 
 def run_config(cfg: DemoConfig, name: str, catalog: Path, use_image: bool) -> RunConfig:
     out = Path(cfg.output_dir)
-    return RunConfig(
+    return apply_overrides(RunConfig(
         output_dir=str(out / "models" / name),
         features_dir=str(out / "features"),
         data=DataConfig(train=str(catalog / "train.jsonl"), valid=str(catalog / "valid.jsonl"),
                         image_root=str(catalog)),
         encoder=EncoderConfig(text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder),
-        model=ModelConfig(use_image=use_image, attention_size=cfg.attention_size),
+        model=ModelConfig(use_image=use_image, attention_size=cfg.attention_size,
+                          implicit_values=bool(cfg.implicit_attributes),
+                          implicit_attributes=list(cfg.implicit_attributes)),
         train=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                          patience=cfg.patience, seed=cfg.seed, device="cpu"))
+                          patience=cfg.patience, seed=cfg.seed, device="cpu")),
+        list(cfg.model_overrides))
 
 
 def write_predictions(path: Path, extractor: Extractor, records: Sequence[Record],
@@ -111,13 +120,21 @@ def write_gate_figure(path: Path, model: LoadedModel, example, image_root: Path)
                             title=f"{example.record.id}: {example.record.text[:60]}")
 
 
+def implicit_summary(report: dict) -> dict:
+    """F1, accuracy and the majority-class rate of the values named without a span, overall and
+    per attribute (`mjave.evaluation.implicit`)."""
+    rows = {"all": report["implicit"]["all"], **report["implicit"]["per_attribute"]}
+    return {k: {m: v[m] for m in ("f1", "accuracy", "majority", "n")} for k, v in rows.items()}
+
+
 def run_demo(cfg: DemoConfig = DemoConfig(), progress: Callable | None = None) -> DemoResult:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.time()
     catalog = out / "catalog"
-    generate_catalog(catalog, n_products=cfg.n_products, seed=cfg.seed)
+    generate_catalog(catalog, n_products=cfg.n_products, seed=cfg.seed,
+                     ambiguous_rate=cfg.ambiguous_rate, text_silent_rate=cfg.text_silent_rate)
     timings["generate"] = time.time() - t0
 
     reports, extractors = {}, {}
@@ -147,6 +164,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: Callable | None = None) -
     summary = {"config": to_dict(cfg), "test": {k: {t: v[t] for t in ("attribute", "value", "pair")}
                                                 for k, v in reports.items()},
                "value_f1_gain": reports["M-JAVE"]["value"]["f1"] - reports["JAVE"]["value"]["f1"],
+               "implicit": {k: implicit_summary(v) for k, v in reports.items() if "implicit" in v},
                "image_awareness": awareness, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return DemoResult(out, reports, awareness, timings, table)

@@ -161,7 +161,8 @@ class SpanBatch:
         return len(self.texts)
 
     def with_implicit(self, probs: np.ndarray, threshold: float) -> "SpanBatch":
-        """Attach the implicit head's choices, (B, V) probabilities (`implicit_values`)."""
+        """Attach the implicit head's choices from its (B, V) probabilities (a softmax per
+        closed attribute, `implicit_probs`)."""
         spanned: list[set[str]] = [set() for _ in self.texts]
         for r, j in zip(self.rows.tolist(), self.attrs.tolist()):
             spanned[r].add(self.schema.attributes[j])
@@ -251,15 +252,27 @@ def decode_spans(layout: TokenLayout, texts: Sequence[str], tag_probs: np.ndarra
 def implicit_values(probs: np.ndarray, schema: AttributeSchema, spanned: Collection[str],
                     threshold: float) -> list[tuple[str, str, float]]:
     """(attribute, value, score) for each closed attribute of `schema` the text has no span of:
-    its best value, when that scores at least `threshold` (issue #31: a value without a span)."""
+    its most probable value, when that beats "none" and scores at least `threshold` (issue #31:
+    a value without a span). `probs`: one row of `implicit_probs`."""
     out = []
     for attr, lo, hi in schema.implicit_slots():
         if attr in spanned:
             continue
         k = int(np.argmax(probs[lo:hi]))
         score = float(probs[lo + k])
-        if score >= threshold:
-            out.append((attr, schema.closed_values[attr][k], score))
+        if k > 0 and score >= threshold:
+            out.append((attr, schema.closed_values[attr][k - 1], score))
+    return out
+
+
+def implicit_probs(logits: np.ndarray, schema: AttributeSchema) -> np.ndarray:
+    """(B, V) probabilities of the implicit head's (B, V) logits: a softmax over each closed
+    attribute's columns ("none" and its values)."""
+    out = np.empty_like(logits, dtype=np.float64)
+    for _, lo, hi in schema.implicit_slots():
+        z = logits[:, lo:hi].astype(np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        out[:, lo:hi] = z / z.sum(axis=1, keepdims=True)
     return out
 
 

@@ -12,7 +12,8 @@ import torch
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.crf import Transitions
-from mjave.inference.decode import Decoded, SpanBatch, TokenLayout, decode_spans
+from mjave.inference.decode import (Decoded, SpanBatch, TokenLayout, decode_spans,
+                                    implicit_probs)
 from mjave.model.batches import Example, batches, collate
 from mjave.config import ModelConfig
 from mjave.model.network import TextImageModel
@@ -80,7 +81,8 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                              max_values_per_attribute, transitions)
         implicit = getattr(out, "implicit_logits", None)
         if implicit is not None:
-            spans.with_implicit(implicit.float().sigmoid().cpu().numpy(), implicit_threshold)
+            spans.with_implicit(implicit_probs(implicit.float().cpu().numpy(), schema),
+                                implicit_threshold)
         yield chunk, spans
 
 

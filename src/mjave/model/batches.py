@@ -31,8 +31,9 @@ class Example:
     attr_known: np.ndarray | None = None
     # (T, 2L) known-value flags (`model.value_knowledge`, `mjave.data.lexicon`); None otherwise.
     knowledge: np.ndarray | None = None
-    # (V,) targets of the implicit head (`model.implicit_values`): 1 / 0 per closed value of an
-    # attribute whose value is known, -1 where it is not (`implicit_targets`); None otherwise.
+    # (V,) targets of the implicit head (`model.implicit_values`): per closed attribute whose
+    # value (or absence) is known, one-hot over ["none", values...]; -1 where it is not known
+    # (`implicit_targets`); None for a model without the head.
     implicit_labels: np.ndarray | None = None
 
 
@@ -46,9 +47,9 @@ def attribute_targets(record: Record, schema: AttributeSchema) -> np.ndarray:
 
 def implicit_targets(record: Record, schema: AttributeSchema) -> np.ndarray | None:
     """(V,) float32 targets of the implicit head for `record` (see `Example.implicit_labels`):
-    its known value of each closed attribute (`mjave.data.closed_values.product_values`); a
-    known value outside the attribute's closed set is unknown (-1), a known absence all 0.
-    None when the schema has no closed attribute."""
+    its known value of each closed attribute (`mjave.data.closed_values.product_values`), a
+    known absence as the "none" column; a known value outside the attribute's closed set is
+    unknown (-1). None when the schema has no closed attribute."""
     if not schema.closed_values:
         return None
     known = product_values(record)
@@ -58,11 +59,9 @@ def implicit_targets(record: Record, schema: AttributeSchema) -> np.ndarray | No
             continue
         value = known[attr]
         values = schema.closed_values[attr]
-        if value is None:
+        if value is None or value in values:
             y[lo:hi] = 0.0
-        elif value in values:
-            y[lo:hi] = 0.0
-            y[lo + values.index(value)] = 1.0
+            y[lo if value is None else lo + 1 + values.index(value)] = 1.0
     return y
 
 

@@ -147,13 +147,18 @@ def shard_loss(loss: Tensor, loss_value: Tensor | None, counts: Tensor, totals: 
             + share[1].to(loss.dtype) * per_token)
 
 
-def implicit_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Binary cross entropy of the implicit head (`model.implicit_values`) over the values
-    whose truth is known: `labels` (B, V) holds 1 for a product's value, 0 for the other values
-    of an attribute whose value (or absence) is known, and -1 where the attribute is unknown.
-    Summed over an example's known entries (as Eq. 8 sums over attributes) and averaged over
-    the batch's examples, so `shard_loss` weighs it like the other per-example means."""
-    known = (labels >= 0).to(logits.dtype)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float().clamp_min(0.0),
-                                             reduction="none")
-    return (bce * known).sum() / max(1, labels.shape[0])
+def implicit_loss(logits: Tensor, labels: Tensor, sizes: list[int]) -> Tensor:
+    """Cross entropy of the implicit head (`model.implicit_values`), one softmax per closed
+    attribute over its `sizes[k]` columns ("none", then its values). `labels` (B, V) holds each
+    known attribute's one-hot target and -1 on the columns of an attribute not known. Summed
+    over an example's known attributes (as Eq. 8 sums over attributes) and averaged over the
+    batch's examples, so `shard_loss` weighs it like the other per-example means."""
+    total = logits.new_zeros((), dtype=torch.float32)
+    lo = 0
+    for size in sizes:
+        z, y = logits[:, lo:lo + size].float(), labels[:, lo:lo + size]
+        known = y[:, 0] >= 0
+        if bool(known.any()):
+            total = total + F.cross_entropy(z[known], y[known].argmax(-1), reduction="sum")
+        lo += size
+    return total / max(1, labels.shape[0])

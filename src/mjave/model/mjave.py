@@ -236,10 +236,15 @@ class MJAVE(nn.Module):
             nn.init.zeros_(self.knowledge_in.weight)
             nn.init.zeros_(self.knowledge_tags.weight)
         if cfg.implicit_values:
-            # Image-only values (issue #31): y^c = sigmoid(W_c [mean_i h_i; h_0] + W_c^v vG).
-            self.implicit_text = nn.Linear(2 * cfg.text_dim, cfg.num_implicit_values, bias=True)
-            self.implicit_image = (nn.Linear(cfg.image_dim, cfg.num_implicit_values, bias=False)
-                                   if cfg.use_image else None)
+            # Image-only values (issue #31): per closed attribute, a softmax over "none" and its
+            # values of W_c^v LN(vG), or of W_c LN[mean_i h_i; h_0] for a text-only model. Not
+            # both: most training labels come from texts that state the value, so a head that
+            # also read the text would learn to copy the word and, on a text that is silent,
+            # have learned little from the photo.
+            inputs = ((2 if cfg.implicit_image_pool == "global+max" else 1) * cfg.image_dim
+                      if cfg.use_image else 2 * cfg.text_dim)
+            self.implicit_norm = nn.LayerNorm(inputs)
+            self.implicit_out = nn.Linear(inputs, cfg.num_implicit_values, bias=True)
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
                 v_global: Tensor | None = None, v: Tensor | None = None,
@@ -294,25 +299,29 @@ class MJAVE(nn.Module):
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)
         if cfg.implicit_values:
-            out.implicit_logits = self.implicit_head(h, mask, v_global)
+            out.implicit_logits = self.implicit_head(h, mask, v_global, v)
         if attr_labels is not None and tag_labels is not None:
             partial = ({} if attr_known is None else
                        {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight,
                         "outside_weight": outside_weight})
             self._add_losses(out, attr_probs, attr_labels, tag_labels, tag_mask, **partial)
             if implicit_labels is not None and out.implicit_logits is not None:
-                out.loss_implicit = implicit_loss(out.implicit_logits, implicit_labels)
+                out.loss_implicit = implicit_loss(out.implicit_logits, implicit_labels,
+                                                  cfg.implicit_sizes)
                 out.loss = out.loss + cfg.implicit_loss_weight * out.loss_implicit
         return out
 
-    def implicit_head(self, h: Tensor, mask: Tensor, v_global: Tensor | None) -> Tensor:
-        """(B, V) logits of every closed value from the mean token state, h_0 and vG."""
-        m = mask.unsqueeze(-1).to(h.dtype)
-        mean = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-        logits = self.implicit_text(torch.cat([mean, h[:, 0]], dim=-1))
-        if self.implicit_image is not None:
-            logits = logits + self.implicit_image(v_global)
-        return logits
+    def implicit_head(self, h: Tensor, mask: Tensor, v_global: Tensor | None,
+                      v: Tensor | None) -> Tensor:
+        """(B, V) logits of "none" and every closed value: from vG (and the regions' max), or
+        for a text-only model from the mean token state and h_0."""
+        if self.cfg.use_image:
+            x = (torch.cat([v_global, v.max(dim=1).values], dim=-1)
+                 if self.cfg.implicit_image_pool == "global+max" else v_global)
+        else:
+            m = mask.unsqueeze(-1).to(h.dtype)
+            x = torch.cat([(h * m).sum(1) / m.sum(1).clamp_min(1.0), h[:, 0]], dim=-1)
+        return self.implicit_out(self.implicit_norm(x))
 
     def _add_losses(self, out: MJAVEOutput, attr_probs: Tensor, attr_labels: Tensor,
                     tag_labels: Tensor, tag_mask: Tensor, attr_known: Tensor | None = None,

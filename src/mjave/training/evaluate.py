@@ -265,11 +265,14 @@ def image_awareness(extractor: Extractor, records: Sequence[Record],
     rows = [score_records(extractor, records, items=shuffle_item_images(records, items, seed + i))
             for i in range(permutations)]
     out = {}
-    for task in ("attribute", "value"):
-        inc = np.array([r[task]["f1"] for r in rows])
-        out[task] = {"congruent": congruent[task]["f1"], "incongruent_mean": float(inc.mean()),
+    for task in ("attribute", "value", "implicit"):
+        if task not in congruent:   # "implicit": values named without a span, when scored
+            continue
+        f1 = (lambda r: r[task]["all"]["f1"]) if task == "implicit" else (lambda r: r[task]["f1"])
+        inc = np.array([f1(r) for r in rows])
+        out[task] = {"congruent": f1(congruent), "incongruent_mean": float(inc.mean()),
                      "incongruent_std": float(inc.std()),
-                     "awareness": float(congruent[task]["f1"] - inc.mean())}
+                     "awareness": float(f1(congruent) - inc.mean())}
     return out
 
 
