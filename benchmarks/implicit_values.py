@@ -8,7 +8,7 @@ text-silent, at the given catalog seed and ambiguity rate (training seeded alike
 models scored on the valid split too. Settings are chosen on valid; test is reported.
 
     python benchmarks/implicit_values.py --seeds 0 1 2 --ambiguous 0.95 0.5 --silent 0.3 \\
-        --output runs/implicit --set model.implicit_image_pool=global
+        --output runs/implicit/global
 
 Per run it writes `<output>/<run>/implicit.json`; the table at the end gives mean and standard
 deviation over runs per (split, model, attribute).

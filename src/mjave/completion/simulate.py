@@ -37,16 +37,19 @@ GoldTable = dict[str, list[tuple[str, str]]]
 
 def gold_table(records: Sequence[Record]) -> GoldTable:
     """product_id -> its gold (attribute, value) pairs, one per normalised value, first-seen
-    surface form, in text order."""
+    surface form: its spans' in text order, then the product-level values its texts do not
+    state (`Record.implicit_values`, issue #31: a colour only the photo shows)."""
     out: GoldTable = {}
     seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for r in records:
         pairs = out.setdefault(r.product_id, [])
-        for s in sorted(r.spans, key=lambda s: (s.begin, s.end)):
-            key = (s.attr, collapse_punctuation(s.value))
+        named = [(s.attr, s.value) for s in sorted(r.spans, key=lambda s: (s.begin, s.end))]
+        named += [(a, v) for a, v in r.implicit_values().items() if v is not None]
+        for attr, value in named:
+            key = (attr, collapse_punctuation(value))
             if key[1] and key not in seen[r.product_id]:
                 seen[r.product_id].add(key)
-                pairs.append((s.attr, s.value))
+                pairs.append((attr, value))
     return out
 
 

@@ -105,8 +105,6 @@ class ModelConfig:
     implicit_max_values: int = 20
     implicit_loss_weight: float = 1.0
     implicit_threshold: float = 0.5
-    # What the implicit head reads of the photo: vG, or vG beside the max over the K regions.
-    implicit_image_pool: Literal["global", "global+max"] = "global"
     # Set from the schema (`AttributeSchema.closed_values`): columns per closed attribute.
     implicit_sizes: list[int] = field(default_factory=list)
 

@@ -439,7 +439,10 @@ def _label(cat: Catalog, seeded: SeedCatalog, cfg: CompletionConfig, policy: Lab
     """Label the texts (gold spans removed) from `seeded.rows`, holding out the calibration
     pairs (seeded by (product, attribute): a row added later does not move the others), and
     write the trained products' texts to `seeded.labelled_file`; (catalog, label summary)."""
-    stripped = [replace(r, spans=[]) for r in cat.gold]
+    # Bare texts: no gold spans, and no product-level values (issue #31) either; the labels
+    # come from the visible table alone (a table value no text states becomes one).
+    stripped = [replace(r, spans=[], extra={k: v for k, v in r.extra.items()
+                                            if k != "implicit_values"}) for r in cat.gold]
     labelled, lsum = label_records(stripped, seeded.rows, policy=policy,
                                    calibration_fraction=cfg.calibration_fraction,
                                    seed=seeded.seed)
@@ -465,7 +468,8 @@ def _complete_part(model_dir: Path, part: tuple[list[Record], list[TableRow], se
     summary = complete(extractor, products, rows, out / "suggestions.csv",
                        CompleteConfig(threshold=0.0, conflicts=str(out / "conflicts.csv"),
                                       include_new_attributes=True,
-                                      known_attribute_share=cfg.known_attribute_share))
+                                      known_attribute_share=cfg.known_attribute_share,
+                                      image_root=cfg.base.data.image_root))
     suggested = read_suggestions(out / "suggestions.csv")
     kinds = read_suggestion_kinds(out / "suggestions.csv")
     score.add(suggested, key, gold_attributes, kinds)
