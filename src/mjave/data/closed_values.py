@@ -9,12 +9,15 @@ and why; `model.implicit_attributes` declares them instead.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from mjave.data.records import Record
 from mjave.evaluation.metrics import casefold_strip
+
+log = logging.getLogger(__name__)
 
 MAX_VALUES = 20
 MIN_COUNT = 3
@@ -68,17 +71,21 @@ def infer_closed_values(records: Sequence[Record], declared: Sequence[str] = (),
                         max_values: int = MAX_VALUES, min_count: int = MIN_COUNT,
                         min_coverage: float = MIN_COVERAGE) -> dict[str, tuple[str, ...]]:
     """attribute -> its values (sorted), for the closed attributes of `records`, or for the
-    `declared` ones (their values seen at least `min_count` times, ValueError if none)."""
+    `declared` ones (their values seen at least `min_count` times). A declared attribute with
+    fewer than two such values is left out with a warning; ValueError when none is left."""
     checks = {c.attribute: c for c in closed_checks(records, max_values if not declared else
                                                     10**9, min_count, 0.0 if declared else
                                                     min_coverage)}
     if declared:
         missing = [a for a in declared if a not in checks or len(checks[a].frequent) < 2]
         if missing:
-            raise ValueError(f"model.implicit_attributes: {', '.join(missing)} "
-                             f"{'has' if len(missing) == 1 else 'have'} fewer than two values "
-                             f"seen in {min_count} training records or more")
-        return {a: tuple(sorted(checks[a].frequent)) for a in declared}
+            message = (f"model.implicit_attributes: {', '.join(missing)} "
+                       f"{'has' if len(missing) == 1 else 'have'} fewer than two values seen "
+                       f"in {min_count} training records or more")
+            if len(missing) == len(declared):
+                raise ValueError(message)
+            log.warning("%s: left out", message)
+        return {a: tuple(sorted(checks[a].frequent)) for a in declared if a not in missing}
     return {a: tuple(sorted(c.frequent)) for a, c in checks.items() if c.closed}
 
 
