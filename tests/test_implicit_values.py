@@ -264,3 +264,42 @@ def test_data_stats_shows_the_closed_attributes_and_the_rule():
     text = format_stats(stats)
     assert "closed-vocabulary attributes" in text and "Color (2 values)" in text
     assert "at most 20 values seen in 3+ records" in text
+
+
+def test_complete_suggests_a_colour_only_the_photo_shows(silent_models, tmp_path):
+    """`mjave complete` writes a spanless value as a suggestion with empty offsets and says it
+    is not in the text; the review queue loads it."""
+    import csv
+
+    from mjave import Extractor
+    from mjave.completion.suggest import complete
+    from mjave.data.formats.registry import read_records
+    from mjave.review.db import ReviewDB
+    from mjave.review.inputs import read_items
+    data = silent_models["data"]
+    records, _ = read_records(data / "valid.jsonl")
+    silent = [r for r in records if "implicit_values" in r.extra]
+    products = [Record(id=r.id, text=r.text, cid=r.cid, image=r.image) for r in silent]
+    # The silent products' colour is missing; the others' is in the table, so Color is an
+    # attribute the catalog carries (suggestions for it fill a known gap).
+    table = [(r.cid, "Fit", "slim fit") for r in silent]
+    table += [(r.cid, "Color", s.value) for r in records if "implicit_values" not in r.extra
+              for s in r.spans if s.attr == "Color"]
+    extractor = Extractor.load(silent_models["image"], device="cpu")
+    out = tmp_path / "suggestions.csv"
+    complete(extractor, products, table, out, threshold=0.0, image_root=str(data))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    colours = [r for r in rows if r["attribute"] == "Color"]
+    assert colours and all(r["begin"] == "" and r["end"] == "" for r in colours)
+    assert all(r["evidence"] == "not in the text: named from the image" for r in colours)
+    right = sum(r["value"] == next(s.extra["implicit_values"]["Color"] for s in silent
+                                   if s.cid == r["product_id"]) for r in colours)
+    assert right / len(colours) >= 0.8
+    items, errors = read_items(out, "suggestion")
+    assert not errors and len(items) == len(rows)
+    by_product: dict = {}
+    for p in products:
+        by_product.setdefault(p.cid, []).append(p)
+    db = ReviewDB(tmp_path / "review.sqlite")
+    loaded = db.load(items, by_product)
+    assert loaded.new == len(rows) and db.counts("suggestion")["total"] == len(rows)

@@ -165,7 +165,8 @@ def mentions_of(product_id: str, record_id: str, text: str, values: Iterable[Map
             continue
         if v["begin"] is None:   # named without a span (issue #31): no text to show
             out.append(Mention(product_id, record_id, v["attribute"], v["value"], norm,
-                               float(v["score"]), None, None, ""))
+                               float(v["score"]), None, None,
+                               f"not in the text: named from the {v.get('source', 'image')}"))
             continue
         out.append(Mention(product_id, record_id, v["attribute"], v["value"], norm,
                            float(v["score"]), int(v["begin"]), int(v["end"]),
