@@ -104,7 +104,7 @@ class ModelConfig:
     implicit_attributes: list[str] = field(default_factory=list)
     implicit_max_values: int = 20
     implicit_loss_weight: float = 1.0
-    implicit_threshold: float = 0.5
+    implicit_threshold: float = 0.2
     # Set from the schema (`AttributeSchema.closed_values`): columns per closed attribute.
     implicit_sizes: list[int] = field(default_factory=list)
 
