@@ -303,3 +303,34 @@ def test_complete_suggests_a_colour_only_the_photo_shows(silent_models, tmp_path
     db = ReviewDB(tmp_path / "review.sqlite")
     loaded = db.load(items, by_product)
     assert loaded.new == len(rows) and db.counts("suggestion")["total"] == len(rows)
+
+
+def test_predict_writes_spanless_values_in_every_layout(silent_models, tmp_path):
+    """`mjave predict`: JSONL keeps null offsets and the source; the long CSV leaves the offsets
+    empty; the wide layout has the value in the attribute's column."""
+    import csv
+    import subprocess
+    import sys
+    data = silent_models["data"]
+    row = _silent_items(data)[0]
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": row["text"], "image": row["image"]}) + "\n")
+    run = [sys.executable, "-m", "mjave", "predict", str(silent_models["image"]), str(src),
+           "--image-root", str(data), "--device", "cpu"]
+    subprocess.run([*run, "-o", str(tmp_path / "out.jsonl")], check=True, capture_output=True)
+    got = json.loads((tmp_path / "out.jsonl").read_text())
+    named = [v for v in got["values"] if v["begin"] is None]
+    assert named and all(v["end"] is None and v["source"] == "image" for v in named)
+    subprocess.run([*run, "-o", str(tmp_path / "long.csv"), "--layout", "long"], check=True,
+                   capture_output=True)
+    rows = list(csv.DictReader((tmp_path / "long.csv").open(encoding="utf-8")))
+    spanless = [r for r in rows if r["attribute"] == named[0]["attribute"]]
+    assert spanless and spanless[0]["begin"] == "" and spanless[0]["value"] == named[0]["value"]
+
+
+def test_export_refuses_a_model_that_names_values_without_a_span(silent_models, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mjave.inference.onnx_export import export_model
+    with pytest.raises(ValueError, match="implicit_values.*does not carry"):
+        export_model(silent_models["image"], tmp_path / "onnx")
