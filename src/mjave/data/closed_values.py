@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from mjave.data.records import Record
-from mjave.evaluation.metrics import casefold_strip
+from mjave.data.normalize import casefold_strip
 
 log = logging.getLogger(__name__)
 

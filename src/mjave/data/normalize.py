@@ -196,3 +196,30 @@ def find_in_original(text: str | Normalized, value: str) -> list[tuple[int, int]
     """Occurrences of `value` in `text` as offsets into the original text (see `surface_span`)."""
     n = text if isinstance(text, Normalized) else normalize(text)
     return [n.surface_span(b, e, value) for b, e in find_value(n.text, collapse_punctuation(value))]
+
+
+KEEP_AFTER_DIGIT = frozenset("%‰‱")
+"""Trailing signs `casefold_strip` keeps after a digit ("50%" is not "50")."""
+
+
+def casefold_strip(value: str) -> str:
+    """Canonical form of a value string, so that surface noise is not counted as an error.
+
+    Unicode NFKC (full-width to ASCII, compatibility forms), casefold, collapse every run of
+    whitespace to one space, then strip whitespace and Unicode punctuation (categories P*) from
+    both ends. Exception: a trailing % (or per-mille sign) directly after a digit is kept, since
+    "50%" and "50" are different values. Inner punctuation is kept ("t-shirt", "1.5").
+    """
+    text = " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+    def strippable(ch: str) -> bool:
+        return ch.isspace() or unicodedata.category(ch).startswith("P")
+
+    begin, end = 0, len(text)
+    while begin < end and strippable(text[begin]):
+        begin += 1
+    while end > begin and strippable(text[end - 1]):
+        if text[end - 1] in KEEP_AFTER_DIGIT and end - 2 >= begin and text[end - 2].isdigit():
+            break
+        end -= 1
+    return text[begin:end]

@@ -10,7 +10,6 @@ Only `mjave.data` and numpy are imported: evaluation must run where torch is not
 
 from __future__ import annotations
 
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from mjave.data.normalize import casefold_strip
 from mjave.data.records import Record, Span
 
 __all__ = [
@@ -42,7 +42,6 @@ K = TypeVar("K", bound=Hashable)
 NO_CATEGORY = "(none)"
 
 #: Trailing characters kept by `casefold_strip` after a digit: "50%" and "50" are different values.
-_KEEP_AFTER_DIGIT = frozenset("%‰‱")
 
 
 @dataclass(frozen=True)
@@ -220,29 +219,6 @@ def _span_keys(instances: Sequence[Sequence[Span]]) -> list[list[tuple[str, int,
 
 # --------------------------------------------------------------------------------------------
 # Position-free attribute-value pairs
-
-
-def casefold_strip(value: str) -> str:
-    """Canonical form of a value string, so that surface noise is not counted as an error.
-
-    Unicode NFKC (full-width to ASCII, compatibility forms), casefold, collapse every run of
-    whitespace to one space, then strip whitespace and Unicode punctuation (categories P*) from
-    both ends. Exception: a trailing % (or per-mille sign) directly after a digit is kept, since
-    "50%" and "50" are different values. Inner punctuation is kept ("t-shirt", "1.5").
-    """
-    text = " ".join(unicodedata.normalize("NFKC", value).casefold().split())
-
-    def strippable(ch: str) -> bool:
-        return ch.isspace() or unicodedata.category(ch).startswith("P")
-
-    begin, end = 0, len(text)
-    while begin < end and strippable(text[begin]):
-        begin += 1
-    while end > begin and strippable(text[end - 1]):
-        if text[end - 1] in _KEEP_AFTER_DIGIT and end - 2 >= begin and text[end - 2].isdigit():
-            break
-        end -= 1
-    return text[begin:end]
 
 
 PairLike = Span | tuple[str, str]
