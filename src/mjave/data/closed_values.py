@@ -73,9 +73,7 @@ def infer_closed_values(records: Sequence[Record], declared: Sequence[str] = (),
     """attribute -> its values (sorted), for the closed attributes of `records`, or for the
     `declared` ones (their values seen at least `min_count` times). A declared attribute with
     fewer than two such values is left out with a warning; ValueError when none is left."""
-    checks = {c.attribute: c for c in closed_checks(records, max_values if not declared else
-                                                    10**9, min_count, 0.0 if declared else
-                                                    min_coverage)}
+    checks = {c.attribute: c for c in closed_checks(records, max_values, min_count, min_coverage)}
     if declared:
         missing = [a for a in declared if a not in checks or len(checks[a].frequent) < 2]
         if missing:

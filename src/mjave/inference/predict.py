@@ -9,6 +9,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from mjave.data.formats.predictions import implicit_extra
 from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.inference.crf import Transitions
@@ -120,14 +121,7 @@ def as_records(examples: Sequence[Example], decoded: Sequence[Decoded]) -> list[
     return [Record(id=e.record.id, text=e.record.text,
                    spans=[replace(s, score=float(sc)) for s, sc in zip(d.spans, d.span_scores)],
                    cid=e.record.cid,
-                   category=e.record.category, image=e.record.image, extra=implicit_extra(d))
+                   category=e.record.category, image=e.record.image,
+                   extra=implicit_extra(d.implicit))
             for e, d in zip(examples, decoded)]
 
-
-def implicit_extra(decoded: Decoded) -> dict[str, Any]:
-    """A predicted record's values named without a span, as `mjave.evaluation.implicit` reads
-    them: `implicit_values` {attribute: value} and `implicit_scores` {attribute: score}."""
-    if not decoded.implicit:
-        return {}
-    return {"implicit_values": {a: v for a, v, _ in decoded.implicit},
-            "implicit_scores": {a: s for a, _, s in decoded.implicit}}

@@ -270,7 +270,8 @@ class MJAVE(nn.Module):
             if knowledge is None:
                 raise ValueError("this model reads known values: pass knowledge "
                                  "(`mjave.data.lexicon.ValueLexicon.features`)")
-            h = h + self.knowledge_in(knowledge.to(h.dtype))                    # h_i + W_g g_i
+            knowledge = knowledge.to(h.dtype)
+            h = h + self.knowledge_in(knowledge)                                # h_i + W_g g_i
         h = self.dropout(h)
 
         cross = self.cross(h, mask, v_global, v)
@@ -293,7 +294,7 @@ class MJAVE(nn.Module):
                              tag_cross.image_values)
         if cfg.value_knowledge:
             # Eq. 9 + W_k g_i
-            tagged.logits = tagged.logits + self.knowledge_tags(knowledge.to(h.dtype))
+            tagged.logits = tagged.logits + self.knowledge_tags(knowledge)
 
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)

@@ -20,18 +20,27 @@ PREDICTION_SKIP = ("attributes", "values", "error", "text", "image", "id", "cid"
 """Keys of a `mjave predict` row that are not passed through into the task data."""
 
 
+def implicit_extra(named: Iterable[tuple[str, str, float | None]]) -> dict[str, Any]:
+    """The `extra` entries of a predicted record for its values named without a span (issue
+    #31), from (attribute, value, score): `implicit_values` {attribute: value} and
+    `implicit_scores` {attribute: score}, as `mjave.evaluation.implicit` reads them; {} for none."""
+    named = list(named)
+    if not named:
+        return {}
+    return {"implicit_values": {a: v for a, v, _ in named},
+            "implicit_scores": {a: s for a, _, s in named}}
+
+
 def split_values(values: Iterable[Mapping[str, Any]]) -> tuple[list[Span], dict[str, Any]]:
     """Result "values" as a predicted record holds them: scored spans, and the values named
-    without a span (null `begin`, issue #31) as `extra` entries `implicit_values` {attribute:
-    value} and `implicit_scores` {attribute: score} (`mjave.evaluation.implicit` reads them)."""
-    spans, named, scores = [], {}, {}
+    without a span (null `begin`) as its `implicit_extra`."""
+    spans, named = [], []
     for v in values:
         if v["begin"] is None and v["end"] is None:
-            named[v["attribute"]] = v["value"]
-            scores[v["attribute"]] = v.get("score")
+            named.append((v["attribute"], v["value"], v.get("score")))
         else:
             spans.append(Span(v["begin"], v["end"], v["attribute"], v["value"], v.get("score")))
-    return spans, ({"implicit_values": named, "implicit_scores": scores} if named else {})
+    return spans, implicit_extra(named)
 
 
 def prediction_record(row: dict[str, Any]) -> Record:
