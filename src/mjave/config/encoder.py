@@ -14,6 +14,9 @@ NAMED_TEXT_ENCODERS = ("minilm", "mpnet")
 """Values of `text_encoder` that name a pip-installed model rather than a folder
 (`mjave.encoders.text.resolve_text_encoder_path`; docs/encoders.md)."""
 
+MAX_COLOUR_BINS = 8
+"""The most bins per channel of the colour histogram (8^3 = 512 features per region)."""
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 """Tried, in order, as `<image_root>/<product_id><ext>` for records that name no image."""
 
@@ -38,6 +41,10 @@ class EncoderConfig:
         "resnet101" / "resnet50" (the paper's 2048-d features; weights must be given), "none".
     image_weights: local .pth / .safetensors file; None = the packaged weights where they exist.
     image_size: square input side; 224 gives the paper's 7 x 7 = 49 regions.
+    image_colour_bins: 0 = the CNN features alone (the paper's); N in 2..8 appends to every
+        region the joint RGB histogram of its pixels, N bins per channel, so the image features
+        have D + N^3 dimensions (1280 + 64 at N = 4; docs/encoders.md, "colour histogram").
+        ImageNet features name a garment's colour only ~75% of the time (issue #31).
     max_length: tokens per text including the two special tokens ([CLS] and [SEP] for BERT,
         <s> and </s> for MPNet; the paper's 46 + 2).
     missing_image: "error" stops on a missing/unreadable image; "zeros" stores zero features
@@ -52,6 +59,7 @@ class EncoderConfig:
     image_encoder: ImageEncoderName = "efficientnet-lite0"
     image_weights: str | None = None
     image_size: int = 224
+    image_colour_bins: int = 0
     max_length: int = 48
     missing_image: MissingImage = "error"
 
@@ -63,6 +71,10 @@ class EncoderConfig:
                                  f"not {getattr(self, name)!r}")
         if self.image_size < 32:
             raise ValueError(f"encoder.image_size must be at least 32, not {self.image_size}")
+        if isinstance(self.image_colour_bins, bool) or self.image_colour_bins not in (
+                0, *range(2, MAX_COLOUR_BINS + 1)):
+            raise ValueError(f"encoder.image_colour_bins must be 0 (off) or 2 to "
+                             f"{MAX_COLOUR_BINS} bins per channel, not {self.image_colour_bins!r}")
         if self.max_length < 3:
             raise ValueError(f"encoder.max_length must be at least 3, not {self.max_length}")
         self.train_layers = _checked_train_layers(self.train_layers)

@@ -13,7 +13,8 @@ _EXPORTS = {
     "HFTextEncoder": "text", "BiLSTMTextEncoder": "text", "load_tokenizer": "text",
     "default_english_encoder_path": "text",
     "ImageEncoder": "image", "EfficientNetLiteEncoder": "image", "ResNetEncoder": "image",
-    "build_image_encoder": "image", "load_image": "image",
+    "build_image_encoder": "image", "configured_image_encoder": "image", "load_image": "image",
+    "ColourHistogramEncoder": "colour",
     "FeatureStore": "store", "StoreMismatchError": "store",
     "EncoderConfig": "features", "FeatureStats": "features", "extract_features": "features",
 }

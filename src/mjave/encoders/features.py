@@ -46,7 +46,7 @@ from mjave.encoders.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageEncoder,
-    build_image_encoder,
+    configured_image_encoder,
     file_fingerprint,
     load_image,
     packaged_efficientnet_weights,
@@ -54,6 +54,7 @@ from mjave.encoders.image import (
 )
 from mjave.config.encoder import EncoderConfig
 from mjave.encoders import layers
+from mjave.encoders.colour import COLOUR_SCALE, colour_encoder_name, colour_feature_dim
 from mjave.encoders.store import FeatureStore
 from mjave.encoders.text import HFTextEncoder, load_tokenizer, resolve_text_encoder_path
 from mjave.logs import make_bar
@@ -157,6 +158,20 @@ def text_feature_keys(config: EncoderConfig, records: Sequence[Record]) -> tuple
     return "text", [r.id for r in records]
 
 
+def image_namespace(config: EncoderConfig) -> str:
+    """Where the image features are stored: "image", or "image_rgb<N>" with the colour
+    histogram (`encoder.image_colour_bins`), so runs with and without it (an experiment's
+    variants) share one store and its text features without mixing their image features."""
+    bins = config.image_colour_bins
+    return f"image_rgb{bins}" if bins else "image"
+
+
+def image_feature_keys(config: EncoderConfig, records: Sequence[Record]
+                       ) -> tuple[str, list[str]]:
+    """The namespace and keys (product ids) of `records`' stored image features."""
+    return image_namespace(config), [r.product_id for r in records]
+
+
 def lower_split(config: EncoderConfig, folder: Path) -> int:
     """The number of layers below the `train_layers` trained ones, from config.json alone;
     ValueError for an encoder that cannot be split or has too few layers."""
@@ -223,9 +238,10 @@ IMAGE_FEATURE_DIMS = {"efficientnet-lite0": 1280, "efficientnet-lite2": 1280,
                       "resnet101": 2048, "resnet50": 2048}
 
 
-def image_feature_dim(name: str) -> int:
-    """The feature size of the named image encoder."""
-    return IMAGE_FEATURE_DIMS[name]
+def image_feature_dim(name: str, colour_bins: int = 0) -> int:
+    """The feature size of the named image encoder, with `colour_bins`^3 histogram features
+    when the colour histogram is on (`encoder.image_colour_bins`)."""
+    return IMAGE_FEATURE_DIMS[name] + colour_feature_dim(colour_bins)
 
 
 def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str, Any]:
@@ -243,14 +259,18 @@ def _image_meta(config: EncoderConfig, encoder: ImageEncoder | None) -> dict[str
             raise resnet_weights_required(name)
         side = math.ceil(config.image_size / 32)
         lite = name.startswith("efficientnet")
-        d = {"name": name, "weights": file_fingerprint(weights_path),
-             "image_size": config.image_size, "feature_dim": image_feature_dim(name),
+        bins = config.image_colour_bins
+        d = {"name": colour_encoder_name(name, bins), "weights": file_fingerprint(weights_path),
+             "image_size": config.image_size, "feature_dim": image_feature_dim(name, bins),
              "num_regions": side * side,
              "mean": list(EFFICIENTNET_LITE_MEAN if lite else IMAGENET_MEAN),
-             "std": list(EFFICIENTNET_LITE_STD if lite else IMAGENET_STD)}
+             "std": list(EFFICIENTNET_LITE_STD if lite else IMAGENET_STD),
+             **({"colour_bins": bins, "colour_scale": COLOUR_SCALE} if bins else {})}
+    # the colour keys only when the histogram is on: stores written before it keep their meta
+    colour = {k: d[k] for k in ("colour_bins", "colour_scale") if k in d}
     return {"encoder": d["name"], "weights": d["weights"], "image_size": d["image_size"],
             "mean": d["mean"], "std": d["std"], "dim": d["feature_dim"],
-            "rows": 1 + d["num_regions"], "info": {"weights_path": weights_path}}
+            "rows": 1 + d["num_regions"], **colour, "info": {"weights_path": weights_path}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +344,7 @@ def extract_features(records: Sequence[Record], store_dir: str | os.PathLike[str
         else:
             meta["text"] = _text_meta(config, tokenizer, hidden, folder)
     if do_image:
-        meta["image"] = _image_meta(config, image_encoder)
+        meta[image_namespace(config)] = _image_meta(config, image_encoder)
 
     store = FeatureStore(store_dir, meta=meta, flush_every=max(batch_size, 1) * 2,
                          invalidate=(LOWER_NAMESPACE,))
@@ -453,7 +473,8 @@ def _extract_images(records: Sequence[Record], store: FeatureStore, config: Enco
         if exists:
             found.add(pid)
     # Zero-filled products are retried: their image may have been added since.
-    pending = store.missing("image", by_product, include_placeholders=True)
+    ns = image_namespace(config)
+    pending = store.missing(ns, by_product, include_placeholders=True)
     stats.skipped_images = len(by_product) - len(pending)
     if not pending:
         return
@@ -504,21 +525,20 @@ def _extract_images(records: Sequence[Record], store: FeatureStore, config: Enco
                 if present:
                     if encoder is None:
                         t0 = time.perf_counter()
-                        encoder = build_image_encoder(config.image_encoder, config.image_weights,
-                                                      config.image_size).to(device)
+                        encoder = configured_image_encoder(config).to(device)
                         load_time = time.perf_counter() - t0
                         stats.load_seconds += load_time
                     g, r = encoder.encode_images([im for _, im in present])
                     feats = torch.cat([g.unsqueeze(1), r], dim=1).float().cpu().numpy()
-                    store.put("image", {k: feats[j] for j, (k, _) in enumerate(present)})
+                    store.put(ns, {k: feats[j] for j, (k, _) in enumerate(present)})
                     stats.new_images += len(present)
                 if absent:
                     stats.missing_images += len(absent)
-                    fresh = [k for k in absent if not store.has("image", k)]
+                    fresh = [k for k in absent if not store.has(ns, k)]
                     if fresh:
-                        settings = store.namespace_meta("image") or {}
+                        settings = store.namespace_meta(ns) or {}
                         zeros = np.zeros((settings["rows"], settings["dim"]), dtype=np.float16)
-                        store.put("image", {k: zeros for k in fresh}, placeholder=True)
+                        store.put(ns, {k: zeros for k in fresh}, placeholder=True)
                 store.flush()
                 if bar is not None:
                     bar.update(len(keys))
@@ -531,6 +551,7 @@ def _extract_images(records: Sequence[Record], store: FeatureStore, config: Enco
                     "(retried on the next run)", stats.missing_images)
 
 
-__all__ = ["EncoderConfig", "FeatureStats", "LOWER_NAMESPACE", "extract_features", "lower_split",
+__all__ = ["EncoderConfig", "FeatureStats", "LOWER_NAMESPACE", "extract_features",
+           "image_feature_dim", "image_feature_keys", "image_namespace", "lower_split",
            "model_content_hash", "model_fingerprint", "resolve_image_path", "text_feature_keys",
            "text_key", "tokenizer_fingerprint"]

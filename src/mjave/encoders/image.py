@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mjave.config.encoder import EncoderConfig
 from mjave.data.errors import DataError
 from mjave.data.rows import MAX_IMAGE_PIXELS, check_image_pixels, open_image_file
 
@@ -426,8 +427,10 @@ class ResNetEncoder(ImageEncoder):
 
 
 def build_image_encoder(name: str, weights_path: str | os.PathLike[str] | None = None,
-                        image_size: int = 224, allow_random: bool = False) -> ImageEncoder:
-    """One of `IMAGE_ENCODERS` by its config name."""
+                        image_size: int = 224, allow_random: bool = False,
+                        colour_bins: int = 0) -> ImageEncoder:
+    """One of `IMAGE_ENCODERS` by its config name; `colour_bins` > 0 wraps it in a
+    `mjave.encoders.colour.ColourHistogramEncoder` (each region's colour histogram appended)."""
     builders: dict[str, Callable[[], ImageEncoder]] = {
         "efficientnet-lite0": lambda: EfficientNetLiteEncoder(
             "lite0", weights_path, image_size, allow_random),
@@ -438,12 +441,23 @@ def build_image_encoder(name: str, weights_path: str | os.PathLike[str] | None =
     }
     if name not in builders:
         raise ValueError(f"unknown image encoder {name!r}; choose one of {', '.join(builders)}")
-    return builders[name]()
+    if not colour_bins:
+        return builders[name]()
+    from mjave.encoders.colour import ColourHistogramEncoder
+    return ColourHistogramEncoder(builders[name](), colour_bins)
+
+
+def configured_image_encoder(config: EncoderConfig) -> ImageEncoder:
+    """The image encoder an `EncoderConfig` names (weights, size, colour histogram), on CPU:
+    what feature extraction, the Extractor and the ONNX export all build."""
+    return build_image_encoder(config.image_encoder, config.image_weights, config.image_size,
+                               colour_bins=config.image_colour_bins)
 
 
 __all__ = [
     "EFFICIENTNET_LITE_MEAN", "EFFICIENTNET_LITE_STD", "EfficientNetLiteEncoder",
     "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_ENCODERS", "ImageEncoder", "ResNet", "ResNetEncoder",
-    "build_image_encoder", "decode_image", "file_fingerprint", "load_image", "load_state_dict_file",
-    "packaged_efficientnet_weights", "resnet_weights_required",
+    "build_image_encoder", "configured_image_encoder", "decode_image", "file_fingerprint",
+    "load_image", "load_state_dict_file", "packaged_efficientnet_weights",
+    "resnet_weights_required",
 ]

@@ -7,6 +7,7 @@ Layout under `root`:
     text/index.json                    which shard holds which key
     image/shard-00000.safetensors      per product id: (1 + K, D), row 0 global, rows 1.. regions
     image/index.json
+    image_rgb4/...                     the same with a colour histogram appended (4 bins a channel)
 
 Values are float16 (half the disk and page cache of float32; encoder outputs are O(1), far
 inside float16's range, and a value that would overflow is refused). A flush writes a new shard

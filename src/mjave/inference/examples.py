@@ -16,7 +16,7 @@ from mjave.data.records import Record
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner
 from mjave.config import EncoderConfig
-from mjave.encoders.features import extract_features, text_feature_keys
+from mjave.encoders.features import extract_features, image_feature_keys, text_feature_keys
 from mjave.encoders.store import FeatureStore
 from mjave.model.batches import (Example, attribute_targets, implicit_targets,
                                  known_attribute_mask)
@@ -66,7 +66,7 @@ def build_examples(records: Sequence[Record], aligner: TextAligner, schema: Attr
     encodeds = aligner.encode_many(_known_spans_only(records, schema, issues), issues)
     texts = (store.get(*text_feature_keys(encoder, records)) if text_features
              else [None] * len(records))
-    images = (store.get("image", [r.product_id for r in records]) if image_features
+    images = (store.get(*image_feature_keys(encoder, records)) if image_features
               else [None] * len(records))
     knowledge: list = [None] * len(records)
     if lexicon is not None and lexicon_draw is not None:

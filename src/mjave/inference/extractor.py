@@ -351,9 +351,8 @@ class Extractor:
             text_encoder = text_encoder.to(model.device)
         image_encoder = None
         if model.uses_image:
-            from mjave.encoders.image import build_image_encoder
-            image_encoder = build_image_encoder(enc.image_encoder, enc.image_weights,
-                                                enc.image_size).to(model.device)
+            from mjave.encoders.image import configured_image_encoder
+            image_encoder = configured_image_encoder(enc).to(model.device)
         return cls(model, text_encoder, image_encoder, batch_size=batch_size,
                    threshold=threshold, stride=stride, trained_versions=folder.versions,
                    bf16=bf16)
@@ -417,6 +416,7 @@ class Extractor:
                 "char_level": enc.char_level,
                 "image": enc.image_encoder if self.uses_image else None,
                 "image_size": enc.image_size if self.uses_image else None,
+                "image_colour_bins": enc.image_colour_bins if self.uses_image else None,
             },
             "uses_image": self.uses_image,
             "missing_image": self.missing_image,

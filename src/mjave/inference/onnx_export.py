@@ -183,10 +183,10 @@ def quantize_int8(path: Path, weights: str = "signed7") -> None:
 def export_image_encoder(config: Any, path: Path, opset: int) -> dict[str, Any]:
     """The image encoder as a graph `pixels (B, 3, S, S) -> global (B, D), regions (B, K, D)`;
     returns what preprocessing needs (size, mean, std, resampling) and the graph's sizes."""
-    from mjave.encoders.image import build_image_encoder
+    from mjave.encoders.image import configured_image_encoder
 
     enc = config.encoder
-    image = build_image_encoder(enc.image_encoder, enc.image_weights, enc.image_size).eval()
+    image = configured_image_encoder(enc).eval()   # the colour histogram too, when it is on
     pixels = torch.zeros(2, 3, enc.image_size, enc.image_size)
     export_graph(image, (pixels,), path, list(IMAGE_GRAPH_INPUTS), list(IMAGE_GRAPH_OUTPUTS),
                  {"pixels": {0: "batch"}, "global": {0: "batch"}, "regions": {0: "batch"}}, opset)

@@ -85,7 +85,10 @@ def encoder_lines(config: RunConfig, folder: Path) -> list[str]:
     lines += ["", f"The tokenizer files are in `{TOKENIZER_DIR}/`."]
     if uses_image(config):
         lines += ["", f"Image encoder: `{enc.image_encoder}` at {enc.image_size} px "
-                  f"(weights: `{enc.image_weights or 'packaged'}`)."]
+                  f"(weights: `{enc.image_weights or 'packaged'}`)"
+                  + (f", each region's colour histogram appended ({enc.image_colour_bins} bins "
+                     f"per channel, {enc.image_colour_bins ** 3} features: "
+                     f"`encoder.image_colour_bins`)." if enc.image_colour_bins else ".")]
     else:
         lines += ["", "Text only: the model does not read the product image."]
     return lines

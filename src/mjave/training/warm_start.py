@@ -68,7 +68,9 @@ def architecture_mismatches(source: ModelFolder, config: RunConfig) -> list[str]
     if was.model.use_image and now.model.use_image:
         for field, a, b in (("model.image_dim", was.model.image_dim, now.model.image_dim),
                             ("encoder.image_encoder", was.encoder.image_encoder,
-                             now.encoder.image_encoder)):
+                             now.encoder.image_encoder),
+                            ("encoder.image_colour_bins", was.encoder.image_colour_bins,
+                             now.encoder.image_colour_bins)):
             if a != b:
                 problems.append(f"{field} is {a!r} there, {b!r} here")
     if was.encoder.text_kind != now.encoder.text_kind:
