@@ -126,7 +126,7 @@ def test_cross_validation_folds_by_product_and_is_seeded():
     cal = calibrate(one, 0.5, confidence=0.9)
     assert cal.reachable and cal.refused and "one product" in cal.warning
     # (score, correct) pairs without a product still work: each is a group of its own
-    pairs = [(s, c) for s, c, _ in _well_separated(10)]
+    pairs = [(s, c) for s, c, *_ in _well_separated(10)]
     assert cross_validate(pairs, 0.9).folds == 5
     assert select_threshold(pairs, 0.9).threshold == select_threshold(
         _well_separated(10), 0.9).threshold

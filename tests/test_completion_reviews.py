@@ -178,7 +178,10 @@ def test_enough_accepted_reviews_back_new_attribute_suggestions(tmp_path, catalo
     assert summary.calibration.kept == 20
 
 
-def test_too_few_reviews_keep_them_in_review_and_say_how_many_more(tmp_path, catalog):
+def test_reviews_in_queue_order_vouch_only_for_the_rows_they_decided(tmp_path, catalog):
+    # 5 of the 30 Fit suggestions (one score) accepted: the 25 unreviewed ones have no fair
+    # sample to be judged by (no held-out values judge a new attribute), so no threshold that
+    # keeps them can be backed, and reviewing more in queue order would not change that
     products, table, stub = catalog
     five = {f"p{i}" for i in range(5)}
     db = _review(tmp_path, products, table, stub,
@@ -189,14 +192,18 @@ def test_too_few_reviews_keep_them_in_review_and_say_how_many_more(tmp_path, cat
                        reviews=str(db))
     assert not summary.refused and summary.new_threshold is None
     new = summary.by_kind[NEW_ATTRIBUTE]
-    assert new.refused and (new.kept, new.correct) == (5, 5)
+    assert new.refused and (new.kept, new.correct) == (0, 0)
+    assert summary.reviews.used[NEW_ATTRIBUTE] == 5
     assert {r["kind"] for r in _rows(out)} == {FILLS_KNOWN_GAP}
     assert len(_rows(review_path(out))) == 30 == summary.new_attributes   # as without reviews
+    weighting = summary.weighting[NEW_ATTRIBUTE]
+    assert "25 unreviewed candidates" in weighting and "5 judged suggestions left out" in weighting
     need = summary.needs[NEW_ATTRIBUTE]
-    assert "about 10 more reviewed suggestions scoring >= 0.9900" in need   # 15 of 15 backs it
+    assert "vouch only for the rows they decided" in need and "fair sample" in need
     assert need in summary.summary() and "no held-out data can back" in summary.summary()
     saved = json.loads((tmp_path / "s.calibration.json").read_text())
     assert saved["kinds"]["reviews_needed"][NEW_ATTRIBUTE] == need
+    assert saved["weighting"][NEW_ATTRIBUTE] == weighting
     assert saved["kinds"]["precision_backed_for"] == FILLS_KNOWN_GAP
 
 
@@ -215,13 +222,14 @@ def test_rejected_reviews_lower_the_precision_and_refuse_that_kind_only(tmp_path
     assert "cannot be backed at the observed precision" in summary.needs[NEW_ATTRIBUTE]
     assert "new_attribute: REFUSED" in summary.summary()
 
-    # rejecting the known gaps' suggestions: 20 held-out right + 5 reviewed wrong at one score
+    # rejecting the known gaps' suggestions: the run still writes those 5 rows and they are
+    # known wrong; every candidate is reviewed, so the 20 held-out pairs judge no written row
     db2 = _review(tmp_path, products, table, stub,
                   lambda item: ("reject", None) if item["attribute"] == "Color" else None,
                   name="colour.sqlite")
     summary = complete(stub, products, table, out, min_precision=0.9, cv_folds=0,
                        reviews=str(db2))
-    assert summary.refused and (summary.calibration.kept, summary.calibration.correct) == (25, 20)
+    assert summary.refused and (summary.calibration.kept, summary.calibration.correct) == (5, 0)
     assert _rows(out) == []
     without = complete(stub, products, table, out, min_precision=0.9, cv_folds=0)
     assert not without.refused and without.calibration.kept == 20   # the reviews made it

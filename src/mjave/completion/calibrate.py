@@ -38,6 +38,11 @@ bound at `confidence` is below `P`; `backed_precision` is then the precision it 
 best bound in sample, and where that reaches `P` the lower of it and the cross-validated bound.
 With `force` it says so (`forced`) instead.
 
+**Weights.** A judged pair may stand for several suggestions of the run (`Judged.weight`,
+set by `mjave.completion.stratify` when reviews judge part of the run): precisions are then
+weighted means and every Wilson bound is taken on the effective number of suggestions (Kish,
+(sum w)^2 / sum w^2). Unit weights give exactly the unweighted figures.
+
 Pairs are `(score, correct)` or `(score, correct, product)` (`Judged`); without a product each
 suggestion is a group of its own in the cross-validation. `evidence` names what judged them in
 the messages ("held-out"; "reviewed" when `mjave complete --reviews` judged them,
@@ -58,12 +63,47 @@ HELD_OUT_EVIDENCE = "held-out"
 
 
 class Judged(NamedTuple):
-    """One held-out suggestion: its score, whether a held-out value confirms it, and its product
-    (the group cross-validation keeps in one fold; None: unknown)."""
+    """One held-out suggestion: its score, whether a held-out value confirms it, its product
+    (the group cross-validation keeps in one fold; None: unknown) and how many suggestions of
+    the run it stands for (`weight`, 1 unless `mjave.completion.stratify` re-weighted it)."""
 
     score: float
     correct: bool
     product: str | None = None
+    weight: float = 1.0
+
+
+def _weight(p: Sequence[Any]) -> float:
+    return float(p[3]) if len(p) > 3 else 1.0
+
+
+class _Tally:
+    """Kept and correct suggestions, counted and weighted: the weighted precision and its
+    effective number of suggestions (Kish: (sum w)^2 / sum w^2; the count itself when every
+    weight is 1, so unweighted pairs give exactly the plain precision and bound)."""
+
+    __slots__ = ("kept", "correct", "w", "w_correct", "w2")
+
+    def __init__(self) -> None:
+        self.kept = self.correct = 0
+        self.w = self.w_correct = self.w2 = 0.0
+
+    def add(self, correct: bool, weight: float) -> None:
+        self.kept += 1
+        self.correct += bool(correct)
+        self.w += weight
+        self.w_correct += weight * bool(correct)
+        self.w2 += weight * weight
+
+    @property
+    def precision(self) -> float | None:
+        return self.w_correct / self.w if self.w > 0 else None
+
+    def bound(self, confidence: float) -> float:
+        if self.w <= 0:
+            return 0.0
+        return wilson_lower_bound(self.w_correct / self.w, self.w * self.w / self.w2,
+                                  confidence)
 
 
 @dataclass(frozen=True)
@@ -94,6 +134,9 @@ class Calibration:
     refused: bool = False          # `requested` cannot be backed: emit nothing
     forced: bool = False           # `requested` cannot be backed, emitted anyway (`force`)
     evidence: str = HELD_OUT_EVIDENCE   # what judged the suggestions (the messages' word)
+    # precisions weighted to the scores of the suggestions the run writes
+    # (`mjave.completion.stratify`): `kept` / `correct` stay counts
+    weighted: bool = False
 
     @property
     def gold_values(self) -> str:
@@ -118,9 +161,12 @@ class Calibration:
             bound = ("" if self.precision_bound is None or self.confidence <= 0.5 else
                      f" (lower bound {self.precision_bound:.3f} at {self.confidence:g} "
                      "confidence)")
+            weighted = (", weighted to the scores of the suggestions written"
+                        if self.weighted else "")
             est = (f"estimated precision {self.precision:.3f}{bound}, recall {rec} "
                    f"({self.correct} of {self.kept} {self.evidence} suggestions correct"
-                   f"{'' if self.n_gold is None else f', {self.n_gold} {self.gold_values}'})")
+                   f"{'' if self.n_gold is None else f', {self.n_gold} {self.gold_values}'}"
+                   f"{weighted})")
         if self.cv_precision_bound is not None:
             cvp = "-" if self.cv_precision is None else f"{self.cv_precision:.3f}"
             silent = (f", {self.cv_refused_folds} of them reaching no threshold"
@@ -148,20 +194,27 @@ def precision_recall_at(pairs: Iterable[Sequence[Any]], threshold: float,
     return precision, recall, kept, correct
 
 
-def precision_lower_bound(correct: int, kept: int, confidence: float = 0.5) -> float:
+def precision_lower_bound(correct: float, kept: float, confidence: float = 0.5) -> float:
     """One-sided Wilson score lower bound of a precision `correct / kept` at `confidence`
     (0.5: the estimate itself). Unlike the normal approximation it stays inside [0, 1] and is
     sensible for the handful of suggestions at the top of a ranking."""
     if kept <= 0:
         return 0.0
-    p = correct / kept
+    return wilson_lower_bound(correct / kept, kept, confidence)
+
+
+def wilson_lower_bound(p: float, n: float, confidence: float = 0.5) -> float:
+    """The Wilson bound of a precision `p` observed on `n` suggestions (`n` may be an effective
+    number, for weighted suggestions)."""
+    if n <= 0:
+        return 0.0
     if confidence <= 0.5:
         return p
     from scipy.stats import norm
     z = float(norm.ppf(confidence))
-    centre = p + z * z / (2 * kept)
-    spread = z * math.sqrt(p * (1 - p) / kept + z * z / (4 * kept * kept))
-    return max(0.0, (centre - spread) / (1 + z * z / kept))
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(max(0.0, p * (1 - p)) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
@@ -179,11 +232,14 @@ def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
         raise ValueError(f"the requested precision must lie in [0, 1], not {min_precision}")
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"the confidence must lie in [0.5, 1), not {confidence}")
-    items = sorted(((float(p[0]), bool(p[1])) for p in pairs), key=lambda t: -t[0])
-    if any(math.isnan(s) for s, _ in items):
+    items = sorted(((float(p[0]), bool(p[1]), _weight(p)) for p in pairs), key=lambda t: -t[0])
+    if any(math.isnan(s) for s, _, _ in items):
         raise ValueError("a suggestion score is NaN")
+    if any(not w > 0 for _, _, w in items):
+        raise ValueError("a suggestion weight is not positive")
     if n_gold is not None and n_gold < 0:
         raise ValueError(f"n_gold must be >= 0, not {n_gold}")
+    weighted = any(w != 1.0 for _, _, w in items)
 
     def recall_of(correct: int) -> float | None:
         return correct / n_gold if n_gold else None
@@ -195,34 +251,33 @@ def select_threshold(pairs: Iterable[Sequence[Any]], min_precision: float,
                            f"{fallback:g} is used and the precision cannot be estimated",
                            evidence=evidence)
     # Walk down the distinct scores: at each, every suggestion scoring >= it is kept.
-    best: tuple[float, int, int] | None = None       # (threshold, kept, correct) reaching P
-    top: tuple[float, float, int, int] | None = None  # (precision, threshold, kept, correct)
-    kept = correct = 0
+    best: tuple[float, int, int, float, float] | None = None   # reaching P: (t, kept, correct,
+    top: tuple[float, float, int, int, float] | None = None    # precision, bound); the best bound
+    tally = _Tally()
     i = 0
     while i < len(items):
         score = items[i][0]
         while i < len(items) and items[i][0] == score:
-            kept += 1
-            correct += items[i][1]
+            tally.add(items[i][1], items[i][2])
             i += 1
-        bound = precision_lower_bound(correct, kept, confidence)
+        bound = tally.bound(confidence)
+        precision = tally.precision or 0.0
         # >= with a tolerance of rounding, so 9/10 reaches 0.9
         if bound >= min_precision - 1e-12:
-            best = (score, kept, correct)             # lower thresholds overwrite higher ones
+            best = (score, tally.kept, tally.correct, precision, bound)  # lower ones overwrite
         if top is None or bound > top[0] + 1e-12:
-            top = (bound, score, kept, correct)
+            top = (bound, score, tally.kept, tally.correct, precision)
         elif bound >= top[0] - 1e-12:                    # a tie: the lower threshold wins
-            top = (top[0], score, kept, correct)
-    extra = {"confidence": confidence, "evidence": evidence}
+            top = (top[0], score, tally.kept, tally.correct, precision)
+    extra = {"confidence": confidence, "evidence": evidence, "weighted": weighted}
     if best is not None:
-        t, k, c = best
-        return Calibration(min_precision, t, c / k, recall_of(c), True, k, c, len(items), n_gold,
-                           source, precision_bound=precision_lower_bound(c, k, confidence),
-                           **extra)
+        t, k, c, p, b = best
+        return Calibration(min_precision, t, p, recall_of(c), True, k, c, len(items), n_gold,
+                           source, precision_bound=b, **extra)
     assert top is not None
-    b, t, k, c = top
+    b, t, k, c, p = top
     what = "precision" if confidence <= 0.5 else f"precision bound ({confidence:g} confidence)"
-    return Calibration(min_precision, t, c / k, recall_of(c), False, k, c, len(items), n_gold,
+    return Calibration(min_precision, t, p, recall_of(c), False, k, c, len(items), n_gold,
                        source,
                        f"precision {min_precision:g} is not reachable on the {evidence} values "
                        f"(the {what} is at most {b:.3f}): using the threshold of the highest "
@@ -269,7 +324,8 @@ def cross_validate(pairs: Iterable[Sequence[Any]], min_precision: float,
     if k < 2:
         return CrossValidation(0, 0, 0, None, 0.0, 0)
     fold_of = {pid: i % k for i, pid in enumerate(products)}
-    kept = correct = refused = 0
+    pooled = _Tally()
+    refused = 0
     thresholds: list[float | None] = []
     for f in range(k):
         train = [p for p, g in zip(items, groups) if fold_of[g] != f]
@@ -280,12 +336,11 @@ def cross_validate(pairs: Iterable[Sequence[Any]], min_precision: float,
             thresholds.append(None)
             continue
         thresholds.append(cal.threshold)
-        _, _, k_kept, k_correct = precision_recall_at(test, cal.threshold)
-        kept += k_kept
-        correct += k_correct
-    return CrossValidation(k, kept, correct, correct / kept if kept else None,
-                           precision_lower_bound(correct, kept, confidence), refused,
-                           tuple(thresholds))
+        for p in test:
+            if p[0] >= cal.threshold:
+                pooled.add(bool(p[1]), _weight(p))
+    return CrossValidation(k, pooled.kept, pooled.correct, pooled.precision,
+                           pooled.bound(confidence), refused, tuple(thresholds))
 
 
 def calibrate(pairs: Iterable[Sequence[Any]], min_precision: float, n_gold: int | None = None,
@@ -358,11 +413,16 @@ def fixed_threshold(pairs: Iterable[Sequence[Any]], threshold: float,
                     evidence: str = HELD_OUT_EVIDENCE) -> Calibration:
     """What a given threshold reaches on held-out values (no selection; `requested` None)."""
     items = list(pairs)
-    p, r, kept, correct = precision_recall_at(items, threshold, n_gold)
-    return Calibration(None, float(threshold), p, r, True, kept, correct, len(items), n_gold,
-                       source, evidence=evidence)
+    _, r, kept, correct = precision_recall_at(items, threshold, n_gold)
+    tally = _Tally()
+    for p in items:
+        if p[0] >= threshold:
+            tally.add(bool(p[1]), _weight(p))
+    return Calibration(None, float(threshold), tally.precision, r, True, kept, correct,
+                       len(items), n_gold, source, evidence=evidence,
+                       weighted=any(_weight(p) != 1.0 for p in items))
 
 
 __all__ = ["Calibration", "CrossValidation", "DEFAULT_FOLDS", "HELD_OUT_EVIDENCE", "Judged",
            "calibrate", "cross_validate", "fixed_threshold", "precision_lower_bound",
-           "precision_recall_at", "refusal_message", "select_threshold"]
+           "precision_recall_at", "refusal_message", "select_threshold", "wilson_lower_bound"]

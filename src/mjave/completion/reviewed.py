@@ -89,12 +89,15 @@ def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = coll
 @dataclass(frozen=True)
 class Evidence:
     """One judged suggestion of the current run: its attribute and kind, where the verdict
-    comes from (`HELD_OUT` or `REVIEW`) and the (score, correct, product) it is judged as."""
+    comes from (`HELD_OUT` or `REVIEW`), the (score, correct, product) it is judged as, and
+    whether the run itself would write it (`candidate`: a reviewed value the table still
+    lacks; an accepted value now in the table, or a held-out pair, is not)."""
 
     attribute: str
     kind: str
     source: str
     judged: Judged
+    candidate: bool = False
 
 
 @dataclass
@@ -177,7 +180,7 @@ def per_attribute(evidence: Iterable[Evidence], confidence: float,
     return out
 
 
-def reviews_needed(correct: int, judged: int, min_precision: float, confidence: float,
+def reviews_needed(correct: float, judged: int, min_precision: float, confidence: float,
                    limit: int = MAX_REVIEWS_NEEDED) -> int | None:
     """How many more judged suggestions would back `min_precision` if the observed precision
     `correct / judged` held: the smallest n whose Wilson lower bound at `confidence` over
@@ -221,11 +224,13 @@ def needs_statement(kind: str, cal: Calibration | None, min_precision: float,
             return (f"{kind}: the judged suggestions come from too few products to show the "
                     f"threshold transfers; review suggestions of more products")
         correct, judged, where = cal.cv_correct, cal.cv_kept, "cross-validated over products"
+        observed = cal.cv_precision if cal.cv_precision is not None else correct / judged
     else:
         correct, judged = cal.correct, cal.kept
         where = f"scoring >= {cal.threshold:.4f}"
-    n = reviews_needed(correct, judged, min_precision, confidence)
-    observed = correct / judged
+        observed = cal.precision
+    # weighted pairs (`mjave.completion.stratify`): the weighted precision, on the pair count
+    n = reviews_needed(observed * judged, judged, min_precision, confidence)
     if n is None:
         return (f"{kind}: cannot be backed at the observed precision {observed:.3f} ({correct} "
                 f"of {judged} judged {where} right; precision {min_precision:g} asked)")

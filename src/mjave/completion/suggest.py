@@ -53,6 +53,10 @@ them: `fills_known_gap` is calibrated on the held-out pairs and its reviewed pai
 refuses the run, its rows go to review as above. `exclude_attributes` drops the suggestions of
 the named attributes from every output and from the calibration. The summary reports the
 precision of every judged attribute and how many more reviews an unbacked kind needs.
+Reviewers see the queue in score or uncertainty order, not at random, so with reviews the
+promise is judged on the rows the run writes (`mjave.completion.stratify`): reviewed rows it
+still writes count as themselves, the unreviewed ones are judged by the held-out pairs
+weighted to their scores, and reviewed values it no longer writes judge nothing.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from mjave.completion.kinds import (FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE, Categ
 from mjave.completion.reviewed import (HELD_OUT, REVIEW, AttributePrecision, Evidence, Review,
                                        ReviewCounts, needs_statement, per_attribute,
                                        read_reviews)
+from mjave.completion.stratify import stratify
 from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
 from mjave.data.formats import iter_records, read_table
@@ -412,25 +417,37 @@ class _Work:
                                (src, *excluded)).fetchone()[0]
 
     def review_scores(self, reviews: Sequence[Review], held_src: int
-                      ) -> Iterator[tuple[Review, float | None, str, bool]]:
+                      ) -> Iterator[tuple[Review, float | None, str, bool, bool]]:
         """Per review: this run's score of its (product, attribute, normalised value) (the
         best mention; None when no text of the products states it now), the product's
-        category, and whether held-out values of `held_src` judge that (product, attribute)."""
+        category, whether held-out values of `held_src` judge that (product, attribute), and
+        whether it is one of this run's candidate suggestions."""
         self.db.executescript(
             "CREATE INDEX IF NOT EXISTS mention_key ON mention (src, product_id, attribute, "
-            "norm); CREATE TEMP TABLE IF NOT EXISTS rev (i INTEGER PRIMARY KEY, product_id "
-            "TEXT, attribute TEXT, norm TEXT); DELETE FROM rev;")
+            "norm); CREATE INDEX IF NOT EXISTS suggestion_key ON suggestion (product_id, "
+            "attribute, normalized_value); CREATE TEMP TABLE IF NOT EXISTS rev (i INTEGER "
+            "PRIMARY KEY, product_id TEXT, attribute TEXT, norm TEXT); DELETE FROM rev;")
         self.db.executemany("INSERT INTO rev VALUES (?,?,?,?)",
                             [(i, *r.key) for i, r in enumerate(reviews)])
         cur = self.db.execute(
             "SELECT r.i, (SELECT max(m.score) FROM mention m WHERE m.src=? AND "
             "m.product_id=r.product_id AND m.attribute=r.attribute AND m.norm=r.norm), "
             "coalesce(c.category, ?), EXISTS (SELECT 1 FROM judged j WHERE j.src=? AND "
-            "j.product_id=r.product_id AND j.attribute IN (r.attribute, ?)) "
+            "j.product_id=r.product_id AND j.attribute IN (r.attribute, ?)), "
+            "EXISTS (SELECT 1 FROM suggestion s WHERE s.product_id=r.product_id AND "
+            "s.attribute=r.attribute AND s.normalized_value=r.norm) "
             "FROM rev r LEFT JOIN category c USING (product_id) ORDER BY r.i",
             (PRODUCTS, UNKNOWN_CATEGORY, held_src, ALL_ATTRIBUTES))
-        for i, score, category, held in cur:
-            yield reviews[i], score, category, bool(held)
+        for i, score, category, held, candidate in cur:
+            yield reviews[i], score, category, bool(held), bool(candidate)
+
+    def unreviewed_scores(self, kind: str) -> list[float]:
+        """The scores of the candidate suggestions of `kind` no review decided (the temporary
+        `rev` table of `review_scores`)."""
+        return [s for (s,) in self.db.execute(
+            "SELECT score FROM suggestion s WHERE kind=? AND NOT EXISTS (SELECT 1 FROM rev r "
+            "WHERE r.product_id=s.product_id AND r.attribute=s.attribute AND "
+            "r.norm=s.normalized_value)", (kind,))]
 
     def drop_attributes(self, attributes: Sequence[str]) -> Counter:
         """Delete the candidate suggestions of `attributes`; returns how many, by (attribute,
@@ -523,6 +540,9 @@ class CompletionSummary:
     new_threshold: float | None = None
     new_attributes_backed: int = 0
     needs: dict[str, str] = field(default_factory=dict)
+    # with reviews, the rows written judged as a finite set (`mjave.completion.stratify`):
+    # what was left out, per kind
+    weighting: dict[str, str] = field(default_factory=dict)
     # precision per judged attribute (held-out and reviews), the lowest bound first, and the
     # candidate suggestions dropped by `exclude_attributes`, by attribute
     attributes: list[AttributePrecision] = field(default_factory=list)
@@ -542,6 +562,7 @@ class CompletionSummary:
                 "calibration_file": self.calibration_file, "files": list(self.files),
                 "refused": self.refused, "seconds": round(self.seconds, 2),
                 "reviews": self.reviews.to_dict() if self.reviews else None,
+                "weighting": dict(self.weighting),
                 "per_attribute": [a.to_dict() for a in self.attributes],
                 "excluded_attributes": dict(self.excluded)}
 
@@ -599,6 +620,7 @@ class CompletionSummary:
         lines += [f"{k}: {c.summary()}" for k, c in self.by_kind.items() if k != FILLS_KNOWN_GAP]
         if self.needs:
             lines.append("reviews needed: " + "; ".join(self.needs.values()))
+        lines += [f"{k}: {note}" for k, note in self.weighting.items()]
         if self.excluded:
             dropped = sorted(self.excluded.items())
             lines.append("excluded attributes: " + ", ".join(
@@ -928,7 +950,7 @@ def _reviews_pass(work: _Work, reviews: Sequence[Review], path: str, shares: Cat
     table's kind. Not used: one no text states now (no score to judge) and one held-out values
     judge already (counted once)."""
     counts = ReviewCounts(path, Counter(r.action for r in reviews))
-    for review, score, category, held in work.review_scores(reviews, held_src):
+    for review, score, category, held, candidate in work.review_scores(reviews, held_src):
         if held:
             counts.held_out += 1
         elif score is None:
@@ -936,7 +958,8 @@ def _reviews_pass(work: _Work, reviews: Sequence[Review], path: str, shares: Cat
         else:
             kind = shares.kind(category, review.attribute)
             summary.reviewed.append(Evidence(review.attribute, kind, REVIEW,
-                                             Judged(score, review.correct, review.product_id)))
+                                             Judged(score, review.correct, review.product_id),
+                                             candidate))
             counts.used[kind] += 1
             counts.by_attribute[review.attribute] += 1
     summary.reviews = counts
@@ -998,14 +1021,28 @@ def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, sou
     each kind gets its own; the excluded attributes judge nothing."""
     excluded = set(cfg.exclude_attributes)
     pairs: dict[str, list[Judged]] = {k: [] for k in KINDS}
+    known: dict[str, list[Judged]] = {k: [] for k in KINDS}   # reviewed rows it still writes
     accepted: Counter = Counter()   # reviewed right values: gold, for the recall
     for e in _evidence(summary):
         if e.attribute not in excluded:
-            pairs[e.kind].append(e.judged)
+            if e.source == REVIEW:
+                if e.candidate:
+                    known[e.kind].append(e.judged)
+            else:
+                pairs[e.kind].append(e.judged)
             accepted[e.kind] += int(e.source == REVIEW and e.judged.correct)
     n_gold = {FILLS_KNOWN_GAP: work.n_held(held_src, cfg.exclude_attributes) +
               accepted[FILLS_KNOWN_GAP], NEW_ATTRIBUTE: accepted[NEW_ATTRIBUTE]}
     reviews = summary.reviews
+    unbackable: set[str] = set()    # kinds whose unreviewed rows no fair sample judges
+    if reviews is not None:   # judge the rows written (mjave.completion.stratify)
+        for kind in KINDS:
+            strata = stratify(pairs[kind], known[kind], work.unreviewed_scores(kind))
+            pairs[kind] = strata.pairs
+            if strata.note():
+                summary.weighting[kind] = strata.note() or ""
+            if strata.floor is not None and not pairs[kind]:
+                unbackable.add(kind)
     reviewed = f"the reviews in {reviews.path}" if reviews is not None else ""
     sources = {FILLS_KNOWN_GAP: f"{source} and {reviewed}" if reviewed else source,
                NEW_ATTRIBUTE: reviewed}
@@ -1029,6 +1066,11 @@ def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, sou
             if kind in summary.by_kind or summary.candidates_by_kind.get(kind, 0) > 0:
                 need = needs_statement(kind, summary.by_kind.get(kind), cfg.min_precision,
                                        cfg.confidence)
+                if need and kind in unbackable:
+                    need = (f"{kind}: reviews taken in queue order vouch only for the rows they "
+                            f"decided; its unreviewed suggestions need a fair sample judged "
+                            f"(held-out values) before precision {cfg.min_precision:g} can be "
+                            f"backed for them")
                 if need:
                     summary.needs[kind] = need
     else:
