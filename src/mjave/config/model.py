@@ -105,6 +105,10 @@ class ModelConfig:
     implicit_max_values: int = 20
     implicit_loss_weight: float = 1.0
     implicit_threshold: float = 0.2
+    # When a text has spans of a closed attribute with different values (an outfit sentence's
+    # "red shirt with black shoes"), keep those whose value the implicit head finds likeliest
+    # in the photo (`mjave.inference.decode.SpanBatch.agree_with_implicit`).
+    implicit_agreement: bool = False
     # Set from the schema (`AttributeSchema.closed_values`): columns per closed attribute.
     implicit_sizes: list[int] = field(default_factory=list)
 

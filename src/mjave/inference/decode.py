@@ -170,6 +170,42 @@ class SpanBatch:
                          for r in range(len(self.texts))]
         return self
 
+    def agree_with_implicit(self, probs: np.ndarray) -> "SpanBatch":
+        """Where a text has spans of one closed attribute with different values, keep only those
+        whose value the implicit head scores highest (`probs`: its (B, V) probabilities).
+
+        Why (issue #31): in "red shirt with black shoes" both colour words are Color values of
+        some product; which one is this product's is what the photo says, and the implicit
+        head, trained on every product's value, reads the photo's colour far better than the
+        tagger learns the word-photo match from the few outfit sentences. A text with one value
+        of the attribute keeps it (the text states it), and a span whose value is outside the
+        closed set is kept (the head cannot judge it). Applied before `with_implicit`."""
+        closed = {self.schema.attr_id(a): (lo, {v: k for k, v in
+                                                enumerate(self.schema.closed_values[a])})
+                  for a, lo, _ in self.schema.implicit_slots()}
+        if not closed or not len(self.rows):
+            return self
+        from mjave.data.normalize import casefold_strip
+        judged: dict[tuple[int, int], list[tuple[int, str, float]]] = {}
+        for i, (r, a, b, j) in enumerate(zip(self.rows.tolist(), self.begins.tolist(),
+                                             self.ends.tolist(), self.attrs.tolist())):
+            if j in closed:
+                lo, index = closed[j]
+                value = casefold_strip(self.texts[r][a:b])
+                if value in index:
+                    judged.setdefault((r, j), []).append(
+                        (i, value, float(probs[r, lo + 1 + index[value]])))
+        keep = np.ones(len(self.rows), dtype=bool)
+        for spans in judged.values():
+            if len({v for _, v, _ in spans}) > 1:
+                best = max(p for _, _, p in spans)
+                for i, _, p in spans:
+                    keep[i] = p >= best
+        if not keep.all():
+            self.rows, self.begins, self.ends, self.attrs, self.scores = (
+                a[keep] for a in (self.rows, self.begins, self.ends, self.attrs, self.scores))
+        return self
+
     def implicit_row(self, row: int) -> list[tuple[str, str, float]]:
         return [] if self.implicit is None else self.implicit[row]
 

@@ -29,7 +29,8 @@ def decode_options(model_config: ModelConfig) -> dict[str, Any]:
             "decoding": model_config.decoding,
             "min_span_score": model_config.min_span_score,
             "max_values_per_attribute": model_config.max_values_per_attribute,
-            "implicit_threshold": model_config.implicit_threshold}
+            "implicit_threshold": model_config.implicit_threshold,
+            "implicit_agreement": model_config.implicit_agreement}
 
 
 @torch.no_grad()
@@ -38,7 +39,8 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
                      threshold: float = 0.5, pad_id: int = 0,
                      restrict_to_category: bool = False, bf16: bool = False,
                      decoding: str = "argmax", min_span_score: float = 0.0,
-                     max_values_per_attribute: int = 0, implicit_threshold: float = 0.5
+                     max_values_per_attribute: int = 0, implicit_threshold: float = 0.5,
+                     implicit_agreement: bool = False
                      ) -> tuple[list[Decoded], np.ndarray]:
     """Decoded spans and attributes per example, plus the (N, L) attribute probabilities.
 
@@ -46,12 +48,13 @@ def predict_examples(net: TextImageModel, examples: Sequence[Example], schema: A
     `bf16`: run the forward under CUDA bfloat16 autocast (outputs are decoded in float32).
     `decoding`, `min_span_score`, `max_values_per_attribute`: how spans are decoded
     (`mjave.inference.decode.decode_spans`); `implicit_threshold`: the least score of a value
-    named without a span (models with `implicit_values`)."""
+    named without a span (models with `implicit_values`); `implicit_agreement`: of a closed
+    attribute's spans with different values keep the photo's (`SpanBatch.agree_with_implicit`)."""
     decoded: list[Decoded] = []
     for _, spans in predict_batches(net, examples, schema, batch_size, device, threshold,
                                     pad_id, restrict_to_category, bf16, decoding,
                                     min_span_score, max_values_per_attribute,
-                                    implicit_threshold):
+                                    implicit_threshold, implicit_agreement):
         decoded.extend(spans.decoded())
     probs = [d.attr_probs for d in decoded]
     return decoded, (np.stack(probs) if probs else np.zeros((0, schema.num_attributes)))
@@ -63,7 +66,8 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                     threshold: float = 0.5, pad_id: int = 0,
                     restrict_to_category: bool = False, bf16: bool = False,
                     decoding: str = "argmax", min_span_score: float = 0.0,
-                    max_values_per_attribute: int = 0, implicit_threshold: float = 0.5
+                    max_values_per_attribute: int = 0, implicit_threshold: float = 0.5,
+                    implicit_agreement: bool = False
                     ) -> Iterator[tuple[list[Example], SpanBatch]]:
     """`predict_examples` batch by batch, decoded as arrays (`SpanBatch`): the Extractor builds
     its results from these without a `Span` object per value."""
@@ -82,8 +86,10 @@ def predict_batches(net: TextImageModel, examples: Sequence[Example], schema: At
                              max_values_per_attribute, transitions)
         implicit = getattr(out, "implicit_logits", None)
         if implicit is not None:
-            spans.with_implicit(implicit_probs(implicit.float().cpu().numpy(), schema),
-                                implicit_threshold)
+            probs = implicit_probs(implicit.float().cpu().numpy(), schema)
+            if implicit_agreement:
+                spans.agree_with_implicit(probs)
+            spans.with_implicit(probs, implicit_threshold)
         yield chunk, spans
 
 
