@@ -25,7 +25,12 @@ class TrainConfig:
     clip_norm: float = 5.0
     scheduler: Literal["constant", "linear"] = "constant"  # linear: warm up, then decay to 0
     warmup_ratio: float = 0.1         # share of all steps spent warming up (linear only)
-    patience: int = 10                # epochs without a better validation value F1
+    patience: int = 10                # epochs without a better validation `select_on` F1
+    # The validation F1 the best epoch is chosen on: "value" (spans), "pair" (spans and values
+    # named without a span together, `mjave.evaluation.implicit`), or "auto": pair for a model
+    # with `model.implicit_values` (on value F1 its head is kept at whatever epoch the spans
+    # peak, often before it has learned the photo), value otherwise.
+    select_on: Literal["auto", "value", "pair"] = "auto"
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     bf16: bool = True                 # autocast on CUDA only; CPU runs stay float32
@@ -96,6 +101,9 @@ class TrainConfig:
             "augment_copies": (1, None, True), "distill_weight": (0, 1, True),
             "distill_temperature": (0, None, True),
             "seed": (0, SEED_MAX, True)})
+        if self.select_on not in ("auto", "value", "pair"):
+            raise ConfigError(f"train.select_on must be auto, value or pair, not "
+                              f"{self.select_on!r}")
         if self.lr == 0:
             raise ConfigError("train.lr must be above 0, not 0")
         if self.distill_temperature == 0:

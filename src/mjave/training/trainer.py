@@ -544,6 +544,15 @@ def epoch_line(row: dict, epochs: int, best_epoch: int | None) -> str:
     return ", ".join(parts)
 
 
+def selection_metric(config: RunConfig) -> str:
+    """The report key the best epoch is chosen on (`train.select_on`; "auto": "pair" for a
+    model naming values without a span, whose head the span F1 does not see, else "value")."""
+    choice = config.train.select_on
+    if choice == "auto":
+        return "pair" if config.model.implicit_values else "value"
+    return choice
+
+
 def _end_epoch(run: Run, optimizer: torch.optim.Optimizer, state: dict, row: dict) -> None:
     """Evaluate on valid, update `state` (best epoch, patience), and write the model when it
     improved, the history and the checkpoint."""
@@ -554,9 +563,10 @@ def _end_epoch(run: Run, optimizer: torch.optim.Optimizer, state: dict, row: dic
                                 run.pad_id)
         row.update(valid_attribute_f1=report["attribute"]["f1"],
                    valid_value_f1=report["value"]["f1"], valid_pair_f1=report["pair"]["f1"])
-        improved = report["value"]["f1"] > state["best_f1"]
+        f1 = report[selection_metric(run.config)]["f1"]
+        improved = f1 > state["best_f1"]
         if improved:
-            state.update(best_f1=report["value"]["f1"], best_valid=report)
+            state.update(best_f1=f1, best_valid=report)
     if improved:
         state.update(best_epoch=epoch, bad_epochs=0)
         save_model(run.out, run.net, run.config, run.schema,
