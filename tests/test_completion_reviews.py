@@ -323,7 +323,7 @@ def test_without_reviews_nothing_changes_but_the_added_report(tmp_path, catalog)
     assert {r["kind"] for r in _rows(out)} == {FILLS_KNOWN_GAP}
     assert "speak for fills_known_gap only" in summary.summary()
     # the new attributes were never reviewed: the least number that could back them
-    assert "at least 15 reviewed suggestions" in summary.needs[NEW_ATTRIBUTE]
+    assert "at least 15 judged suggestions" in summary.needs[NEW_ATTRIBUTE]
 
 
 # --------------------------------------------------------------------------------------------

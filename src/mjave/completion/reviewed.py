@@ -217,7 +217,7 @@ def needs_statement(kind: str, cal: Calibration | None, min_precision: float,
         return None
     if cal is None or cal.precision is None:
         n = reviews_needed(0, 0, min_precision, confidence)
-        return (f"{kind}: nothing judged yet; at least {n} reviewed suggestions (if every one "
+        return (f"{kind}: nothing judged yet; at least {n} judged suggestions (if every one "
                 f"is right) before precision {min_precision:g} can be backed")
     if cal.reachable and cal.cv_precision_bound is not None:
         if cal.cv_folds == 0 or not cal.cv_kept:
@@ -234,7 +234,7 @@ def needs_statement(kind: str, cal: Calibration | None, min_precision: float,
     if n is None:
         return (f"{kind}: cannot be backed at the observed precision {observed:.3f} ({correct} "
                 f"of {judged} judged {where} right; precision {min_precision:g} asked)")
-    return (f"{kind}: about {n} more reviewed suggestions {where} before precision "
+    return (f"{kind}: about {n} more judged suggestions {where} before precision "
             f"{min_precision:g} can be backed, if the observed precision {observed:.3f} holds "
             f"({correct} of {judged} right)")
 
