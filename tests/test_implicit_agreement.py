@@ -49,3 +49,26 @@ def test_a_tie_keeps_both_and_the_switch_is_off_by_default():
     assert len(batch.rows) == 7
     assert decode_options(ModelConfig())["implicit_agreement"] is False
     assert decode_options(ModelConfig(implicit_agreement=True))["implicit_agreement"] is True
+
+
+def test_the_global_and_max_pool_reads_the_peak_region():
+    import torch
+
+    from mjave.model.mjave import MJAVE
+    cfg = dict(num_attributes=2, text_dim=8, image_dim=4, attention_size=8, dropout=0.0,
+               implicit_values=True, implicit_sizes=[3])
+    torch.manual_seed(0)
+    plain = MJAVE(ModelConfig(**cfg))
+    pooled = MJAVE(ModelConfig(**cfg, implicit_image_pool="global+max"))
+    assert pooled.implicit_out.in_features == 2 * plain.implicit_out.in_features == 8
+    h, mask = torch.zeros(2, 3, 8), torch.ones(2, 3)
+    spread = torch.full((1, 4, 4), 0.25)                       # the same mean ...
+    peaked = torch.zeros(1, 4, 4)
+    peaked[0, 0] = 1.0                                         # ... one region at its peak
+    v = torch.cat([spread, peaked])
+    v_global = v.mean(dim=1)
+    assert torch.equal(v_global[0], v_global[1])
+    same = plain.implicit_head(h, mask, v_global, v)
+    assert torch.allclose(same[0], same[1])                    # the mean cannot tell them apart
+    apart = pooled.implicit_head(h, mask, v_global, v)
+    assert not torch.allclose(apart[0], apart[1])

@@ -109,6 +109,10 @@ class ModelConfig:
     # "red shirt with black shoes"), keep those whose value the implicit head finds likeliest
     # in the photo (`mjave.inference.decode.SpanBatch.agree_with_implicit`).
     implicit_agreement: bool = False
+    # What the implicit head reads of the photo: "global" (vG, the regions' mean) or
+    # "global+max" ([vG; max_k v_k]): with the colour histogram, a region's bins peak at the
+    # garment's colour wherever the background fills the rest of the image.
+    implicit_image_pool: Literal["global", "global+max"] = "global"
     # Set from the schema (`AttributeSchema.closed_values`): columns per closed attribute.
     implicit_sizes: list[int] = field(default_factory=list)
 

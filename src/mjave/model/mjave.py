@@ -241,7 +241,8 @@ class MJAVE(nn.Module):
             # both: most training labels come from texts that state the value, so a head that
             # also read the text would learn to copy the word and, on a text that is silent,
             # have learned little from the photo.
-            inputs = cfg.image_dim if cfg.use_image else 2 * cfg.text_dim
+            pools = 2 if cfg.implicit_image_pool == "global+max" else 1
+            inputs = pools * cfg.image_dim if cfg.use_image else 2 * cfg.text_dim
             self.implicit_norm = nn.LayerNorm(inputs)
             self.implicit_out = nn.Linear(inputs, cfg.num_implicit_values, bias=True)
 
@@ -299,7 +300,7 @@ class MJAVE(nn.Module):
         out = MJAVEOutput(attr_logits, tagged.logits, cross.global_gate, tagged.regional_gate,
                           cross.image_attention)
         if cfg.implicit_values:
-            out.implicit_logits = self.implicit_head(h, mask, v_global)
+            out.implicit_logits = self.implicit_head(h, mask, v_global, v)
         if attr_labels is not None and tag_labels is not None:
             partial = ({} if attr_known is None else
                        {"attr_known": attr_known, "unknown_attr_weight": unknown_attr_weight,
@@ -311,11 +312,15 @@ class MJAVE(nn.Module):
                 out.loss = out.loss + cfg.implicit_loss_weight * out.loss_implicit
         return out
 
-    def implicit_head(self, h: Tensor, mask: Tensor, v_global: Tensor | None) -> Tensor:
-        """(B, V) logits of "none" and every closed value: from vG, or for a text-only model
-        from the mean token state and h_0."""
+    def implicit_head(self, h: Tensor, mask: Tensor, v_global: Tensor | None,
+                      v: Tensor | None = None) -> Tensor:
+        """(B, V) logits of "none" and every closed value: from vG ([vG; max_k v_k] with
+        `implicit_image_pool: global+max`), or for a text-only model from the mean token state
+        and h_0."""
         if self.cfg.use_image:
             x = v_global
+            if self.cfg.implicit_image_pool == "global+max":
+                x = torch.cat([v_global, v.amax(dim=1)], dim=-1)
         else:
             m = mask.unsqueeze(-1).to(h.dtype)
             x = torch.cat([(h * m).sum(1) / m.sum(1).clamp_min(1.0), h[:, 0]], dim=-1)
