@@ -48,9 +48,8 @@ def catalog(tmp_path):
     return products, table, StubExtractor(RULES)
 
 
-def _review(tmp_path, products, table, stub, decide, name="review.sqlite"):
-    """A review database of a first run's suggestions and review file, decided by
-    `decide(item) -> (action, edited_value) | None` (None: left undecided)."""
+def _loaded(tmp_path, products, table, stub, db: ReviewDB) -> ReviewDB:
+    """`db` holding a first run's suggestions and review file, as `mjave review` loads them."""
     first = tmp_path / "first" / "s.csv"
     complete(stub, products, table, first, min_precision=0.9, cv_folds=0)
     items = []
@@ -58,9 +57,15 @@ def _review(tmp_path, products, table, stub, decide, name="review.sqlite"):
         got, errors = read_items(path, "suggestion")
         assert not errors
         items += got
-    db = ReviewDB(tmp_path / name)
     db.load(items, read_products(products, {i.product_id for i in items}))
-    for _ in range(len(items)):
+    return db
+
+
+def _review(tmp_path, products, table, stub, decide, name="review.sqlite"):
+    """A review database of a first run's suggestions and review file, decided by
+    `decide(item) -> (action, edited_value) | None` (None: left undecided)."""
+    db = _loaded(tmp_path, products, table, stub, ReviewDB(tmp_path / name))
+    for _ in range(db.count_items()):
         item = db.claim("session", "alice")
         if item is None:
             break
@@ -367,3 +372,51 @@ def test_cli_reviews_end_to_end(tmp_path, catalog, monkeypatch, capsys):
     # a missing review database: exit 1 before any work
     assert main([*args, "--reviews", str(tmp_path / "nope.sqlite")]) == 1
     assert "cannot read the review database" in capsys.readouterr().err
+
+
+def _drawn_reviews(tmp_path, products, table, stub, n_fit, fair):
+    """A first run's suggestions and review file in a review database; items handed out in
+    `random` order until `n_fit` Fit suggestions are decided: Fit and Color accepted,
+    Model_Number rejected. `fair=False`: the same items decided, opened by hand instead."""
+    db = _loaded(tmp_path, products, table, stub,
+                 ReviewDB(tmp_path / f"review-{fair}.sqlite", random_seed="fixed"))
+    fits = 0
+    while fits < n_fit:
+        item = db.claim("drawing", "alice", order="random")
+        action = "reject" if item["attribute"] == "Model_Number" else "accept"
+        fits += item["attribute"] == "Fit"
+        if fair:
+            db.decide(item["id"], action, "alice", session="drawing")
+        else:
+            db.release("drawing")
+            db.open(item["id"], "by-hand", "alice")
+            db.decide(item["id"], action, "alice", session="by-hand")
+    return db.path
+
+
+def test_reviews_drawn_at_random_back_the_new_attribute_rows_nobody_reviewed(tmp_path, catalog):
+    # 20 of the 25 Fit suggestions drawn at random and accepted: a fair sample, so they judge
+    # the 5 unreviewed ones too (weight 25/20 each: Kish's n = 20, Wilson bound
+    # 20 / (20 + z^2) > 0.9) and every Fit row joins the promise. The same 20 decisions taken
+    # by hand vouch for themselves only and cannot back the 5 others.
+    products, table, stub = catalog
+    out = tmp_path / "s.csv"
+    summary = complete(stub, products, table, out, min_precision=0.9, cv_folds=0,
+                       reviews=str(_drawn_reviews(tmp_path, products, table, stub, 20, True)))
+    new = summary.by_kind[NEW_ATTRIBUTE]
+    assert new.backed and summary.new_threshold is not None
+    assert summary.reviews.fair[NEW_ATTRIBUTE] == summary.reviews.used[NEW_ATTRIBUTE] >= 20
+    assert "drawn at random" in summary.reviews.line()
+    assert new.precision_bound == pytest.approx(20 / (20 + Z90 ** 2), abs=0.02)
+    fit = [r for r in _rows(out) if r["attribute"] == "Fit"]
+    assert len(fit) == 25 and {r["kind"] for r in fit} == {NEW_ATTRIBUTE}   # reviewed or not
+    assert not any(r["attribute"] == "Model_Number" for r in _rows(out))    # rejected: below
+    assert NEW_ATTRIBUTE not in summary.needs
+
+    by_hand = tmp_path / "h.csv"
+    summary = complete(stub, products, table, by_hand, min_precision=0.9, cv_folds=0,
+                       reviews=str(_drawn_reviews(tmp_path, products, table, stub, 20, False)))
+    assert summary.reviews.fair[NEW_ATTRIBUTE] == 0
+    assert not summary.by_kind[NEW_ATTRIBUTE].backed and summary.new_threshold is None
+    assert not any(r["attribute"] == "Fit" for r in _rows(by_hand))
+    assert "fair sample" in summary.needs[NEW_ATTRIBUTE]

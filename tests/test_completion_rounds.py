@@ -108,6 +108,25 @@ def test_each_round_decides_n_new_items_against_the_answer_key(tmp_path, stubbed
         assert (d["attribute"], d["value"]) in spans
 
 
+def test_a_fair_share_of_each_round_is_drawn_at_random_first(tmp_path, stubbed):
+    experiment, gold, _ = stubbed
+    out = tmp_path / "exp"
+    experiment.run(_config(experiment, gold, out, review_rounds=2, review_per_round=3,
+                           review_fair_share=1 / 3, review_orders=["score"], review_epochs=4))
+    history = _decisions(out / "rounds" / "score" / "seed-0" / "review.sqlite")
+    # round k: 1 drawn at random (fair), then 2 in score order; never an item twice
+    assert [(d["queue"], d["fair"]) for d in history] == [("random", 1), ("score", 0),
+                                                           ("score", 0)] * 2
+    assert len({d["item_id"] for d in history}) == 6
+    # a rerun draws the same sample (the database's random order is seeded by the seed's tag)
+    again = tmp_path / "again"
+    experiment.run(_config(experiment, gold, again, review_rounds=2, review_per_round=3,
+                           review_fair_share=1 / 3, review_orders=["score"], review_epochs=4))
+    assert [d["item_id"] for d in history] == [
+        d["item_id"] for d in _decisions(again / "rounds" / "score" / "seed-0" / "review.sqlite")]
+    assert "(1 of them drawn at random first)" in (out / "results.md").read_text()
+
+
 def test_results_hold_the_per_round_table(tmp_path, stubbed):
     experiment, gold, _ = stubbed
     out = tmp_path / "exp"
@@ -174,6 +193,7 @@ def test_catalog_counts_by_hand():
     ({"review_rounds": -1}, "review_rounds"),
     ({"review_per_round": 0}, "review_per_round"),
     ({"review_epochs": 0}, "review_epochs"),
+    ({"review_fair_share": 1.5}, "review_fair_share"),
     ({"review_rounds": 1, "runs": ["naive"]}, "partial"),
 ])
 def test_bad_round_settings_are_refused(tmp_path, fields, message):

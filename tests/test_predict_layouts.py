@@ -154,8 +154,32 @@ def test_resume_continues_a_table_output(layout, suffix, tmp_path, tiny_models,
     assert second.skipped == (4 if layout == "long" and suffix != ".parquet" else 5)
     predict_file(text_extractor, full, tmp_path / f"ref{suffix}", batch_size=4, layout=layout)
     key = lambda r: (r["id"], r.get("attribute"), r.get("begin"))  # noqa: E731
-    assert (sorted(as_text(read_table_rows(out)), key=key)
-            == sorted(as_text(read_table_rows(tmp_path / f"ref{suffix}")), key=key))
+    assert_same_cells(sorted(as_text(read_table_rows(out)), key=key),
+                      sorted(as_text(read_table_rows(tmp_path / f"ref{suffix}")), key=key))
+
+
+def _float(cell: str) -> float | None:
+    try:
+        return float(cell) if "." in cell or "e" in cell else None
+    except ValueError:
+        return None
+
+
+def assert_same_cells(got: list[dict[str, str]], want: list[dict[str, str]]) -> None:
+    """The same rows and cells; a score to 1e-6 relative. The resumed run batches its items
+    differently from the reference (it starts at the kill), and a different batch pads to a
+    different length: on an AVX2 CPU without AVX-512 (AMD EPYC) the same item's score then
+    differs in the 7th digit (0.32950573763 against 0.32950568954), while the spans,
+    values and every other cell are identical."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for k in g:
+            a, b = _float(g[k]), _float(w[k])
+            if a is not None and b is not None:
+                assert a == pytest.approx(b, rel=1e-6, abs=1e-9), (g, w, k)
+            else:
+                assert g[k] == w[k], (g, w, k)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

@@ -1,6 +1,7 @@
-"""The review queue's orders (`mjave.review.order`: score, uncertainty, gain) through the pure
-function, `ReviewDB.claim` and the API, and the per-attribute precision of `GET /api/stats`.
-Every expected order and count below is worked out by hand from the scores."""
+"""The review queue's orders (`mjave.review.order`: score, uncertainty, gain, random) through
+the pure function, `ReviewDB.claim` and the API, and the per-attribute precision of
+`GET /api/stats`. Every expected order and count below is worked out by hand from the scores
+(the random order: from the hash it is defined by)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mjave.data.records import Record
-from mjave.review.db import Filters, ReviewDB
+from mjave.review.db import ADDED_COLUMNS, SCHEMA, Filters, ReviewDB, read_decisions
 from mjave.review.inputs import ItemIn
-from mjave.review.order import QueueRow, next_in_order, queue_order, uncertainty
+from mjave.review.order import QueueRow, draw_key, next_in_order, queue_order, uncertainty
 
 # (product, attribute, value, score); ids are 1..7 in this order. |score - 0.5|:
 # 1: .45  2: .05  3: .02  4: .20  5: .40  6: .12  7: .20
@@ -54,7 +55,7 @@ def test_ties_are_broken_by_id_and_unknown_orders_refused():
     rows = [QueueRow(5, "A", 0.6), QueueRow(2, "B", 0.4), QueueRow(9, "A", 0.4)]
     assert queue_order(rows, "uncertainty") == [2, 5, 9]
     with pytest.raises(ValueError, match="uncertainty"):
-        queue_order(rows, "random")  # type: ignore[arg-type]
+        queue_order(rows, "shuffled")  # type: ignore[arg-type]
 
 
 def test_next_in_order_skips_and_wraps_but_never_back_onto_the_skipped_one():
@@ -134,7 +135,9 @@ def test_api_claim_with_an_order(app_for):
         assert r.status_code == 200 and r.json()["item"]["value"] == "green"
         r = client.post("/api/claim", json=SESSION)
         assert r.json()["item"]["value"] == "red"                  # today's default
-        assert client.post("/api/claim", json={**SESSION, "order": "random"}).status_code == 422
+        assert client.post("/api/claim", json={**SESSION, "order": "shuffled"}).status_code == 422
+        r = client.post("/api/claim", json={**SESSION, "order": "random"})
+        assert r.status_code == 200 and r.json()["item"]["value"] in {v for _, _, v, _ in ROWS}
 
 
 def test_api_default_order_and_gain_round_robins_attributes(app_for):
@@ -149,7 +152,7 @@ def test_api_default_order_and_gain_round_robins_attributes(app_for):
             after = item["id"]
         assert seen == ["Color", "Fit", "Material", "Color", "Fit"]
     with pytest.raises(ValueError, match="queue order"):
-        app_for(order="random")
+        app_for(order="shuffled")
 
 
 def wilson_lower(correct: int, n: int, z: float = 1.2815515655446004) -> float:
@@ -191,7 +194,7 @@ def test_page_has_the_order_choice_and_the_stats_table():
     from mjave.web import static_bytes
     html = static_bytes("review.html").decode()
     js = static_bytes("review.js").decode()
-    for value in ("score", "uncertainty", "gain"):
+    for value in ("score", "uncertainty", "gain", "random"):
         assert f'<option value="{value}">' in html
     assert 'id="stats-rows"' in html and "/api/stats" in js and "f-order" in js
 
@@ -202,7 +205,7 @@ def test_cli_order_option():
     assert args.order == "gain"
     assert build_parser().parse_args(["review", "--db", "d"]).order == "score"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["review", "--db", "d", "--order", "random"])
+        build_parser().parse_args(["review", "--db", "d", "--order", "shuffled"])
 
 
 def test_page_starts_in_the_servers_order_and_shows_precision(db):
@@ -254,3 +257,82 @@ def test_page_starts_in_the_servers_order_and_shows_precision(db):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# ---- random order: a fair sample (issue #33) ----
+
+def test_random_order_is_the_hash_order_of_what_the_items_are(tmp_path):
+    items = [ItemIn("suggestion", p, a, v, s) for p, a, v, s in ROWS]
+    products = {p: [Record(id=f"r-{p}", text=t)] for p, t in TEXTS.items()}
+    d = ReviewDB(tmp_path / "a.sqlite", random_seed="s1")
+    d.load(items, products)
+    by_hand = sorted(range(1, 8), key=lambda i: (draw_key("s1", ROWS[i - 1][0], ROWS[i - 1][1],
+                                                          ROWS[i - 1][2]), i))
+    assert by_hand not in (BY_SCORE, BY_UNCERTAINTY, BY_GAIN)     # blind to the score
+    assert claims(d, "random", 10) == by_hand
+    # reloading the queue with other scores keeps the shuffle (the hash does not read them)
+    e = ReviewDB(tmp_path / "b.sqlite", random_seed="s1")
+    e.load([ItemIn("suggestion", p, a, v, 1.0 - s) for p, a, v, s in ROWS], products)
+    assert claims(e, "random", 10) == by_hand
+    # another database draws another sample; a database keeps its seed when opened again
+    f = ReviewDB(tmp_path / "c.sqlite", random_seed="s2")
+    f.load(items, products)
+    assert claims(f, "random", 10) != by_hand
+    assert ReviewDB(tmp_path / "a.sqlite", random_seed="other").random_seed == "s1"
+    assert ReviewDB(tmp_path / "d.sqlite").random_seed != ReviewDB(tmp_path / "e.sqlite").random_seed
+
+
+def _drawn(db: ReviewDB) -> dict[int, tuple]:
+    return {r["item_id"]: (r["queue"], r["fair"]) for r in read_decisions(db.path)}
+
+
+def test_only_an_unfiltered_random_claim_records_a_fair_decision(db):
+    first = db.claim("s", "alice", order="random")["id"]
+    db.decide(first, "accept", "alice", session="s")
+    other = db.claim("s", "alice", order="random", filters=Filters(attribute="Fit"))["id"]
+    db.decide(other, "reject", "alice", session="s")
+    scored = db.claim("s", "alice", order="score")["id"]
+    db.decide(scored, "accept", "alice", session="s")
+    by_hand = next(i for i in range(1, 8) if i not in (first, other, scored))
+    db.open(by_hand, "s", "alice")
+    db.decide(by_hand, "accept", "alice", session="s")
+    db.decide(next(i for i in range(1, 8) if i not in (first, other, scored, by_hand)),
+              "accept", "alice")                                   # no session at all
+    drawn = _drawn(db)
+    assert drawn[first] == ("random", 1)
+    assert drawn[other] == ("random", 0)                            # a filtered queue
+    assert drawn[scored] == ("score", 0) and drawn[by_hand] == (None, 0)
+    assert sum(f for _, f in drawn.values()) == 1
+
+
+def test_going_back_or_undoing_keeps_how_the_item_was_drawn(db):
+    first = db.claim("s", "alice", order="random")["id"]
+    db.decide(first, "accept", "alice", session="s")
+    db.open(first, "s2", "alice")                                    # back to it, by hand
+    db.decide(first, "reject", "alice", session="s2")
+    assert _drawn(db)[first] == ("random", 1)
+    db.undo("alice", session="s3")                                   # the reject taken back
+    db.decide(first, "edit", "alice", session="s3", edited_value="crimson")
+    assert _drawn(db)[first] == ("random", 1)
+
+
+def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.sqlite"
+    added = ", ".join(ADDED_COLUMNS["decisions"])
+    assert ADDED_COLUMNS["leases"] == ADDED_COLUMNS["decisions"]
+    old_schema = SCHEMA.replace(",\n  " + added, "")
+    old_schema = old_schema.replace(",\n         d.queue, d.fair", "")
+    assert "fair" not in old_schema
+    with sqlite3.connect(path) as c:
+        c.executescript(old_schema)
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        c.execute("INSERT INTO items (id, kind, product_id, attribute, value, score) VALUES "
+                  "(1, 'suggestion', 'p1', 'Color', 'red', 0.9)")
+        c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, action, "
+                  "reviewer, time) VALUES (1, 'p1', 'Color', 'red', 'accept', 'bob', 'then')")
+        c.execute("INSERT INTO state VALUES (1, 1)")
+    assert "fair" not in read_decisions(path)[0]                     # read as it is, read-only
+    db = ReviewDB(path)                                              # opened for writing
+    assert read_decisions(path)[0]["fair"] == 0 and read_decisions(path)[0]["queue"] is None
+    assert db.claim("s", "alice", order="random") is None             # nothing left to draw

@@ -3,7 +3,7 @@
 
     mjave review SUGGESTIONS.csv --products PRODUCTS [--conflicts CONFLICTS.csv] --db DB
                  [--image-root DIR] [--host 127.0.0.1] [--port 8001] [--reviewer NAME]
-                 [--order score|uncertainty|gain]
+                 [--order score|uncertainty|gain|random]
     mjave review --db DB                       # serve what the database holds already
     mjave review export --db DB -o accepted.csv [--labeled OUT.jsonl]
 
@@ -30,7 +30,7 @@ from mjave.review.order import DEFAULT_ORDER, ORDERS
 MAX_LISTED = 50
 USAGE = """mjave review SUGGESTIONS.csv --products PRODUCTS [--conflicts CONFLICTS.csv] --db DB
                     [--image-root DIR] [--host HOST] [--port PORT] [--reviewer NAME]
-                    [--order {score,uncertainty,gain}]
+                    [--order {score,uncertainty,gain,random}]
        mjave review --db DB [--image-root DIR] [--host HOST] [--port PORT] [--order ORDER]
        mjave review export --db DB [-o ACCEPTED.csv] [--labeled OUT.jsonl]"""
 
@@ -67,8 +67,10 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--order", default=DEFAULT_ORDER, choices=ORDERS,
                    help="the queue order the page starts with (reviewers can change it): "
                         "score (best first, the default), uncertainty (score closest to 0.5 "
-                        "first: what teaches the next model most) or gain (uncertainty, taking "
-                        "turns across attributes); see mjave.review.order")
+                        "first: what teaches the next model most), gain (uncertainty, taking "
+                        "turns across attributes) or random (a fair sample: `mjave complete "
+                        "--reviews` judges the unreviewed rows by it, and only by it for "
+                        "new_attribute); see mjave.review.order")
     g.add_argument("--lease-seconds", type=float, default=300.0, metavar="S",
                    help="how long an item stays with a reviewer who stopped answering "
                         "(default 300)")

@@ -42,6 +42,7 @@ class Review:
     normalized: str
     correct: bool
     action: str          # accept, reject or edit (the effective decision)
+    fair: bool = False   # drawn in `random` queue order from the whole queue: a fair sample
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -80,7 +81,8 @@ def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = coll
         correct = verdict(row["action"], norm, row.get("edited_value"), normalize)
         if correct is None or not norm:
             continue
-        r = Review(str(row["product_id"]), str(row["attribute"]), norm, correct, row["action"])
+        r = Review(str(row["product_id"]), str(row["attribute"]), norm, correct, row["action"],
+                   bool(row.get("fair")))
         out.pop(r.key, None)
         out[r.key] = r
     return list(out.values())
@@ -91,13 +93,15 @@ class Evidence:
     """One judged suggestion of the current run: its attribute and kind, where the verdict
     comes from (`HELD_OUT` or `REVIEW`), the (score, correct, product) it is judged as, and
     whether the run itself would write it (`candidate`: a reviewed value the table still
-    lacks; an accepted value now in the table, or a held-out pair, is not)."""
+    lacks; an accepted value now in the table, or a held-out pair, is not), and whether a
+    review was drawn at random (`fair`: it may judge the rows nobody reviewed)."""
 
     attribute: str
     kind: str
     source: str
     judged: Judged
     candidate: bool = False
+    fair: bool = False
 
 
 @dataclass
@@ -108,19 +112,23 @@ class ReviewCounts:
     decided: Counter = field(default_factory=Counter)      # distinct keys, by action
     used: Counter = field(default_factory=Counter)         # judged pairs, by kind
     by_attribute: Counter = field(default_factory=Counter)  # judged pairs, by attribute
+    fair: Counter = field(default_factory=Counter)         # judged pairs drawn at random, by kind
     not_predicted: int = 0   # the current run does not predict the value: no score to judge
     held_out: int = 0        # the (product, attribute) is judged by held-out values already
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "decided": dict(self.decided),
                 "decided_total": sum(self.decided.values()), "used": dict(self.used),
-                "by_attribute": dict(self.by_attribute), "not_predicted": self.not_predicted,
+                "by_attribute": dict(self.by_attribute), "fair": dict(self.fair),
+                "not_predicted": self.not_predicted,
                 "held_out": self.held_out}
 
     def line(self) -> str:
         """One line for the summary."""
         actions = ", ".join(f"{n} {a}" for a, n in sorted(self.decided.items())) or "none"
-        used = ", ".join(f"{n} {k}" for k, n in sorted(self.used.items())) or "none"
+        used = ", ".join(f"{n} {k}" + (f" ({self.fair[k]} drawn at random)" if self.fair[k]
+                                          else "")
+                         for k, n in sorted(self.used.items())) or "none"
         return (f"reviews from {self.path}: {sum(self.decided.values())} decided suggestions "
                 f"({actions}); judged pairs of this run: {used}; {self.not_predicted} no longer "
                 f"predicted, {self.held_out} already judged by held-out values")

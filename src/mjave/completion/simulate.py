@@ -29,7 +29,7 @@ from mjave.data.records import Record
 from mjave.review.db import ReviewDB
 from mjave.review.export import accepted_values
 from mjave.review.inputs import check_products, read_items
-from mjave.review.order import QueueOrder
+from mjave.review.order import FAIR_ORDER, QueueOrder
 
 GoldTable = dict[str, list[tuple[str, str]]]
 """product_id -> its gold (attribute, value) pairs."""
@@ -161,22 +161,26 @@ class SimulatedDecision:
 
 
 def review_round(db: ReviewDB, key: set[Pair], n: int, order: QueueOrder,
-                 reviewer: str = SIMULATED_REVIEWER) -> list[SimulatedDecision]:
-    """Claim up to `n` undecided suggestions in queue `order` (`ReviewDB.claim`, as a page of
-    `mjave review` does) and decide each as a reviewer who knows the answer key: accept when
-    (product, attribute, normalised value) is a hidden pair, else reject (edits are not
-    simulated). Fewer than `n` when the queue runs dry."""
-    session = f"{reviewer}-{order}"
+                 reviewer: str = SIMULATED_REVIEWER, fair: int = 0) -> list[SimulatedDecision]:
+    """Claim up to `n` undecided suggestions (`ReviewDB.claim`, as a page of `mjave review`
+    does): the first `fair` of them in `random` order (a fair sample the next calibration may
+    judge unreviewed rows by), the rest in queue `order`; decide each as a reviewer who knows
+    the answer key: accept when (product, attribute, normalised value) is a hidden pair, else
+    reject (edits are not simulated). Fewer than `n` when the queue runs dry."""
+    if not 0 <= fair <= n:
+        raise ValueError(f"fair must lie in [0, {n}], not {fair}")
     out: list[SimulatedDecision] = []
-    for _ in range(n):
-        item = db.claim(session, reviewer, order=order)
-        if item is None:
-            break
-        norm = item["normalized_value"] or collapse_punctuation(item["value"])
-        pair = (item["product_id"], item["attribute"], norm)
-        accepted = pair in key
-        db.decide(item["id"], "accept" if accepted else "reject", reviewer, session=session)
-        out.append(SimulatedDecision(pair, item["value"], float(item["score"]), accepted))
+    for part, size in ((FAIR_ORDER, fair), (order, n - fair)):
+        session = f"{reviewer}-{part}"
+        for _ in range(size):
+            item = db.claim(session, reviewer, order=part)
+            if item is None:
+                break
+            norm = item["normalized_value"] or collapse_punctuation(item["value"])
+            pair = (item["product_id"], item["attribute"], norm)
+            accepted = pair in key
+            db.decide(item["id"], "accept" if accepted else "reject", reviewer, session=session)
+            out.append(SimulatedDecision(pair, item["value"], float(item["score"]), accepted))
     return out
 
 

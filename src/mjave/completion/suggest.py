@@ -55,8 +55,10 @@ the named attributes from every output and from the calibration. The summary rep
 precision of every judged attribute and how many more reviews an unbacked kind needs.
 Reviewers see the queue in score or uncertainty order, not at random, so with reviews the
 promise is judged on the rows the run writes (`mjave.completion.stratify`): reviewed rows it
-still writes count as themselves, the unreviewed ones are judged by the held-out pairs
-weighted to their scores, and reviewed values it no longer writes judge nothing.
+still writes count as themselves, the unreviewed ones are judged by the fair samples weighted
+to their scores (the held-out pairs, and the reviews drawn in `random` queue order: the only
+fair sample `new_attribute` can have), and other reviewed values it no longer writes judge
+nothing.
 """
 
 from __future__ import annotations
@@ -426,9 +428,10 @@ class _Work:
             "CREATE INDEX IF NOT EXISTS mention_key ON mention (src, product_id, attribute, "
             "norm); CREATE INDEX IF NOT EXISTS suggestion_key ON suggestion (product_id, "
             "attribute, normalized_value); CREATE TEMP TABLE IF NOT EXISTS rev (i INTEGER "
-            "PRIMARY KEY, product_id TEXT, attribute TEXT, norm TEXT); DELETE FROM rev;")
-        self.db.executemany("INSERT INTO rev VALUES (?,?,?,?)",
-                            [(i, *r.key) for i, r in enumerate(reviews)])
+            "PRIMARY KEY, product_id TEXT, attribute TEXT, norm TEXT, fair INTEGER); "
+            "DELETE FROM rev;")
+        self.db.executemany("INSERT INTO rev VALUES (?,?,?,?,?)",
+                            [(i, *r.key, int(r.fair)) for i, r in enumerate(reviews)])
         cur = self.db.execute(
             "SELECT r.i, (SELECT max(m.score) FROM mention m WHERE m.src=? AND "
             "m.product_id=r.product_id AND m.attribute=r.attribute AND m.norm=r.norm), "
@@ -442,12 +445,13 @@ class _Work:
             yield reviews[i], score, category, bool(held), bool(candidate)
 
     def unreviewed_scores(self, kind: str) -> list[float]:
-        """The scores of the candidate suggestions of `kind` no review decided (the temporary
-        `rev` table of `review_scores`)."""
+        """The scores of the candidate suggestions of `kind` that no review chosen by the queue
+        decided (the temporary `rev` table of `review_scores`). A fair review's candidate
+        stays in: the fair sample judges it with the rest, as one of the rows it stands for."""
         return [s for (s,) in self.db.execute(
             "SELECT score FROM suggestion s WHERE kind=? AND NOT EXISTS (SELECT 1 FROM rev r "
             "WHERE r.product_id=s.product_id AND r.attribute=s.attribute AND "
-            "r.norm=s.normalized_value)", (kind,))]
+            "r.norm=s.normalized_value AND NOT r.fair)", (kind,))]
 
     def drop_attributes(self, attributes: Sequence[str]) -> Counter:
         """Delete the candidate suggestions of `attributes`; returns how many, by (attribute,
@@ -959,8 +963,9 @@ def _reviews_pass(work: _Work, reviews: Sequence[Review], path: str, shares: Cat
             kind = shares.kind(category, review.attribute)
             summary.reviewed.append(Evidence(review.attribute, kind, REVIEW,
                                              Judged(score, review.correct, review.product_id),
-                                             candidate))
+                                             candidate, review.fair))
             counts.used[kind] += 1
+            counts.fair[kind] += int(review.fair)
             counts.by_attribute[review.attribute] += 1
     summary.reviews = counts
 
@@ -1025,10 +1030,10 @@ def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, sou
     accepted: Counter = Counter()   # reviewed right values: gold, for the recall
     for e in _evidence(summary):
         if e.attribute not in excluded:
-            if e.source == REVIEW:
+            if e.source == REVIEW and not e.fair:
                 if e.candidate:
                     known[e.kind].append(e.judged)
-            else:
+            else:   # held-out pairs and reviews drawn at random: fair samples
                 pairs[e.kind].append(e.judged)
             accepted[e.kind] += int(e.source == REVIEW and e.judged.correct)
     n_gold = {FILLS_KNOWN_GAP: work.n_held(held_src, cfg.exclude_attributes) +
@@ -1069,8 +1074,8 @@ def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, sou
                 if need and kind in unbackable:
                     need = (f"{kind}: reviews taken in queue order vouch only for the rows they "
                             f"decided; its unreviewed suggestions need a fair sample judged "
-                            f"(held-out values) before precision {cfg.min_precision:g} can be "
-                            f"backed for them")
+                            f"(held-out values, or reviews drawn in `random` queue order) "
+                            f"before precision {cfg.min_precision:g} can be backed for them")
                 if need:
                     summary.needs[kind] = need
     else:

@@ -64,7 +64,8 @@ Review rounds (issue #33, `review_rounds: R`, default 0: off, nothing above chan
 reference, uncertainty, gain) simulates R rounds of a review team. Round 0 is the partial model
 (no review). Round r loads round r-1's suggestions (threshold 0, both kinds) into one review
 database per order and seed (`ReviewDB.load`, as `mjave review` does), claims
-`review_per_round` undecided ones in that order (`ReviewDB.claim`) and decides each against the
+`review_per_round` undecided ones (`ReviewDB.claim`; the first `review_fair_share` of them in
+`random` order, a fair sample, the rest in that order) and decides each against the
 answer key (accept a hidden pair, reject anything else; decisions accumulate over the rounds),
 adds the accepted values to the table, labels again, retrains (from the previous round's model
 with `review_warm_start`, `review_epochs` epochs) and completes again: at threshold 0 (scored)
@@ -176,6 +177,10 @@ class CompletionConfig(ExperimentBase):
     # previous round's model when `review_warm_start`
     review_rounds: int = 0
     review_per_round: int = 200
+    # the share of each round's reviews drawn in `random` queue order first (a fair sample:
+    # what lets the promise cover `new_attribute`, and the rows nobody reviewed; the rest
+    # follow the order being compared)
+    review_fair_share: float = 0.0
     review_orders: list[str] = field(default_factory=lambda: ["score", "uncertainty"])
     review_epochs: int | None = None
     review_warm_start: bool = True
@@ -637,11 +642,12 @@ def _round_zero(cat: Catalog, seeded: SeedCatalog, partial: RunScore, model_dir:
     return first
 
 
-def _fresh_db(path: Path) -> ReviewDB:
-    """An empty review database at `path` (a rerun starts its simulation over)."""
+def _fresh_db(path: Path, random_seed: str) -> ReviewDB:
+    """An empty review database at `path` (a rerun starts its simulation over), its `random`
+    order seeded by `random_seed` (a rerun draws the same sample)."""
     for old in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         old.unlink(missing_ok=True)
-    return ReviewDB(path)
+    return ReviewDB(path, random_seed=random_seed)
 
 
 def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundScore,
@@ -651,7 +657,8 @@ def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundSc
     suggestions in `order` against the answer key, add the accepted values to the table,
     label, retrain, complete (scored at threshold 0 and as the command with the reviews)."""
     folder = out / "rounds" / order / seeded.tag
-    db = _fresh_db(folder / "review.sqlite")
+    db = _fresh_db(folder / "review.sqlite", seeded.tag)
+    fair = round(cfg.review_per_round * cfg.review_fair_share)
     products: dict[str, list[Record]] = {}
     for r in seeded.part(cat.targets)[0]:
         products.setdefault(r.product_id, []).append(r)
@@ -661,7 +668,8 @@ def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundSc
     for k in range(1, cfg.review_rounds + 1):
         load_suggestions(db, suggestions, products)
         offered = {pair for pair, _ in read_suggestions(suggestions)}
-        decisions = review_round(db, key, cfg.review_per_round, order)  # type: ignore[arg-type]
+        decisions = review_round(db, key, cfg.review_per_round, order,  # type: ignore[arg-type]
+                                 fair=fair)
         done = reviewed(db)
         here = folder / f"round-{k}"
         rows = [*seeded.rows, *done.table_rows(len(seeded.rows) + 2)]
@@ -921,8 +929,10 @@ def _round_rows(scores: SettingScores, entry: dict[str, Any]) -> list[list[str]]
 def _round_notes(scores: SettingScores, cfg: CompletionConfig, entry: dict[str, Any]
                  ) -> list[str]:
     n = len(scores.seeds)
+    fair = round(cfg.review_per_round * cfg.review_fair_share)
     notes = [f"review rounds: {cfg.review_rounds} of {cfg.review_per_round} suggestions per "
-             f"order, decided against the hidden pairs; each retraining "
+             f"order ({fair} of them drawn at random first), decided against the hidden "
+             f"pairs; each retraining "
              f"{cfg.review_epochs or cfg.base.train.epochs} epochs"
              f"{', warm-started from the previous round' if cfg.review_warm_start else ''}"]
     def signed(mean: float | None, std: float | None) -> str:
@@ -992,6 +1002,9 @@ def _check_rounds(cfg: CompletionConfig) -> None:
     start from."""
     if cfg.review_rounds < 0:
         raise ExperimentError(f"review_rounds must be at least 0, got {cfg.review_rounds}")
+    if not 0.0 <= cfg.review_fair_share <= 1.0:
+        raise ExperimentError(f"review_fair_share must lie in [0, 1], got "
+                              f"{cfg.review_fair_share}")
     if cfg.review_per_round < 1:
         raise ExperimentError(f"review_per_round must be at least 1, got "
                               f"{cfg.review_per_round}")

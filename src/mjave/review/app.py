@@ -71,8 +71,10 @@ class ClaimIn(_In):
     after: Optional[int] = Field(None, ge=0, le=2**62, description="skip to the item after this "
                                  "one in queue order")
     order: Optional[QueueOrder] = Field(None, description="score (best first), uncertainty "
-                                        "(closest to 0.5 first) or gain (uncertainty, round-"
-                                        "robin over attributes); default: the server's")
+                                        "(closest to 0.5 first), gain (uncertainty, round-"
+                                        "robin over attributes) or random (a fair sample, "
+                                        "which calibration may judge unreviewed rows by); "
+                                        "default: the server's")
 
 
 class OpenIn(_In):

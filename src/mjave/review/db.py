@@ -9,8 +9,11 @@ server threads (or several servers on one machine) can share it. Tables:
   `category`, `image`).
 - `decisions`: the history, append-only: one row per decision with product, attribute, value,
   `action` (accept, reject, edit, keep_table, keep_text, or undo), `edited_value`, `reviewer`,
-  `time` (UTC, ISO 8601), `undoes` (the decision an undo takes back) and an optional client
-  `request_id` (a retried request with the same id is recorded once).
+  `time` (UTC, ISO 8601), `undoes` (the decision an undo takes back), an optional client
+  `request_id` (a retried request with the same id is recorded once), the `queue` order of the
+  claim that handed the item out (null: opened by hand) and `fair` (1: drawn by an unfiltered
+  claim in `random` order, so the decisions with `fair` are a fair sample of the queue that
+  `mjave complete --reviews` may judge unreviewed rows by; `mjave.review.order`).
 - `state`: the effective decision of each decided item (kept in the same transaction as the
   history). Deciding an item again replaces its effective decision and keeps the older ones in
   `decisions`; an undo makes the decision before the undone one effective again (or none).
@@ -19,11 +22,17 @@ server threads (or several servers on one machine) can share it. Tables:
   first undecided item in queue order (best score first, or by uncertainty: `mjave.review.order`)
   that nobody else holds, inside one `BEGIN IMMEDIATE` transaction,
   so two reviewers never get the same item; a lease a page stops renewing expires after
-  `lease_seconds` and the item returns to the queue.
+  `lease_seconds` and the item returns to the queue. A lease keeps the claim's `queue` and
+  `fair` for the decision it leads to (an item opened again, or undone, keeps how it was drawn).
+- `meta`: the schema version and `random_seed`, the seed of this database's `random` order.
+
+A database written before `queue` and `fair` existed gains the columns when opened for writing
+(its earlier decisions: not fair).
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
 from contextlib import closing, contextmanager
@@ -34,8 +43,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.records import Record
 from mjave.review.inputs import ItemIn, choose_record
-from mjave.review.order import (DEFAULT_ORDER, QueueOrder, QueueRow, next_in_order,
-                                queue_order)
+from mjave.review.order import (DEFAULT_ORDER, FAIR_ORDER, QueueOrder, QueueRow, draw_key,
+                                next_in_order, queue_order)
 
 SCHEMA_VERSION = "1"
 DEFAULT_LEASE_SECONDS = 300.0
@@ -43,6 +52,10 @@ DEFAULT_LEASE_SECONDS = 300.0
 ACTIONS = {"suggestion": ("accept", "reject", "edit"),
            "conflict": ("keep_table", "keep_text", "edit")}
 """The decisions each kind of item takes (`undo` is recorded by `ReviewDB.undo`)."""
+
+ADDED_COLUMNS = {"decisions": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0"),
+                 "leases": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0")}
+"""Columns added after version 1 was first written: `_migrate` adds them to an older file."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +80,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   action TEXT NOT NULL CHECK (action IN ('accept', 'reject', 'edit', 'keep_table',
                                          'keep_text', 'undo')),
   edited_value TEXT, reviewer TEXT NOT NULL, time TEXT NOT NULL,
-  undoes INTEGER REFERENCES decisions (id), request_id TEXT UNIQUE);
+  undoes INTEGER REFERENCES decisions (id), request_id TEXT UNIQUE,
+  queue TEXT, fair INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS decisions_item ON decisions (item_id, id);
 CREATE INDEX IF NOT EXISTS decisions_undoes ON decisions (undoes);
 CREATE INDEX IF NOT EXISTS decisions_reviewer ON decisions (reviewer, id);
@@ -76,11 +90,13 @@ CREATE TABLE IF NOT EXISTS state (
   decision_id INTEGER NOT NULL REFERENCES decisions (id));
 CREATE TABLE IF NOT EXISTS leases (
   item_id INTEGER PRIMARY KEY REFERENCES items (id),
-  session TEXT NOT NULL, reviewer TEXT NOT NULL, expires REAL NOT NULL);
+  session TEXT NOT NULL, reviewer TEXT NOT NULL, expires REAL NOT NULL,
+  queue TEXT, fair INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_session ON leases (session);
 CREATE VIEW IF NOT EXISTS last_decisions AS
   SELECT i.id AS item_id, i.kind, i.product_id, i.attribute, i.value, i.table_value, i.score,
-         i.record_id, d.action, d.edited_value, d.reviewer, d.time, d.id AS decision_id
+         i.record_id, d.action, d.edited_value, d.reviewer, d.time, d.id AS decision_id,
+         d.queue, d.fair
   FROM state s JOIN decisions d ON d.id = s.decision_id JOIN items i ON i.id = s.item_id;
 """
 
@@ -113,6 +129,12 @@ class Filters:
     category: str | None = None
     min_score: float | None = None
     max_score: float | None = None
+
+    @property
+    def whole_queue(self) -> bool:
+        """No filter: a claim draws from every item of the kind."""
+        return (self.attribute is None and self.category is None and self.min_score is None
+                and self.max_score is None)
 
     def sql(self) -> tuple[str, list[Any]]:
         where, args = [], []
@@ -151,7 +173,10 @@ class ReviewDB:
     run in `BEGIN IMMEDIATE` transactions (SQLite's single writer, waiting up to `timeout`)."""
 
     def __init__(self, path: str | Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 clock: Callable[[], float] = time.time, timeout: float = 30.0):
+                 clock: Callable[[], float] = time.time, timeout: float = 30.0,
+                 random_seed: str | None = None):
+        """`random_seed`: the seed of the `random` order of a database this call creates (None:
+        a fresh random one); an existing database keeps its own."""
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self.path = Path(path)
@@ -163,13 +188,30 @@ class ReviewDB:
             mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"{self.path}: cannot use WAL mode (got {mode})")
+            self._migrate(c)
             c.executescript(SCHEMA)
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('random_seed', ?)",
+                      (random_seed if random_seed is not None else secrets.token_hex(8),))
+            self.random_seed = str(c.execute(
+                "SELECT value FROM meta WHERE key='random_seed'").fetchone()[0])
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                       (SCHEMA_VERSION,))
             version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
             if version != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"{self.path}: review database version {version}; "
                                             f"this mjave reads version {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _migrate(c: sqlite3.Connection) -> None:
+        """Add `ADDED_COLUMNS` to a file written before them (and the view that reads them)."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+            if not have:   # a new file: SCHEMA creates the table whole
+                continue
+            for column in columns:
+                if column.split()[0] not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                    c.execute("DROP VIEW IF EXISTS last_decisions")
 
     # ---- connections ------------------------------------------------------------------------
 
@@ -251,19 +293,22 @@ class ReviewDB:
         other session holds, and return it (None when there is none). The session's earlier
         leases are released. `after`: an item id; take the next one in queue order after it,
         wrapping around to the top (the arrow key's "skip"). `order`: `score` (best first,
-        then id), `uncertainty` or `gain` (`mjave.review.order`)."""
+        then id), `uncertainty`, `gain` or `random` (`mjave.review.order`); the lease records
+        it, and whether the claim drew at random from the whole queue (`fair`)."""
         where, args = filters.sql()
+        fair = int(order == FAIR_ORDER and filters.whole_queue)
         now = self.clock()
         with self._write() as c:
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
             if order == "score":
                 item_id = self._next_by_score(c, kind, where, args, after)
             else:
-                item_id = self._next_by(c, order, kind, where, args, after)
+                item_id = self._next_by(c, order, kind, where, args, after, self.random_seed)
             if item_id is None:
                 return None
-            c.execute("INSERT INTO leases VALUES (?, ?, ?, ?)",
-                      (item_id, session, reviewer, now + self.lease_seconds))
+            c.execute("INSERT INTO leases (item_id, session, reviewer, expires, queue, fair) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (item_id, session, reviewer, now + self.lease_seconds, order, fair))
         return self.item(item_id)
 
     @staticmethod
@@ -289,7 +334,7 @@ class ReviewDB:
 
     @staticmethod
     def _next_by(c: sqlite3.Connection, order: QueueOrder, kind: str, where: str,
-                 args: list[Any], after: int | None) -> int | None:
+                 args: list[Any], after: int | None, seed: str) -> int | None:
         """`claim` in an order SQL does not index (`mjave.review.order`): every item matching the
         filters is ordered (decided and leased ones too, so the order is one for every reviewer
         and claim, and `after` has its place in it), and the first undecided one nobody holds
@@ -297,10 +342,13 @@ class ReviewDB:
         rows = c.execute(
             f"SELECT i.id, i.attribute, i.score, "
             f"EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
-            f"OR EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id) AS taken "
+            f"OR EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id) AS taken, "
+            f"i.product_id, i.value "
             f"FROM items i WHERE i.kind = ? AND {where}", [kind, *args]).fetchall()
-        ordered = queue_order((QueueRow(int(r[0]), str(r[1]), float(r[2])) for r in rows),
-                              order)
+        random = order == FAIR_ORDER
+        ordered = queue_order((QueueRow(int(r[0]), str(r[1]), float(r[2]),
+                                        draw_key(seed, str(r[4]), str(r[1]), str(r[5]))
+                                        if random else 0) for r in rows), order)
         return next_in_order(ordered, {int(r[0]) for r in rows if not r[3]}, after)
 
     def open(self, item_id: int, session: str, reviewer: str) -> dict[str, Any]:
@@ -310,9 +358,11 @@ class ReviewDB:
         with self._write() as c:
             self._require_item(c, item_id)
             self._check_lease(c, item_id, session, now)
+            drawn = self._drawn(c, item_id, session, now)
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
-            c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
-                      (item_id, session, reviewer, now + self.lease_seconds))
+            c.execute("INSERT OR REPLACE INTO leases (item_id, session, reviewer, expires, queue, "
+                      "fair) VALUES (?, ?, ?, ?, ?, ?)",
+                      (item_id, session, reviewer, now + self.lease_seconds, *drawn))
         return self.item(item_id)
 
     def renew(self, session: str) -> int:
@@ -334,6 +384,20 @@ class ReviewDB:
         if row is None:
             raise NotFound(f"no item {item_id}")
         return row
+
+    @staticmethod
+    def _drawn(c: sqlite3.Connection, item_id: int, session: str | None, now: float
+               ) -> tuple[str | None, int]:
+        """How the item came to `session` (queue, fair): from the session's live lease, else
+        from the item's effective decision (going back to a decided item is the same draw),
+        else (None, 0): opened by hand."""
+        row = None if session is None else c.execute(
+            "SELECT queue, fair FROM leases WHERE item_id = ? AND session = ? AND expires > ?",
+            (item_id, session, now)).fetchone()
+        if row is None:
+            row = c.execute("SELECT d.queue, d.fair FROM state s JOIN decisions d ON "
+                            "d.id = s.decision_id WHERE s.item_id = ?", (item_id,)).fetchone()
+        return (None, 0) if row is None else (row[0], int(row[1]))
 
     @staticmethod
     def _check_lease(c: sqlite3.Connection, item_id: int, session: str | None,
@@ -370,11 +434,13 @@ class ReviewDB:
             else:
                 edited_value = None
             self._check_lease(c, item_id, session, now)
+            queue, fair = self._drawn(c, item_id, session, now)
             cur = c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, "
-                            "action, edited_value, reviewer, time, request_id) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "action, edited_value, reviewer, time, request_id, queue, fair) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (item_id, item["product_id"], item["attribute"], item["value"],
-                             action, edited_value, reviewer, now_iso(), request_id))
+                             action, edited_value, reviewer, now_iso(), request_id, queue,
+                             fair))
             decision_id = cur.lastrowid
             c.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (item_id, decision_id))
             c.execute("DELETE FROM leases WHERE item_id = ?", (item_id,))
@@ -400,6 +466,7 @@ class ReviewDB:
                 raise NothingToUndo("nothing to undo" if item_id is None else
                                     f"item {item_id} has no decision to undo")
             target, item_id = int(row["id"]), int(row["item_id"])
+            drawn = self._drawn(c, item_id, None, now)   # the undone decision's draw
             self._check_lease(c, item_id, session, now)
             item = self._require_item(c, item_id)
             c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, action, "
@@ -416,8 +483,9 @@ class ReviewDB:
                 c.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (item_id, previous[0]))
             if session is not None:
                 c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
-                c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
-                          (item_id, session, reviewer, now + self.lease_seconds))
+                c.execute("INSERT OR REPLACE INTO leases (item_id, session, reviewer, expires, "
+                          "queue, fair) VALUES (?, ?, ?, ?, ?, ?)",
+                          (item_id, session, reviewer, now + self.lease_seconds, *drawn))
         return self.item(item_id)
 
     # ---- reading ----------------------------------------------------------------------------
@@ -521,5 +589,5 @@ def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str,
     return [dict(r) for r in rows]
 
 
-__all__ = ["ACTIONS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary", "NotFound",
-           "NothingToUndo", "ReviewDB", "ReviewError", "read_decisions"]
+__all__ = ["ACTIONS", "ADDED_COLUMNS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary", "NotFound",
+           "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions"]

@@ -18,12 +18,15 @@ for the rounds of the attributes reviewed less.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from typing import Iterable, Literal, NamedTuple, get_args
 
-QueueOrder = Literal["score", "uncertainty", "gain"]
+QueueOrder = Literal["score", "uncertainty", "gain", "random"]
 ORDERS: tuple[str, ...] = get_args(QueueOrder)
 DEFAULT_ORDER: QueueOrder = "score"
+FAIR_ORDER: QueueOrder = "random"
+"""The order whose unfiltered decisions are a fair sample of the queue (module docstring)."""
 DEFAULT_CENTRE = 0.5
 """Where a score is least certain: a probability's midpoint (the rows carry no threshold)."""
 
@@ -34,6 +37,15 @@ class QueueRow(NamedTuple):
     id: int
     attribute: str
     score: float
+    draw: int = 0      # the item's place under `random` (`draw_key`)
+
+
+def draw_key(seed: str, product_id: str, attribute: str, value: str) -> int:
+    """An item's place in the `random` order: a hash of what the item is (not of its score or
+    row id), so the shuffle is the same for every reviewer and claim and survives reloading the
+    queue with new scores, and differs between databases (their `seed`)."""
+    text = "\x1f".join((seed, product_id, attribute, value)).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
 def uncertainty(score: float, centre: float = DEFAULT_CENTRE) -> float:
@@ -64,6 +76,8 @@ def queue_order(rows: Iterable[QueueRow], order: QueueOrder = DEFAULT_ORDER,
         return [r.id for r in by_uncertainty(rows, centre)]
     if order == "gain":
         return [r.id for r in round_robin(rows, centre)]
+    if order == "random":
+        return [r.id for r in sorted(rows, key=lambda r: (r.draw, r.id))]
     raise ValueError(f"queue order {order!r}: use one of {', '.join(ORDERS)}")
 
 
@@ -77,5 +91,5 @@ def next_in_order(ordered: list[int], eligible: set[int], after: int | None = No
     return next((i for i in ordered if i in eligible), None)
 
 
-__all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "ORDERS", "QueueOrder", "QueueRow", "by_uncertainty",
-           "next_in_order", "queue_order", "round_robin", "uncertainty"]
+__all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "FAIR_ORDER", "ORDERS", "QueueOrder", "QueueRow",
+           "by_uncertainty", "draw_key", "next_in_order", "queue_order", "round_robin", "uncertainty"]
