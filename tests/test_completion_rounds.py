@@ -225,6 +225,7 @@ def test_shipped_config_loads():
     path = Path(__file__).resolve().parents[1] / "configs/experiments/completion-review-rounds.yaml"
     cfg = load(CompletionConfig, path)
     assert cfg.review_rounds == 2 and cfg.review_per_round == 200 and cfg.review_epochs == 10
+    assert cfg.review_fair_share == 0.5
     assert cfg.review_orders == ["score", "uncertainty", "gain"] and cfg.runs == ["partial"]
     assert cfg.base.encoder.text_encoder == "minilm" and cfg.base.train.epochs == 30
     assert Path(cfg.data).is_file()
