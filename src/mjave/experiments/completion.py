@@ -181,6 +181,11 @@ class CompletionConfig(ExperimentBase):
     # what lets the promise cover `new_attribute`, and the rows nobody reviewed; the rest
     # follow the order being compared)
     review_fair_share: float = 0.0
+
+    @property
+    def review_fair_count(self) -> int:
+        """How many of each round's reviews are drawn at random (`review_fair_share`)."""
+        return round(self.review_per_round * self.review_fair_share)
     review_orders: list[str] = field(default_factory=lambda: ["score", "uncertainty"])
     review_epochs: int | None = None
     review_warm_start: bool = True
@@ -658,7 +663,6 @@ def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundSc
     label, retrain, complete (scored at threshold 0 and as the command with the reviews)."""
     folder = out / "rounds" / order / seeded.tag
     db = _fresh_db(folder / "review.sqlite", seeded.tag)
-    fair = round(cfg.review_per_round * cfg.review_fair_share)
     products: dict[str, list[Record]] = {}
     for r in seeded.part(cat.targets)[0]:
         products.setdefault(r.product_id, []).append(r)
@@ -669,7 +673,7 @@ def _review_rounds(order: str, cat: Catalog, seeded: SeedCatalog, first: RoundSc
         load_suggestions(db, suggestions, products)
         offered = {pair for pair, _ in read_suggestions(suggestions)}
         decisions = review_round(db, key, cfg.review_per_round, order,  # type: ignore[arg-type]
-                                 fair=fair)
+                                 fair=cfg.review_fair_count)
         done = reviewed(db)
         here = folder / f"round-{k}"
         rows = [*seeded.rows, *done.table_rows(len(seeded.rows) + 2)]
@@ -929,9 +933,8 @@ def _round_rows(scores: SettingScores, entry: dict[str, Any]) -> list[list[str]]
 def _round_notes(scores: SettingScores, cfg: CompletionConfig, entry: dict[str, Any]
                  ) -> list[str]:
     n = len(scores.seeds)
-    fair = round(cfg.review_per_round * cfg.review_fair_share)
     notes = [f"review rounds: {cfg.review_rounds} of {cfg.review_per_round} suggestions per "
-             f"order ({fair} of them drawn at random first), decided against the hidden "
+             f"order ({cfg.review_fair_count} of them drawn at random first), decided against the hidden "
              f"pairs; each retraining "
              f"{cfg.review_epochs or cfg.base.train.epochs} epochs"
              f"{', warm-started from the previous round' if cfg.review_warm_start else ''}"]

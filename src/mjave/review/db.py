@@ -589,5 +589,5 @@ def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str,
     return [dict(r) for r in rows]
 
 
-__all__ = ["ACTIONS", "ADDED_COLUMNS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary", "NotFound",
-           "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions"]
+__all__ = ["ACTIONS", "ADDED_COLUMNS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary",
+           "NotFound", "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions"]
