@@ -53,7 +53,13 @@ def read_config(folder: str | Path, kind: Kind | None = None) -> RunConfig:
     """The RunConfig of a model folder, without touching the weights (the folder is checked;
     `kind`: the folder's kind, when the caller has decided it already)."""
     folder = check_folder(folder, None if kind is None else kind == "onnx")
-    return from_dict(RunConfig, read_json(folder / CONFIG))
+    data = read_json(folder / CONFIG)
+    model = data.get("model")
+    if isinstance(model, dict) and "implicit_image_norm" not in model:
+        # a folder records every field, so this one was written before the switch existed,
+        # when the implicit head had one LayerNorm: its weights are the joint head's
+        model["implicit_image_norm"] = "joint"
+    return from_dict(RunConfig, data)
 
 
 def tokenizer_path(encoder: EncoderConfig, folder: str | Path | None = None,

@@ -29,6 +29,7 @@ from mjave.data.lexicon import ValueLexicon
 from mjave.data.schema import AttributeSchema
 from mjave.data.tagging import TextAligner, Tokenizer
 from mjave.encoders import text as text_encoders
+from mjave.encoders.colour import colour_feature_dim
 from mjave.encoders.features import hidden_size_from_config, image_feature_dim
 from mjave.installed_encoder import (EncoderMissingError, check_text_encoder, encoder_record,
                                      save_encoder_files, text_encoder_path, text_in_loop)
@@ -200,7 +201,8 @@ def build_network(config: RunConfig, schema: AttributeSchema, tokenizer: Tokeniz
         implicit_sizes=[hi - lo for _, lo, hi in schema.implicit_slots()],
         text_dim=text_feature_dim(enc, text_module, encoder_path),
         image_dim=(image_feature_dim(enc.image_encoder, enc.image_colour_bins) if image
-                   else config.model.image_dim))
+                   else config.model.image_dim),
+        image_colour_dim=colour_feature_dim(enc.image_colour_bins) if image else 0)
     return TextImageModel(build_model(model_cfg), text_module), model_cfg
 
 

@@ -188,6 +188,34 @@ def kl_term(attr_probs: Tensor, value_attr_probs: Tensor, form: str = "paper") -
     return kl.sum(-1).mean()
 
 
+def implicit_sources(cfg: ModelConfig) -> list[int]:
+    """The feature sources of what the implicit head reads once pooled, by size: [CNN,
+    histogram] for `implicit_image_norm: per_source` with the colour histogram, else one."""
+    if cfg.use_image and cfg.implicit_image_norm == "per_source" and cfg.image_colour_dim:
+        return [cfg.image_dim - cfg.image_colour_dim, cfg.image_colour_dim]
+    return [cfg.image_dim if cfg.use_image else 2 * cfg.text_dim]
+
+
+class SourceNorm(nn.Module):
+    """A LayerNorm per feature source of x (consecutive blocks of `sizes`), each block scaled
+    by sqrt(max size / its size) so every source enters the next layer with the same norm.
+
+    Why: under one LayerNorm over [1280 CNN features; 64 histogram bins] the implicit head
+    fits the few hundred training photos on the CNN features before the histogram's weights
+    grow, and memorises them (valid colour 82-88% where a probe on the bins reads 100%)."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.norms = nn.ModuleList(nn.LayerNorm(n) for n in self.sizes)
+        self.scales = [math.sqrt(max(self.sizes) / n) for n in self.sizes]
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = torch.split(x, self.sizes, dim=-1)
+        return torch.cat([s * norm(p) for p, norm, s in zip(parts, self.norms, self.scales)],
+                         dim=-1)
+
+
 @dataclass
 class MJAVEOutput:
     attr_logits: Tensor          # (B, L)
@@ -243,7 +271,9 @@ class MJAVE(nn.Module):
             # have learned little from the photo.
             pools = 2 if cfg.implicit_image_pool == "global+max" else 1
             inputs = pools * cfg.image_dim if cfg.use_image else 2 * cfg.text_dim
-            self.implicit_norm = nn.LayerNorm(inputs)
+            sources = implicit_sources(cfg)
+            self.implicit_norm = (SourceNorm(sources * pools) if len(sources) > 1
+                                  else nn.LayerNorm(inputs))
             self.implicit_out = nn.Linear(inputs, cfg.num_implicit_values, bias=True)
 
     def forward(self, h: Tensor, mask: Tensor, tag_mask: Tensor,
