@@ -374,6 +374,41 @@ def test_cli_reviews_end_to_end(tmp_path, catalog, monkeypatch, capsys):
     assert "cannot read the review database" in capsys.readouterr().err
 
 
+def test_a_refused_known_gap_kind_leaves_the_backed_new_attribute_rows_written(
+        tmp_path, catalog, monkeypatch, capsys):
+    # Color's suggestions rejected (fills_known_gap refuses), Fit and Model_Number accepted
+    # (new_attribute backed): each kind keeps its own promise, so the new_attribute rows that
+    # reviews back are written and no fills_known_gap row is
+    products, table, stub = catalog
+    db = _review(tmp_path, products, table, stub,
+                 lambda item: ("reject", None) if item["attribute"] == "Color"
+                 else ("accept", None))
+    out = tmp_path / "s.csv"
+    summary = complete(stub, products, table, out, min_precision=0.9, cv_folds=0,
+                       reviews=str(db))
+    assert summary.refused and not summary.calibration.backed
+    assert summary.by_kind[NEW_ATTRIBUTE].backed and summary.new_threshold == 0.97
+    rows = _rows(out)
+    assert len(rows) == 30 == summary.suggestions == summary.new_attributes_backed
+    assert {r["kind"] for r in rows} == {NEW_ATTRIBUTE}
+    assert {r["attribute"] for r in rows} == {"Fit", "Model_Number"}
+    assert _rows(review_path(out)) == [] and _rows(summary.conflicts_output) == []
+    assert ("30 new_attribute suggestions scoring >= 0.9700, backed by reviews, and 0 "
+            "fills_known_gap (refused" in summary.summary())
+    # the command still exits "refused" and says which kind it refused and what it wrote
+    from mjave.cli import main
+    from mjave.cli.complete import REFUSED
+    from mjave.inference.extractor import Extractor
+    monkeypatch.setattr(Extractor, "load", classmethod(lambda cls, *a, **k: stub))
+    cli = tmp_path / "cli.csv"
+    assert main(["complete", "MODEL", str(products), "--catalog", str(table), "-o", str(cli),
+                 "--min-precision", "0.9", "--cv-folds", "0", "--reviews", str(db)]) == REFUSED
+    err = capsys.readouterr().err
+    assert "cannot be backed for fills_known_gap" in err
+    assert "holds only the 30 new_attribute suggestions reviews back" in err
+    assert len(_rows(cli)) == 30
+
+
 def _drawn_reviews(tmp_path, products, table, stub, n_fit, fair):
     """A first run's suggestions and review file in a review database; items handed out in
     `random` order until `n_fit` Fit suggestions are decided: Fit and Color accepted,

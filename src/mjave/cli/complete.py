@@ -58,9 +58,16 @@ def _refusal(summary: Any, output: str) -> str:
         can = (f"it can back precision {cal.backed_precision:.3f} (estimate "
                f"{cal.precision:.3f}{cv}) at threshold {cal.threshold:.4f}, recall {rec} "
                "there")
-    return (f"error: refused: precision {cal.requested:g} cannot be backed; {can}. No rows "
-            f"written ({output}, {summary.review_output} and {summary.conflicts_output} hold "
-            f"their header only): "
+    if summary.new_threshold is not None:   # the other kind keeps its own, backed promise
+        written = (f"No fills_known_gap rows written ({output} holds only the "
+                   f"{summary.suggestions} new_attribute suggestions reviews back; "
+                   f"{summary.review_output} and {summary.conflicts_output} hold their header "
+                   f"only)")
+    else:
+        written = (f"No rows written ({output}, {summary.review_output} and "
+                   f"{summary.conflicts_output} hold their header only)")
+    return (f"error: refused: precision {cal.requested:g} cannot be backed for "
+            f"fills_known_gap; {can}. {written}: "
             f"ask for a precision it can back, or --force to write them anyway "
             f"(exit {REFUSED})")
 

@@ -50,7 +50,8 @@ them: `fills_known_gap` is calibrated on the held-out pairs and its reviewed pai
 `new_attribute` on its reviewed pairs alone, each with its own threshold and refusal. The
 `new_attribute` rows of a backed kind scoring at least its threshold join the suggestions file
 (inside the promise; the review file keeps the rest); an unbacked `new_attribute` kind never
-refuses the run, its rows go to review as above. `exclude_attributes` drops the suggestions of
+refuses the run, its rows go to review as above; a backed one is written even when
+`fills_known_gap` refuses (each kind keeps its own promise). `exclude_attributes` drops the suggestions of
 the named attributes from every output and from the calibration. The summary reports the
 precision of every judged attribute and how many more reviews an unbacked kind needs.
 Reviewers see the queue in score or uncertainty order, not at random, so with reviews the
@@ -528,7 +529,8 @@ class CompletionSummary:
     calibration_file: str | None = None
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    refused: bool = False          # min_precision could not be backed: no rows were written
+    refused: bool = False          # min_precision could not be backed for fills_known_gap: none
+    # of its rows were written (backed new_attribute rows still are)
     # (score, correct, product) of the held-out suggestions (`Judged`; indexable as the old
     # (score, correct) pairs) and the number of held-out values: what the threshold was (or can
     # be) chosen on; not saved in the calibration JSON.
@@ -641,8 +643,13 @@ class CompletionSummary:
                       f"{self.new_threshold:.4f}, backed by reviews"
                       if self.new_threshold is not None else "")
         if self.refused:
-            written = [f"0 suggestions (refused: the requested precision cannot be backed; "
-                       f"{self.candidates} candidates) -> {self.output} (header only)",
+            backed = (f"{self.suggestions} new_attribute suggestions scoring >= "
+                      f"{self.new_threshold:.4f}, backed by reviews, and 0 fills_known_gap "
+                      f"(refused: the requested precision cannot be backed for them; "
+                      f"{self.candidates} candidates) -> {self.output}"
+                      if self.new_threshold is not None else None)
+            written = [backed or f"0 suggestions (refused: the requested precision cannot be "
+                       f"backed; {self.candidates} candidates) -> {self.output} (header only)",
                        f"0 new_attribute suggestions (refused) -> {self.review_output} "
                        f"(header only)",
                        f"0 conflicts (refused) -> {self.conflicts_output} (header only)"]
@@ -1007,8 +1014,9 @@ def _backed_threshold(kind: str, pairs: list[Judged], n_gold: int, cfg: Complete
             log.warning("new_attribute: %s. Their suggestions stay in %s for review", cal.warning,
                         summary.review_output)
     elif cal.refused:
-        log.warning("%s. Nothing is written above a threshold that cannot be backed: "
-                    "%s, %s and %s get their header only (force writes the suggestions "
+        log.warning("%s. No fills_known_gap row is written above a threshold that cannot "
+                    "be backed: %s gets none of them (only new_attribute rows that reviews "
+                    "back), %s and %s get their header only (force writes the suggestions "
                     "scoring >= %.4f anyway)", cal.warning, output, conflicts,
                     summary.review_output, cal.threshold)
     elif cal.forced:
@@ -1099,23 +1107,24 @@ def _calibrate(work: _Work, summary: CompletionSummary, cfg: CompleteConfig, sou
 
 
 def _write(work: _Work, summary: CompletionSummary, output: Path, conflicts: Path) -> None:
-    """The files in score order above their thresholds (a refused run: headers only): the
-    suggestions (`fills_known_gap`; `new_attribute` above the threshold reviews back for them,
-    and every one when included), the review file (the `new_attribute` ones no promise covers)
-    and the conflicts."""
+    """The files in score order above their thresholds: the suggestions (`fills_known_gap`;
+    `new_attribute` above the threshold reviews back for them, and every one when included),
+    the review file (the `new_attribute` ones no promise covers) and the conflicts. Each kind
+    keeps its own promise: a refused `fills_known_gap` writes none of its rows (nor the review
+    file and conflicts, whose cut is its threshold), while `new_attribute` rows that reviews
+    back are still written at their own threshold."""
     emit = not summary.refused
     t, backed = summary.threshold, summary.new_threshold
-    main: list[Band] = [(FILLS_KNOWN_GAP, t, None)]
-    review: list[Band] = [(NEW_ATTRIBUTE, t, backed)]
+    main: list[Band] = [(FILLS_KNOWN_GAP, t, None)] if emit else []
+    review: list[Band] = [(NEW_ATTRIBUTE, t, backed)] if emit else []
     if backed is not None:
         main.append((NEW_ATTRIBUTE, backed, None))
-    if summary.new_attributes_included:
+    if summary.new_attributes_included and emit:
         main.append((NEW_ATTRIBUTE, t, backed))
-    summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output, main,
-                                        emit)
+    summary.suggestions = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS, output, main)
     summary.new_attributes = _write_sorted(work, "suggestion", SUGGESTION_COLUMNS,
-                                           Path(summary.review_output), review, emit)
-    if emit and backed is not None:
+                                           Path(summary.review_output), review)
+    if backed is not None:
         where, args = _bands_sql([(NEW_ATTRIBUTE, backed, None)])
         summary.new_attributes_backed = work.db.execute(
             f"SELECT count(*) FROM suggestion WHERE {where}", args).fetchone()[0]
