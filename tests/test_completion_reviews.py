@@ -436,8 +436,9 @@ def test_reviews_drawn_at_random_back_the_new_attribute_rows_nobody_reviewed(tmp
     # by hand vouch for themselves only and cannot back the 5 others.
     products, table, stub = catalog
     out = tmp_path / "s.csv"
+    fair_db = _drawn_reviews(tmp_path, products, table, stub, 20, True)
     summary = complete(stub, products, table, out, min_precision=0.9, cv_folds=0,
-                       reviews=str(_drawn_reviews(tmp_path, products, table, stub, 20, True)))
+                       reviews=str(fair_db))
     new = summary.by_kind[NEW_ATTRIBUTE]
     assert new.backed and summary.new_threshold is not None
     assert summary.reviews.fair[NEW_ATTRIBUTE] == summary.reviews.used[NEW_ATTRIBUTE] >= 20
@@ -447,6 +448,18 @@ def test_reviews_drawn_at_random_back_the_new_attribute_rows_nobody_reviewed(tmp
     assert len(fit) == 25 and {r["kind"] for r in fit} == {NEW_ATTRIBUTE}   # reviewed or not
     assert not any(r["attribute"] == "Model_Number" for r in _rows(out))    # rejected: below
     assert NEW_ATTRIBUTE not in summary.needs
+
+    # a Fit suggestion drawn at random and skipped is missing from the sample: said, counted
+    assert summary.reviews.fair_skipped == 0 and "skipped" not in summary.summary()
+    db = ReviewDB(fair_db)
+    drawn = db.claim("skipper", "bob", order="random")
+    db.claim("skipper", "bob", order="random", after=drawn["id"])
+    summary = complete(stub, products, table, out, min_precision=0.9, cv_folds=0,
+                       reviews=str(db.path))
+    assert summary.reviews.fair_skipped == 1
+    assert "1 suggestions drawn at random were skipped" in summary.summary()
+    saved = json.loads((tmp_path / "s.calibration.json").read_text())
+    assert saved["reviews"]["fair_skipped"] == 1
 
     by_hand = tmp_path / "h.csv"
     summary = complete(stub, products, table, by_hand, min_precision=0.9, cv_folds=0,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mjave.data.records import Record
-from mjave.review.db import ADDED_COLUMNS, SCHEMA, Filters, ReviewDB, read_decisions
+from mjave.review.db import (ADDED_COLUMNS, SCHEMA, Filters, ReviewDB, read_decisions,
+                             read_fair_skips)
 from mjave.review.inputs import ItemIn
 from mjave.review.order import QueueRow, draw_key, next_in_order, queue_order, uncertainty
 
@@ -323,6 +324,8 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
     assert ADDED_COLUMNS["leases"] == ADDED_COLUMNS["decisions"]
     old_schema = SCHEMA.replace(",\n  " + added, "")
     old_schema = old_schema.replace(",\n         d.queue, d.fair", "")
+    skips = old_schema.index("CREATE TABLE IF NOT EXISTS skips")    # recorded later still
+    old_schema = old_schema[:skips] + old_schema[old_schema.index("CREATE VIEW"):]
     assert "fair" not in old_schema
     with sqlite3.connect(path) as c:
         c.executescript(old_schema)
@@ -336,3 +339,41 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
     db = ReviewDB(path)                                              # opened for writing
     assert read_decisions(path)[0]["fair"] == 0 and read_decisions(path)[0]["queue"] is None
     assert db.claim("s", "alice", order="random") is None             # nothing left to draw
+
+
+def test_a_skip_of_an_item_drawn_at_random_is_recorded_until_it_is_decided(db):
+    first = db.claim("s", "alice", order="random")["id"]
+    second = db.claim("s", "alice", order="random", after=first)["id"]    # first skipped
+    assert second != first
+    assert [r["item_id"] for r in read_fair_skips(db.path)] == [first]
+    # skipping the second, drawn at random too, from a claim in another order: still a skip
+    # of the fair sample; skips of items drawn by score or from a filtered queue are not
+    scored = db.claim("s", "alice", order="score", after=second)["id"]
+    fit = db.claim("s", "alice", order="random", filters=Filters(attribute="Fit"),
+                   after=scored)["id"]
+    db.claim("s", "alice", order="random", filters=Filters(attribute="Fit"), after=fit)
+    assert [r["item_id"] for r in read_fair_skips(db.path)] == sorted([first, second])
+    assert read_fair_skips(db.path, "conflict") == []
+    # a skip without holding the item (another session's, or a stale id) records nothing
+    db.claim("other", "bob", order="random", after=7)
+    assert len(read_fair_skips(db.path)) == 2
+    # deciding a skipped item takes it out: the sample has it again
+    db.open(first, "s", "alice")
+    db.decide(first, "reject", "alice", session="s")
+    assert [r["item_id"] for r in read_fair_skips(db.path)] == [second]
+    assert {"product_id", "attribute", "value"} <= set(read_fair_skips(db.path)[0])
+
+
+def test_a_database_written_before_skips_were_recorded_has_none(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.sqlite"
+    start = SCHEMA.index("CREATE TABLE IF NOT EXISTS skips")
+    end = SCHEMA.index("CREATE VIEW IF NOT EXISTS last_decisions")
+    with sqlite3.connect(path) as c:
+        c.executescript(SCHEMA[:start] + SCHEMA[end:])
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    assert read_fair_skips(path) == []                               # read-only, as it is
+    ReviewDB(path)                                                   # opened for writing
+    assert read_fair_skips(path) == []
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT name FROM sqlite_master WHERE name = 'skips'").fetchone()

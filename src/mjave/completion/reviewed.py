@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 from mjave.completion.calibrate import Calibration, Judged, precision_lower_bound
 from mjave.data.errors import DataError
 from mjave.data.normalize import collapse_punctuation
-from mjave.review.db import read_decisions
+from mjave.review.db import read_decisions, read_fair_skips
 
 HELD_OUT, REVIEW = "held_out", "review"
 """Where a judged pair's verdict comes from."""
@@ -88,6 +88,22 @@ def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = coll
     return list(out.values())
 
 
+def fair_skips(path: str | os.PathLike, reviews: Iterable[Review] = (),
+               normalize: Callable[[str], str] = collapse_punctuation) -> int:
+    """How many suggestions drawn at random (the fair sample) a reviewer skipped and nobody
+    decided since, keyed like `read_reviews` (a key some other row's decision judges is not
+    missing). Reviewers who skip the hard ones leave a fair sample that flatters the
+    precision; the summary says how many are missing."""
+    decided = {r.key for r in reviews}
+    try:
+        rows = read_fair_skips(path, "suggestion")
+    except (OSError, sqlite3.Error) as e:
+        raise DataError(f"cannot read the review database: {e}", path=os.fspath(path),
+                        reason="unreadable review database") from None
+    keys = {(str(r["product_id"]), str(r["attribute"]), normalize(r["value"])) for r in rows}
+    return len(keys - decided)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One judged suggestion of the current run: its attribute and kind, where the verdict
@@ -115,13 +131,14 @@ class ReviewCounts:
     fair: Counter = field(default_factory=Counter)         # judged pairs drawn at random, by kind
     not_predicted: int = 0   # the current run does not predict the value: no score to judge
     held_out: int = 0        # the (product, attribute) is judged by held-out values already
+    fair_skipped: int = 0    # drawn at random, skipped, undecided: missing from the fair sample
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "decided": dict(self.decided),
                 "decided_total": sum(self.decided.values()), "used": dict(self.used),
                 "by_attribute": dict(self.by_attribute), "fair": dict(self.fair),
                 "not_predicted": self.not_predicted,
-                "held_out": self.held_out}
+                "held_out": self.held_out, "fair_skipped": self.fair_skipped}
 
     def line(self) -> str:
         """One line for the summary."""
@@ -129,9 +146,16 @@ class ReviewCounts:
         used = ", ".join(f"{n} {k}" + (f" ({self.fair[k]} drawn at random)" if self.fair[k]
                                           else "")
                          for k, n in sorted(self.used.items())) or "none"
+        skipped = f"; {self.skipped_note()}" if self.fair_skipped else ""
         return (f"reviews from {self.path}: {sum(self.decided.values())} decided suggestions "
                 f"({actions}); judged pairs of this run: {used}; {self.not_predicted} no longer "
-                f"predicted, {self.held_out} already judged by held-out values")
+                f"predicted, {self.held_out} already judged by held-out values{skipped}")
+
+    def skipped_note(self) -> str:
+        """What the skipped suggestions of the fair sample mean for it."""
+        return (f"{self.fair_skipped} suggestions drawn at random were skipped and are still "
+                f"undecided: the random sample lacks them (if reviewers skip the hard ones, it "
+                f"flatters the precision; decide them)")
 
 
 @dataclass(frozen=True)
@@ -248,5 +272,5 @@ def needs_statement(kind: str, cal: Calibration | None, min_precision: float,
 
 
 __all__ = ["AttributePrecision", "Evidence", "HELD_OUT", "MAX_REVIEWS_NEEDED", "REVIEW",
-           "Review", "ReviewCounts", "needs_statement", "per_attribute", "read_reviews",
-           "reviews_needed", "verdict"]
+           "Review", "ReviewCounts", "fair_skips", "needs_statement", "per_attribute",
+           "read_reviews", "reviews_needed", "verdict"]

@@ -82,8 +82,8 @@ from mjave.completion.calibrate import (HELD_OUT_EVIDENCE, Calibration, Judged, 
 from mjave.completion.kinds import (FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE, CategoryShares,
                                     UNKNOWN_CATEGORY)
 from mjave.completion.reviewed import (HELD_OUT, REVIEW, AttributePrecision, Evidence, Review,
-                                       ReviewCounts, needs_statement, per_attribute,
-                                       read_reviews)
+                                       ReviewCounts, fair_skips, needs_statement,
+                                       per_attribute, read_reviews)
 from mjave.completion.stratify import stratify
 from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
@@ -1167,6 +1167,7 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
         raise DataError("cannot read the products: no such file", path=str(products),
                         reason="unreadable file")
     reviews = read_reviews(cfg.reviews) if cfg.reviews else None   # a bad file fails first
+    skipped = fair_skips(cfg.reviews, reviews or ()) if cfg.reviews else 0
     extractor = _extractor(model_or_extractor, cfg)
     summary = CompletionSummary(_source_name(products), str(output), str(conflicts),
                                 review_output=str(review_path(output)),
@@ -1182,6 +1183,9 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
         held_src = PRODUCTS if calibration is None else CALIBRATION
         if reviews is not None:
             _reviews_pass(work, reviews, str(cfg.reviews), shares, held_src, summary)
+            summary.reviews.fair_skipped = skipped
+            if skipped:
+                log.warning("%s: %s", cfg.reviews, summary.reviews.skipped_note())
         _exclude(work, cfg.exclude_attributes, summary)
         _calibrate(work, summary, cfg, source, held_src, output, conflicts)
         _write(work, summary, output, conflicts)

@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS leases (
   session TEXT NOT NULL, reviewer TEXT NOT NULL, expires REAL NOT NULL,
   queue TEXT, fair INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_session ON leases (session);
+CREATE TABLE IF NOT EXISTS skips (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  item_id INTEGER NOT NULL REFERENCES items (id),
+  reviewer TEXT NOT NULL, time REAL NOT NULL, queue TEXT, fair INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS skips_item ON skips (item_id);
 CREATE VIEW IF NOT EXISTS last_decisions AS
   SELECT i.id AS item_id, i.kind, i.product_id, i.attribute, i.value, i.table_value, i.score,
          i.record_id, d.action, d.edited_value, d.reviewer, d.time, d.id AS decision_id,
@@ -299,6 +304,13 @@ class ReviewDB:
         fair = int(order == FAIR_ORDER and filters.whole_queue)
         now = self.clock()
         with self._write() as c:
+            if after is not None:   # a skip of the item this session holds: recorded, since
+                # an item drawn at random and skipped is missing from the fair sample
+                held = c.execute("SELECT queue, fair FROM leases WHERE item_id = ? AND "
+                                 "session = ? AND expires > ?", (after, session, now)).fetchone()
+                if held is not None:
+                    c.execute("INSERT INTO skips (item_id, reviewer, time, queue, fair) "
+                              "VALUES (?, ?, ?, ?, ?)", (after, reviewer, now, *held))
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
             if order == "score":
                 item_id = self._next_by_score(c, kind, where, args, after)
@@ -589,5 +601,23 @@ def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str,
     return [dict(r) for r in rows]
 
 
+def read_fair_skips(path: str | Path, kind: str = "suggestion") -> list[dict[str, Any]]:
+    """The items of `kind` that were drawn at random from the whole queue (`fair`), skipped and
+    are still undecided (item_id, product_id, attribute, value): the fair sample lacks them.
+    Read-only like `read_decisions`; a file written before skips were recorded has none."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as c:
+        c.row_factory = sqlite3.Row
+        if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='skips'"
+                     ).fetchone() is None:
+            return []
+        rows = c.execute(
+            "SELECT DISTINCT i.id AS item_id, i.product_id, i.attribute, i.value FROM skips k "
+            "JOIN items i ON i.id = k.item_id WHERE k.fair = 1 AND i.kind = ? AND NOT EXISTS "
+            "(SELECT 1 FROM state s WHERE s.item_id = i.id) ORDER BY i.id", (kind,)).fetchall()
+    return [dict(r) for r in rows]
+
+
 __all__ = ["ACTIONS", "ADDED_COLUMNS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary",
-           "NotFound", "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions"]
+           "NotFound", "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions",
+           "read_fair_skips"]
