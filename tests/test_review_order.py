@@ -354,8 +354,9 @@ def test_a_skip_of_an_item_drawn_at_random_is_recorded_until_it_is_decided(db):
     db.claim("s", "alice", order="random", filters=Filters(attribute="Fit"), after=fit)
     assert [r["item_id"] for r in read_fair_skips(db.path)] == sorted([first, second])
     assert read_fair_skips(db.path, "conflict") == []
-    # a skip without holding the item (another session's, or a stale id) records nothing
-    db.claim("other", "bob", order="random", after=7)
+    # a skip of an item the session does not hold (a stale id) records nothing
+    db.claim("other", "bob", order="score", after=7)
+    db.release("other")
     assert len(read_fair_skips(db.path)) == 2
     # deciding a skipped item takes it out: the sample has it again
     db.open(first, "s", "alice")
