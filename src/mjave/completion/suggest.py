@@ -51,9 +51,10 @@ them: `fills_known_gap` is calibrated on the held-out pairs and its reviewed pai
 `new_attribute` rows of a backed kind scoring at least its threshold join the suggestions file
 (inside the promise; the review file keeps the rest); an unbacked `new_attribute` kind never
 refuses the run, its rows go to review as above; a backed one is written even when
-`fills_known_gap` refuses (each kind keeps its own promise). `exclude_attributes` drops the suggestions of
-the named attributes from every output and from the calibration. The summary reports the
-precision of every judged attribute and how many more reviews an unbacked kind needs.
+`fills_known_gap` refuses (each kind keeps its own promise). `exclude_attributes` drops the
+suggestions of the named attributes from every output and from the calibration. The summary
+reports the precision of every judged attribute and how many more reviews an unbacked kind
+needs.
 Reviewers see the queue in score or uncertainty order, not at random, so with reviews the
 promise is judged on the rows the run writes (`mjave.completion.stratify`): reviewed rows it
 still writes count as themselves, the unreviewed ones are judged by the fair samples weighted
