@@ -49,6 +49,7 @@ def run_configs(path: Path) -> list[RunConfig]:
 def test_the_shipped_configs_are_the_expected_ones():
     names = {str(p.relative_to(CONFIGS)) for p in FILES if CONFIGS in p.parents}
     assert {"runs/oamine.yaml", "runs/wdcpave.yaml", "runs/completion.yaml",
+            "runs/image-catalog.yaml",
             "experiments/oamine-realdata.yaml", "experiments/wdcpave-realdata.yaml",
             "experiments/oamine-completion-finetuned.yaml"} <= names
 
