@@ -378,3 +378,27 @@ def test_a_database_written_before_skips_were_recorded_has_none(tmp_path):
     assert read_fair_skips(path) == []
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT name FROM sqlite_master WHERE name = 'skips'").fetchone()
+
+
+def test_decisions_and_skips_read_from_one_snapshot_read_only(db, tmp_path):
+    import hashlib
+    import sqlite3
+
+    from mjave.review.db import read_review_state
+    first = db.claim("s", "alice", order="random")["id"]
+    second = db.claim("s", "alice", order="random", after=first)["id"]      # first skipped
+    db.open(second, "s", "alice")
+    db.decide(second, "accept", "alice", session="s")
+    before = hashlib.sha256(Path(db.path).read_bytes()).hexdigest()
+    decisions, skips = read_review_state(db.path)
+    assert hashlib.sha256(Path(db.path).read_bytes()).hexdigest() == before
+    assert (decisions, skips) == (read_decisions(db.path), read_fair_skips(db.path))
+    assert [d["item_id"] for d in decisions] == [second]
+    assert [s["item_id"] for s in skips] == [first]
+    # every reader refuses a missing file and a file that is no review database alike
+    for read in (read_decisions, read_fair_skips, read_review_state):
+        with pytest.raises(FileNotFoundError):
+            read(tmp_path / "missing.sqlite")
+        (tmp_path / "junk.sqlite").write_text("not a database")
+        with pytest.raises(sqlite3.DatabaseError, match="not a review database"):
+            read(tmp_path / "junk.sqlite")

@@ -2,7 +2,7 @@
 
 No held-out value can judge a `new_attribute` suggestion (`mjave.completion.kinds`), so its
 precision can only be backed by people: each suggestion decided in `mjave review` is a judged
-pair like a held-out one. `read_reviews` turns the effective decisions of a review database into
+pair like a held-out one. `read_review_file` turns the effective decisions of a review database into
 one verdict per (product, attribute, normalised value), the key `mjave complete` groups its
 rows by; the command then gives each verdict the score and the kind of the *current* run (the
 model or the table may have changed since the review), so each kind is calibrated on what the
@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 from mjave.completion.calibrate import Calibration, Judged, precision_lower_bound
 from mjave.data.errors import DataError
 from mjave.data.normalize import collapse_punctuation
-from mjave.review.db import read_decisions, read_fair_skips
+from mjave.review.db import read_review_state
 
 HELD_OUT, REVIEW = "held_out", "review"
 """Where a judged pair's verdict comes from."""
@@ -64,14 +64,18 @@ def verdict(action: str, normalized: str, edited_value: str | None,
     return None
 
 
-def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = collapse_punctuation
-                 ) -> list[Review]:
-    """The verdicts of the decided suggestions of the review database at `path` (opened
-    read-only). Undecided or skipped items have no decision and are not used; items whose
-    values normalise alike (a "Red" and a "red" row) are one key, the latest decision wins.
+def read_review_file(path: str | os.PathLike,
+                     normalize: Callable[[str], str] = collapse_punctuation
+                     ) -> tuple[list[Review], int]:
+    """The verdicts of the decided suggestions of the review database at `path` and how many
+    suggestions drawn at random (the fair sample) were skipped and are still undecided, both from
+    one read-only snapshot. Undecided or skipped items have no verdict; items whose values
+    normalise alike (a "Red" and a "red" row) are one key, the latest decision wins, and a
+    skipped key some other row's decision judges is not missing. Reviewers who skip the hard
+    ones leave a fair sample that flatters the precision: the summary says how many are missing.
     A missing file or one that is no review database is a DataError."""
     try:
-        rows = read_decisions(path, "suggestion")
+        rows, skips = read_review_state(path, "suggestion")
     except (OSError, sqlite3.Error) as e:
         raise DataError(f"cannot read the review database: {e}", path=os.fspath(path),
                         reason="unreadable review database") from None
@@ -85,23 +89,14 @@ def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = coll
                    bool(row.get("fair")))
         out.pop(r.key, None)
         out[r.key] = r
-    return list(out.values())
+    skipped = {(str(r["product_id"]), str(r["attribute"]), normalize(r["value"])) for r in skips}
+    return list(out.values()), len(skipped - out.keys())
 
 
-def fair_skips(path: str | os.PathLike, reviews: Iterable[Review] = (),
-               normalize: Callable[[str], str] = collapse_punctuation) -> int:
-    """How many suggestions drawn at random (the fair sample) a reviewer skipped and nobody
-    decided since, keyed like `read_reviews` (a key some other row's decision judges is not
-    missing). Reviewers who skip the hard ones leave a fair sample that flatters the
-    precision; the summary says how many are missing."""
-    decided = {r.key for r in reviews}
-    try:
-        rows = read_fair_skips(path, "suggestion")
-    except (OSError, sqlite3.Error) as e:
-        raise DataError(f"cannot read the review database: {e}", path=os.fspath(path),
-                        reason="unreadable review database") from None
-    keys = {(str(r["product_id"]), str(r["attribute"]), normalize(r["value"])) for r in rows}
-    return len(keys - decided)
+def read_reviews(path: str | os.PathLike, normalize: Callable[[str], str] = collapse_punctuation
+                 ) -> list[Review]:
+    """The verdicts alone (`read_review_file`)."""
+    return read_review_file(path, normalize)[0]
 
 
 @dataclass(frozen=True)
@@ -272,5 +267,5 @@ def needs_statement(kind: str, cal: Calibration | None, min_precision: float,
 
 
 __all__ = ["AttributePrecision", "Evidence", "HELD_OUT", "MAX_REVIEWS_NEEDED", "REVIEW",
-           "Review", "ReviewCounts", "fair_skips", "needs_statement", "per_attribute",
-           "read_reviews", "reviews_needed", "verdict"]
+           "Review", "ReviewCounts", "needs_statement", "per_attribute",
+           "read_review_file", "read_reviews", "reviews_needed", "verdict"]

@@ -83,8 +83,8 @@ from mjave.completion.calibrate import (HELD_OUT_EVIDENCE, Calibration, Judged, 
 from mjave.completion.kinds import (FILLS_KNOWN_GAP, KINDS, NEW_ATTRIBUTE, CategoryShares,
                                     UNKNOWN_CATEGORY)
 from mjave.completion.reviewed import (HELD_OUT, REVIEW, AttributePrecision, Evidence, Review,
-                                       ReviewCounts, fair_skips, needs_statement,
-                                       per_attribute, read_reviews)
+                                       ReviewCounts, needs_statement,
+                                       per_attribute, read_review_file)
 from mjave.completion.stratify import stratify
 from mjave.config.complete import DEFAULT_CONFIDENCE, EVIDENCE_WIDTH, CompleteConfig
 from mjave.data.errors import DataError, RowIssues
@@ -1167,8 +1167,8 @@ def complete(model_or_extractor: Any, products: PathLike | Iterable[Record],
     if isinstance(products, (str, os.PathLike)) and not Path(products).is_file():
         raise DataError("cannot read the products: no such file", path=str(products),
                         reason="unreadable file")
-    reviews = read_reviews(cfg.reviews) if cfg.reviews else None   # a bad file fails first
-    skipped = fair_skips(cfg.reviews, reviews or ()) if cfg.reviews else 0
+    # a bad review file fails first
+    reviews, skipped = read_review_file(cfg.reviews) if cfg.reviews else (None, 0)
     extractor = _extractor(model_or_extractor, cfg)
     summary = CompletionSummary(_source_name(products), str(output), str(conflicts),
                                 review_output=str(review_path(output)),

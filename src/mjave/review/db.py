@@ -577,47 +577,75 @@ class ReviewDB:
         return [dict(r) for r in rows]
 
 
-def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str, Any]]:
-    """The effective decision of every decided item of `kind` (the `last_decisions` view:
-    item_id, product_id, attribute, value, score, action, edited_value, decision_id, ...),
-    oldest decision first. The file is opened read-only, without creating or migrating
-    anything: `mjave complete --reviews` reads a database reviewers may still be writing to."""
+@contextmanager
+def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A review database opened read-only, without creating or migrating anything (it may be
+    one reviewers are still writing to), inside one read transaction so that everything read
+    through it is one consistent snapshot; its schema version checked first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such review database")
     uri = path.resolve().as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as c:
+    with closing(sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)) as c:
         c.row_factory = sqlite3.Row
         try:
+            c.execute("BEGIN")
             version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            rows = c.execute("SELECT * FROM last_decisions WHERE kind = ? ORDER BY decision_id",
-                             (kind,)).fetchall()
         except sqlite3.DatabaseError as e:   # not a review database (or not SQLite at all)
             raise sqlite3.DatabaseError(f"{path}: not a review database ({e})") from None
-    if version is None or version[0] != SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(f"{path}: review database version "
-                                    f"{None if version is None else version[0]}; this mjave "
-                                    f"reads version {SCHEMA_VERSION}")
+        if version is None or version[0] != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{path}: review database version "
+                                        f"{None if version is None else version[0]}; this mjave "
+                                        f"reads version {SCHEMA_VERSION}")
+        try:
+            yield c
+        finally:
+            if c.in_transaction:
+                c.execute("COMMIT")
+
+
+def _decisions(c: sqlite3.Connection, kind: str) -> list[dict[str, Any]]:
+    rows = c.execute("SELECT * FROM last_decisions WHERE kind = ? ORDER BY decision_id",
+                     (kind,)).fetchall()
     return [dict(r) for r in rows]
+
+
+def _fair_skips(c: sqlite3.Connection, kind: str) -> list[dict[str, Any]]:
+    if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='skips'"
+                 ).fetchone() is None:
+        return []   # written before skips were recorded
+    rows = c.execute(
+        "SELECT DISTINCT i.id AS item_id, i.product_id, i.attribute, i.value FROM skips k "
+        "JOIN items i ON i.id = k.item_id WHERE k.fair = 1 AND i.kind = ? AND NOT EXISTS "
+        "(SELECT 1 FROM state s WHERE s.item_id = i.id) ORDER BY i.id", (kind,)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def read_decisions(path: str | Path, kind: str = "suggestion") -> list[dict[str, Any]]:
+    """The effective decision of every decided item of `kind` (the `last_decisions` view:
+    item_id, product_id, attribute, value, score, action, edited_value, decision_id, ...),
+    oldest decision first. Read-only: `mjave complete --reviews` reads a database reviewers
+    may still be writing to."""
+    with _read_only(path) as c:
+        return _decisions(c, kind)
 
 
 def read_fair_skips(path: str | Path, kind: str = "suggestion") -> list[dict[str, Any]]:
     """The items of `kind` that were drawn at random from the whole queue (`fair`), skipped and
     are still undecided (item_id, product_id, attribute, value): the fair sample lacks them.
     Read-only like `read_decisions`; a file written before skips were recorded has none."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as c:
-        c.row_factory = sqlite3.Row
-        if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='skips'"
-                     ).fetchone() is None:
-            return []
-        rows = c.execute(
-            "SELECT DISTINCT i.id AS item_id, i.product_id, i.attribute, i.value FROM skips k "
-            "JOIN items i ON i.id = k.item_id WHERE k.fair = 1 AND i.kind = ? AND NOT EXISTS "
-            "(SELECT 1 FROM state s WHERE s.item_id = i.id) ORDER BY i.id", (kind,)).fetchall()
-    return [dict(r) for r in rows]
+    with _read_only(path) as c:
+        return _fair_skips(c, kind)
+
+
+def read_review_state(path: str | Path, kind: str = "suggestion"
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`read_decisions` and `read_fair_skips` from one read-only snapshot: a reviewer deciding a
+    skipped item between two reads cannot make it count in both or in neither."""
+    with _read_only(path) as c:
+        return _decisions(c, kind), _fair_skips(c, kind)
 
 
 __all__ = ["ACTIONS", "ADDED_COLUMNS", "DEFAULT_LEASE_SECONDS", "Filters", "Leased", "LoadSummary",
            "NotFound", "NothingToUndo", "ReviewDB", "ReviewError", "SCHEMA", "read_decisions",
-           "read_fair_skips"]
+           "read_fair_skips", "read_review_state"]
