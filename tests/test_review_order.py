@@ -326,19 +326,31 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
     old_schema = old_schema.replace(",\n         d.queue, d.fair", "")
     skips = old_schema.index("CREATE TABLE IF NOT EXISTS skips")    # recorded later still
     old_schema = old_schema[:skips] + old_schema[old_schema.index("CREATE VIEW"):]
-    assert "fair" not in old_schema
+    # items had no `draw` column (nor its index) and the score order had its own index
+    old_schema = old_schema.replace(", " + ADDED_COLUMNS["items"][0], "")
+    indexes = old_schema.index("CREATE INDEX IF NOT EXISTS items_score")
+    old_schema = (old_schema[:indexes]
+                  + "CREATE INDEX IF NOT EXISTS items_queue ON items (kind, score DESC, id);\n"
+                  + old_schema[old_schema.index("CREATE TABLE IF NOT EXISTS decisions"):])
+    assert "fair" not in old_schema and "draw" not in old_schema
     with sqlite3.connect(path) as c:
         c.executescript(old_schema)
         c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-        c.execute("INSERT INTO items (id, kind, product_id, attribute, value, score) VALUES "
-                  "(1, 'suggestion', 'p1', 'Color', 'red', 0.9)")
+        c.execute("INSERT INTO meta VALUES ('random_seed', 's1')")
+        c.executemany("INSERT INTO items (id, kind, product_id, attribute, value, score) VALUES "
+                      "(?, 'suggestion', ?, ?, ?, ?)", [(i + 1, *row) for i, row in enumerate(ROWS)])
         c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, action, "
                   "reviewer, time) VALUES (1, 'p1', 'Color', 'red', 'accept', 'bob', 'then')")
         c.execute("INSERT INTO state VALUES (1, 1)")
     assert "fair" not in read_decisions(path)[0]                     # read as it is, read-only
     db = ReviewDB(path)                                              # opened for writing
     assert read_decisions(path)[0]["fair"] == 0 and read_decisions(path)[0]["queue"] is None
-    assert db.claim("s", "alice", order="random") is None             # nothing left to draw
+    # every item gains its place in the random order: the hash order, as a new file's
+    by_hand = sorted(range(2, 8), key=lambda i: (draw_key("s1", *ROWS[i - 1][:3]), i))
+    assert claims(db, "random", 10) == by_hand
+    with sqlite3.connect(path) as c:
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "items_queue" not in names and {"items_score", "items_draw"} <= names
 
 
 def test_a_skip_of_an_item_drawn_at_random_is_recorded_until_it_is_decided(db):

@@ -43,8 +43,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.records import Record
 from mjave.review.inputs import ItemIn, choose_record
-from mjave.review.order import (DEFAULT_ORDER, FAIR_ORDER, QueueOrder, QueueRow, draw_key,
-                                next_in_order, queue_order)
+from mjave.review.order import (DEFAULT_ORDER, FAIR_ORDER, QueueOrder, draw_key, signed_draw,
+                                sql_key)
 
 SCHEMA_VERSION = "1"
 DEFAULT_LEASE_SECONDS = 300.0
@@ -53,9 +53,11 @@ ACTIONS = {"suggestion": ("accept", "reject", "edit"),
            "conflict": ("keep_table", "keep_text", "edit")}
 """The decisions each kind of item takes (`undo` is recorded by `ReviewDB.undo`)."""
 
-ADDED_COLUMNS = {"decisions": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0"),
+ADDED_COLUMNS = {"items": ("draw INTEGER",),
+                 "decisions": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0"),
                  "leases": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0")}
-"""Columns added after version 1 was first written: `_migrate` adds them to an older file."""
+"""Columns added after version 1 was first written: `_migrate` adds them to an older file
+(and `ReviewDB` fills in `items.draw`)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,9 +72,11 @@ CREATE TABLE IF NOT EXISTS items (
   normalized_value TEXT, table_value TEXT, score REAL NOT NULL,
   span_begin INTEGER, span_end INTEGER, evidence TEXT,
   record_id TEXT, hl_begin INTEGER, hl_end INTEGER, category TEXT,
-  source TEXT, line INTEGER,
+  source TEXT, line INTEGER, draw INTEGER,
   UNIQUE (kind, product_id, attribute, value));
-CREATE INDEX IF NOT EXISTS items_queue ON items (kind, score DESC, id);
+CREATE INDEX IF NOT EXISTS items_score ON items (kind, (-score), id);
+CREATE INDEX IF NOT EXISTS items_uncertainty ON items (kind, abs(score - 0.5), id);
+CREATE INDEX IF NOT EXISTS items_draw ON items (kind, draw, id);
 CREATE TABLE IF NOT EXISTS decisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   item_id INTEGER NOT NULL REFERENCES items (id),
@@ -199,6 +203,7 @@ class ReviewDB:
                       (random_seed if random_seed is not None else secrets.token_hex(8),))
             self.random_seed = str(c.execute(
                 "SELECT value FROM meta WHERE key='random_seed'").fetchone()[0])
+            self._fill_draws(c)
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                       (SCHEMA_VERSION,))
             version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
@@ -217,6 +222,22 @@ class ReviewDB:
                 if column.split()[0] not in have:
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                     c.execute("DROP VIEW IF EXISTS last_decisions")
+        c.execute("DROP INDEX IF EXISTS items_queue")   # the score order's index before items_score
+
+    def _fill_draws(self, c: sqlite3.Connection) -> None:
+        """Give the items of a file written before the `draw` column their place in the
+        `random` order (once; the same places `load` gives new items)."""
+        rows = c.execute("SELECT id, product_id, attribute, value FROM items WHERE draw IS NULL"
+                         ).fetchall()
+        if rows:
+            c.execute("BEGIN IMMEDIATE")
+            c.executemany("UPDATE items SET draw = ? WHERE id = ? AND draw IS NULL",
+                          [(self._draw(r[1], r[2], r[3]), r[0]) for r in rows])
+            c.execute("COMMIT")
+
+    def _draw(self, product_id: str, attribute: str, value: str) -> int:
+        return signed_draw(draw_key(self.random_seed, str(product_id), str(attribute),
+                                    str(value)))
 
     # ---- connections ------------------------------------------------------------------------
 
@@ -267,7 +288,8 @@ class ReviewDB:
                 c.execute(
                     "INSERT INTO items (kind, product_id, attribute, value, normalized_value, "
                     "table_value, score, span_begin, span_end, evidence, record_id, hl_begin, "
-                    "hl_end, category, source, line) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "hl_end, category, source, line, draw) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (kind, product_id, attribute, value) DO UPDATE SET "
                     "normalized_value=excluded.normalized_value, "
                     "table_value=excluded.table_value, score=excluded.score, "
@@ -278,7 +300,8 @@ class ReviewDB:
                     (item.kind, item.product_id, item.attribute, item.value,
                      item.normalized_value, item.table_value, item.score, item.begin, item.end,
                      item.evidence, record.id, span[0] if span else None,
-                     span[1] if span else None, category, item.source, item.line))
+                     span[1] if span else None, category, item.source, item.line,
+                     self._draw(item.product_id, item.attribute, item.value)))
             after = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             summary.new = int(after - before)
             summary.updated = len(items) - summary.new
@@ -312,10 +335,7 @@ class ReviewDB:
                     c.execute("INSERT INTO skips (item_id, reviewer, time, queue, fair) "
                               "VALUES (?, ?, ?, ?, ?)", (after, reviewer, now, *held))
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
-            if order == "score":
-                item_id = self._next_by_score(c, kind, where, args, after)
-            else:
-                item_id = self._next_by(c, order, kind, where, args, after, self.random_seed)
+            item_id = self._next_in(c, order, kind, where, args, after)
             if item_id is None:
                 return None
             c.execute("INSERT INTO leases (item_id, session, reviewer, expires, queue, fair) "
@@ -324,44 +344,41 @@ class ReviewDB:
         return self.item(item_id)
 
     @staticmethod
-    def _next_by_score(c: sqlite3.Connection, kind: str, where: str, args: list[Any],
-                       after: int | None) -> int | None:
-        """`claim` in score order, all in SQL (the `items_queue` index)."""
-        base = (f"SELECT i.id FROM items i WHERE i.kind = ? AND {where} "
+    def _next_in(c: sqlite3.Connection, order: QueueOrder, kind: str, where: str,
+                 args: list[Any], after: int | None) -> int | None:
+        """`claim`'s item: in `order` over every item matching the filters (decided and leased
+        ones too, so the order is one for every reviewer and claim and `after` has its place in
+        it), the first undecided one nobody holds, after `after` if given, wrapping around but
+        never back onto `after`. All in SQL (`mjave.review.order.sql_key`): an index scan that
+        stops at the first free item, except under `gain`, whose per-attribute rank is a
+        window over the filtered queue."""
+        keys = sql_key(order)
+        params: list[Any] = [kind, *args]
+        if order == "gain":   # rank the filtered queue first, then order it like the others
+            cols = ", ".join(f"{k} AS k{n}" for n, k in enumerate(keys))
+            source = f"(SELECT i.id, {cols} FROM items i WHERE i.kind = ? AND {where}) i"
+            selected = "1"
+            keys = tuple(f"i.k{n}" for n in range(len(keys)))
+        else:
+            source, selected = "items i", f"i.kind = ? AND {where}"
+        key = ", ".join((*keys, "i.id"))
+        free = (f"SELECT i.id FROM {source} WHERE {selected} "
                 "AND NOT EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
                 "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id)")
-        order = " ORDER BY i.score DESC, i.id LIMIT 1"
+        first = f" ORDER BY {key} LIMIT 1"
         ref = None
         if after is not None:
-            ref = c.execute("SELECT score FROM items WHERE id = ?", (after,)).fetchone()
-        if ref is not None:
-            row = c.execute(base + " AND (i.score < ? OR (i.score = ? AND i.id > ?))"
-                            + order, [kind, *args, ref[0], ref[0], after]).fetchone()
-            if row is None:  # wrap around, but not back onto the skipped item
-                row = c.execute(base + " AND i.id != ?" + order,
-                                [kind, *args, after]).fetchone()
+            ref = c.execute(f"SELECT {key} FROM {source} WHERE {selected} AND i.id = ?",
+                            [*params, after]).fetchone()
+        if ref is None:   # no skip, or `after` is not in this queue: from the top
+            row = c.execute(free + first, params).fetchone()
         else:
-            row = c.execute(base + order, [kind, *args]).fetchone()
+            marks = ", ".join("?" * len(ref))
+            row = c.execute(free + f" AND ({key}) > ({marks})" + first,
+                            [*params, *ref]).fetchone()
+            if row is None:  # wrap around, but not back onto the skipped item
+                row = c.execute(free + " AND i.id != ?" + first, [*params, after]).fetchone()
         return None if row is None else int(row[0])
-
-    @staticmethod
-    def _next_by(c: sqlite3.Connection, order: QueueOrder, kind: str, where: str,
-                 args: list[Any], after: int | None, seed: str) -> int | None:
-        """`claim` in an order SQL does not index (`mjave.review.order`): every item matching the
-        filters is ordered (decided and leased ones too, so the order is one for every reviewer
-        and claim, and `after` has its place in it), and the first undecided one nobody holds
-        (after `after`) is taken."""
-        rows = c.execute(
-            f"SELECT i.id, i.attribute, i.score, "
-            f"EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) "
-            f"OR EXISTS (SELECT 1 FROM leases l WHERE l.item_id = i.id) AS taken, "
-            f"i.product_id, i.value "
-            f"FROM items i WHERE i.kind = ? AND {where}", [kind, *args]).fetchall()
-        random = order == FAIR_ORDER
-        ordered = queue_order((QueueRow(int(r[0]), str(r[1]), float(r[2]),
-                                        draw_key(seed, str(r[4]), str(r[1]), str(r[5]))
-                                        if random else 0) for r in rows), order)
-        return next_in_order(ordered, {int(r[0]) for r in rows if not r[3]}, after)
 
     def open(self, item_id: int, session: str, reviewer: str) -> dict[str, Any]:
         """Lease one named item (decided or not) to the session: going back to an earlier item.

@@ -14,6 +14,11 @@ decided ones included, and leases the first undecided one nobody holds: the orde
 for every reviewer and every claim (a skip goes on from the skipped item's place), and under
 `gain` an attribute whose uncertain items were already decided (say, in score order) waits
 for the rounds of the attributes reviewed less.
+
+`queue_order` writes each order out in Python; `sql_key` gives the same order as SQL sort keys,
+which `ReviewDB.claim` runs inside SQLite (indexed, except `gain`'s per-attribute rank):
+ordering a queue of 100,000 items in Python cost about a second a claim
+(`benchmarks/review_claims.py`). tests/test_review_order.py checks that both give one order.
 """
 
 from __future__ import annotations
@@ -67,6 +72,29 @@ def round_robin(rows: Iterable[QueueRow], centre: float = DEFAULT_CENTRE) -> lis
                   key=lambda r: (rank[r.id], uncertainty(r.score, centre), r.id))
 
 
+def sql_key(order: QueueOrder, centre: float = DEFAULT_CENTRE) -> tuple[str, ...]:
+    """The order as SQL sort keys over the `items` row `i`, ascending, ties broken by `i.id`
+    after them: the same order as `queue_order`. `gain`'s first key is a window (each
+    attribute's rank by uncertainty) and must be taken over the filtered queue alone; `random`
+    reads the `draw` column (`signed_draw` of `draw_key`, stored when an item is loaded)."""
+    distance = f"abs(i.score - {float(centre)!r})"
+    if order == "score":
+        return ("-i.score",)
+    if order == "uncertainty":
+        return (distance,)
+    if order == "gain":
+        return (f"row_number() OVER (PARTITION BY i.attribute ORDER BY {distance}, i.id)",
+                distance)
+    if order == "random":
+        return ("i.draw",)
+    raise ValueError(f"queue order {order!r}: use one of {', '.join(ORDERS)}")
+
+
+def signed_draw(key: int) -> int:
+    """`draw_key` (0 .. 2**64) shifted into SQLite's signed 64-bit integers, order kept."""
+    return key - 2**63
+
+
 def queue_order(rows: Iterable[QueueRow], order: QueueOrder = DEFAULT_ORDER,
                 centre: float = DEFAULT_CENTRE) -> list[int]:
     """The ids of `rows` in the order `order` reviews them (module docstring)."""
@@ -92,4 +120,5 @@ def next_in_order(ordered: list[int], eligible: set[int], after: int | None = No
 
 
 __all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "FAIR_ORDER", "ORDERS", "QueueOrder", "QueueRow",
-           "by_uncertainty", "draw_key", "next_in_order", "queue_order", "round_robin", "uncertainty"]
+           "by_uncertainty", "draw_key", "next_in_order", "queue_order", "round_robin", "signed_draw",
+           "sql_key", "uncertainty"]
