@@ -73,10 +73,37 @@ def test_sql_claims_follow_the_python_order(tmp_path, order, seed):
             "id") == _reference(db, order, filters, None)
 
 
-@pytest.mark.parametrize("order", ["score", "uncertainty", "random"])
-def test_indexed_orders_are_answered_from_their_index(tmp_path, order):
+def test_stored_gain_rounds_follow_a_reload_with_new_scores(tmp_path):
+    db, items = _queue(tmp_path, 2)
+    products = {f"p{k}": [Record(id=f"r{k}", text=f"text {k}")] for k in range(40)}
+    for item in db_claims(db, 10):
+        db.decide(item, "accept", "alice", session="s")
+    rng = random.Random(7)
+    # rescored, and new items of one attribute: every round of that attribute moves
+    db.load([ItemIn(i.kind, i.product_id, i.attribute, i.value, rng.random()) for i in items]
+            + [ItemIn("suggestion", "p1", "Fit", f"new{k}", 0.5) for k in range(5)], products)
+    for filters in (Filters(), Filters(attribute="Fit")):
+        after = None
+        for _ in range(15):
+            expected = _reference(db, "gain", filters, after)
+            got = db.claim("s", "alice", filters=filters, after=after, order="gain")
+            assert (got and got["id"]) == expected
+            after = got["id"]
+
+
+def db_claims(db: ReviewDB, n: int) -> list[int]:
+    out, after = [], None
+    for _ in range(n):
+        after = db.claim("s", "alice", after=after, order="gain")["id"]
+        out.append(after)
+    return out
+
+
+@pytest.mark.parametrize("order,stored", [("score", False), ("uncertainty", False),
+                                          ("random", False), ("gain", True)])
+def test_indexed_orders_are_answered_from_their_index(tmp_path, order, stored):
     db, _ = _queue(tmp_path, 0, n=20)
-    keys = ", ".join((*sql_key(order), "i.id"))
+    keys = ", ".join((*sql_key(order, stored_round=stored), "i.id"))
     query = (f"SELECT i.id FROM items i WHERE i.kind = 'suggestion' AND 1 AND NOT EXISTS "
              f"(SELECT 1 FROM state s WHERE s.item_id = i.id) ORDER BY {keys} LIMIT 1")
     with sqlite3.connect(db.path) as c:

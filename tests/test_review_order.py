@@ -327,12 +327,12 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
     skips = old_schema.index("CREATE TABLE IF NOT EXISTS skips")    # recorded later still
     old_schema = old_schema[:skips] + old_schema[old_schema.index("CREATE VIEW"):]
     # items had no `draw` column (nor its index) and the score order had its own index
-    old_schema = old_schema.replace(", " + ADDED_COLUMNS["items"][0], "")
+    old_schema = old_schema.replace(", " + ", ".join(ADDED_COLUMNS["items"]), "")
     indexes = old_schema.index("CREATE INDEX IF NOT EXISTS items_score")
     old_schema = (old_schema[:indexes]
                   + "CREATE INDEX IF NOT EXISTS items_queue ON items (kind, score DESC, id);\n"
                   + old_schema[old_schema.index("CREATE TABLE IF NOT EXISTS decisions"):])
-    assert "fair" not in old_schema and "draw" not in old_schema
+    assert not any(word in old_schema for word in ("fair", "draw", "gain_round"))
     with sqlite3.connect(path) as c:
         c.executescript(old_schema)
         c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
@@ -345,7 +345,10 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
     assert "fair" not in read_decisions(path)[0]                     # read as it is, read-only
     db = ReviewDB(path)                                              # opened for writing
     assert read_decisions(path)[0]["fair"] == 0 and read_decisions(path)[0]["queue"] is None
-    # every item gains its place in the random order: the hash order, as a new file's
+    # every item gains its round under gain (the decided item 1 keeps its place in them)
+    assert db.claim("x", "bob", order="gain")["id"] == BY_GAIN[0]
+    db.release("x")
+    # and its place in the random order: the hash order, as a new file's
     by_hand = sorted(range(2, 8), key=lambda i: (draw_key("s1", *ROWS[i - 1][:3]), i))
     assert claims(db, "random", 10) == by_hand
     with sqlite3.connect(path) as c:

@@ -43,8 +43,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from mjave.data.records import Record
 from mjave.review.inputs import ItemIn, choose_record
-from mjave.review.order import (DEFAULT_ORDER, FAIR_ORDER, QueueOrder, draw_key, signed_draw,
-                                sql_key)
+from mjave.review.order import (DEFAULT_ORDER, FAIR_ORDER, QueueOrder, draw_key, gain_round_sql,
+                                signed_draw, sql_key)
 
 SCHEMA_VERSION = "1"
 DEFAULT_LEASE_SECONDS = 300.0
@@ -53,11 +53,11 @@ ACTIONS = {"suggestion": ("accept", "reject", "edit"),
            "conflict": ("keep_table", "keep_text", "edit")}
 """The decisions each kind of item takes (`undo` is recorded by `ReviewDB.undo`)."""
 
-ADDED_COLUMNS = {"items": ("draw INTEGER",),
+ADDED_COLUMNS = {"items": ("draw INTEGER", "gain_round INTEGER"),
                  "decisions": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0"),
                  "leases": ("queue TEXT", "fair INTEGER NOT NULL DEFAULT 0")}
 """Columns added after version 1 was first written: `_migrate` adds them to an older file
-(and `ReviewDB` fills in `items.draw`)."""
+(and `ReviewDB` fills in `items.draw` and `items.gain_round`)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,11 +72,12 @@ CREATE TABLE IF NOT EXISTS items (
   normalized_value TEXT, table_value TEXT, score REAL NOT NULL,
   span_begin INTEGER, span_end INTEGER, evidence TEXT,
   record_id TEXT, hl_begin INTEGER, hl_end INTEGER, category TEXT,
-  source TEXT, line INTEGER, draw INTEGER,
+  source TEXT, line INTEGER, draw INTEGER, gain_round INTEGER,
   UNIQUE (kind, product_id, attribute, value));
 CREATE INDEX IF NOT EXISTS items_score ON items (kind, (-score), id);
 CREATE INDEX IF NOT EXISTS items_uncertainty ON items (kind, abs(score - 0.5), id);
 CREATE INDEX IF NOT EXISTS items_draw ON items (kind, draw, id);
+CREATE INDEX IF NOT EXISTS items_gain ON items (kind, gain_round, abs(score - 0.5), id);
 CREATE TABLE IF NOT EXISTS decisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   item_id INTEGER NOT NULL REFERENCES items (id),
@@ -144,6 +145,11 @@ class Filters:
         """No filter: a claim draws from every item of the kind."""
         return (self.attribute is None and self.category is None and self.min_score is None
                 and self.max_score is None)
+
+    @property
+    def whole_attributes(self) -> bool:
+        """The queue keeps or drops whole attributes (no filter but, maybe, the attribute)."""
+        return self.category is None and self.min_score is None and self.max_score is None
 
     def sql(self) -> tuple[str, list[Any]]:
         where, args = [], []
@@ -225,15 +231,24 @@ class ReviewDB:
         c.execute("DROP INDEX IF EXISTS items_queue")   # the score order's index before items_score
 
     def _fill_draws(self, c: sqlite3.Connection) -> None:
-        """Give the items of a file written before the `draw` column their place in the
-        `random` order (once; the same places `load` gives new items)."""
+        """Give the items of a file written before the `draw` and `gain_round` columns their
+        place in the `random` and `gain` orders (once; what `load` gives new items)."""
         rows = c.execute("SELECT id, product_id, attribute, value FROM items WHERE draw IS NULL"
                          ).fetchall()
-        if rows:
+        unranked = c.execute("SELECT 1 FROM items WHERE gain_round IS NULL LIMIT 1").fetchone()
+        if rows or unranked:
             c.execute("BEGIN IMMEDIATE")
             c.executemany("UPDATE items SET draw = ? WHERE id = ? AND draw IS NULL",
                           [(self._draw(r[1], r[2], r[3]), r[0]) for r in rows])
+            self._rank_rounds(c)
             c.execute("COMMIT")
+
+    @staticmethod
+    def _rank_rounds(c: sqlite3.Connection) -> None:
+        """Store every item's `gain` round over the whole queue (`gain_round_sql`): it changes
+        whenever items are added or rescored, so `load` calls this in its transaction."""
+        c.execute(f"UPDATE items SET gain_round = r.k FROM (SELECT i.id, {gain_round_sql()} AS k "
+                  f"FROM items i) AS r WHERE items.id = r.id")
 
     def _draw(self, product_id: str, attribute: str, value: str) -> int:
         return signed_draw(draw_key(self.random_seed, str(product_id), str(attribute),
@@ -302,6 +317,7 @@ class ReviewDB:
                      item.evidence, record.id, span[0] if span else None,
                      span[1] if span else None, category, item.source, item.line,
                      self._draw(item.product_id, item.attribute, item.value)))
+            self._rank_rounds(c)
             after = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             summary.new = int(after - before)
             summary.updated = len(items) - summary.new
@@ -335,7 +351,8 @@ class ReviewDB:
                     c.execute("INSERT INTO skips (item_id, reviewer, time, queue, fair) "
                               "VALUES (?, ?, ?, ?, ?)", (after, reviewer, now, *held))
             c.execute("DELETE FROM leases WHERE expires <= ? OR session = ?", (now, session))
-            item_id = self._next_in(c, order, kind, where, args, after)
+            item_id = self._next_in(c, order, kind, where, args, after,
+                                    filters.whole_attributes)
             if item_id is None:
                 return None
             c.execute("INSERT INTO leases (item_id, session, reviewer, expires, queue, fair) "
@@ -345,16 +362,16 @@ class ReviewDB:
 
     @staticmethod
     def _next_in(c: sqlite3.Connection, order: QueueOrder, kind: str, where: str,
-                 args: list[Any], after: int | None) -> int | None:
+                 args: list[Any], after: int | None, whole_attributes: bool) -> int | None:
         """`claim`'s item: in `order` over every item matching the filters (decided and leased
         ones too, so the order is one for every reviewer and claim and `after` has its place in
         it), the first undecided one nobody holds, after `after` if given, wrapping around but
         never back onto `after`. All in SQL (`mjave.review.order.sql_key`): an index scan that
-        stops at the first free item, except under `gain`, whose per-attribute rank is a
-        window over the filtered queue."""
-        keys = sql_key(order)
+        stops at the first free item, except under `gain` on a queue filtered by category or
+        score (`whole_attributes` False), whose rounds are a window over the filtered queue."""
+        keys = sql_key(order, stored_round=whole_attributes)
         params: list[Any] = [kind, *args]
-        if order == "gain":   # rank the filtered queue first, then order it like the others
+        if order == "gain" and not whole_attributes:   # rank the filtered queue first
             cols = ", ".join(f"{k} AS k{n}" for n, k in enumerate(keys))
             source = f"(SELECT i.id, {cols} FROM items i WHERE i.kind = ? AND {where}) i"
             selected = "1"

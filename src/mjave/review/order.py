@@ -16,7 +16,8 @@ for every reviewer and every claim (a skip goes on from the skipped item's place
 for the rounds of the attributes reviewed less.
 
 `queue_order` writes each order out in Python; `sql_key` gives the same order as SQL sort keys,
-which `ReviewDB.claim` runs inside SQLite (indexed, except `gain`'s per-attribute rank):
+which `ReviewDB.claim` runs inside SQLite (indexed; `gain` filtered by category or score ranks
+the filtered queue on each claim):
 ordering a queue of 100,000 items in Python cost about a second a claim
 (`benchmarks/review_claims.py`). tests/test_review_order.py checks that both give one order.
 """
@@ -72,19 +73,29 @@ def round_robin(rows: Iterable[QueueRow], centre: float = DEFAULT_CENTRE) -> lis
                   key=lambda r: (rank[r.id], uncertainty(r.score, centre), r.id))
 
 
-def sql_key(order: QueueOrder, centre: float = DEFAULT_CENTRE) -> tuple[str, ...]:
+def gain_round_sql(centre: float = DEFAULT_CENTRE) -> str:
+    """`gain`'s round of each row a query over the `items` row `i` selects: its rank among the
+    selected rows of its kind and attribute by uncertainty (1: the most uncertain)."""
+    return (f"row_number() OVER (PARTITION BY i.kind, i.attribute "
+            f"ORDER BY abs(i.score - {float(centre)!r}), i.id)")
+
+
+def sql_key(order: QueueOrder, centre: float = DEFAULT_CENTRE, stored_round: bool = False
+            ) -> tuple[str, ...]:
     """The order as SQL sort keys over the `items` row `i`, ascending, ties broken by `i.id`
-    after them: the same order as `queue_order`. `gain`'s first key is a window (each
-    attribute's rank by uncertainty) and must be taken over the filtered queue alone; `random`
-    reads the `draw` column (`signed_draw` of `draw_key`, stored when an item is loaded)."""
+    after them: the same order as `queue_order`. `gain`'s first key is its round
+    (`gain_round_sql`), a window that must be taken over the filtered queue alone, or, with
+    `stored_round`, the `gain_round` column: the round over the whole queue, stored when items
+    are loaded, which is also the round of a queue filtered to whole attributes (no filter, or
+    one attribute). `random` reads the `draw` column (`signed_draw` of `draw_key`, stored when an
+    item is loaded)."""
     distance = f"abs(i.score - {float(centre)!r})"
     if order == "score":
         return ("-i.score",)
     if order == "uncertainty":
         return (distance,)
     if order == "gain":
-        return (f"row_number() OVER (PARTITION BY i.attribute ORDER BY {distance}, i.id)",
-                distance)
+        return ("i.gain_round" if stored_round else gain_round_sql(centre), distance)
     if order == "random":
         return ("i.draw",)
     raise ValueError(f"queue order {order!r}: use one of {', '.join(ORDERS)}")
@@ -120,5 +131,5 @@ def next_in_order(ordered: list[int], eligible: set[int], after: int | None = No
 
 
 __all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "FAIR_ORDER", "ORDERS", "QueueOrder", "QueueRow",
-           "by_uncertainty", "draw_key", "next_in_order", "queue_order", "round_robin", "signed_draw",
+           "by_uncertainty", "draw_key", "gain_round_sql", "next_in_order", "queue_order", "round_robin", "signed_draw",
            "sql_key", "uncertainty"]
