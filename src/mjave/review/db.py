@@ -247,8 +247,13 @@ class ReviewDB:
     def _rank_rounds(c: sqlite3.Connection) -> None:
         """Store every item's `gain` round over the whole queue (`gain_round_sql`): it changes
         whenever items are added or rescored, so `load` calls this in its transaction."""
-        c.execute(f"UPDATE items SET gain_round = r.k FROM (SELECT i.id, {gain_round_sql()} AS k "
-                  f"FROM items i) AS r WHERE items.id = r.id")
+        # a keyed temporary table rather than UPDATE ... FROM, which SQLite before 3.33 lacks
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS rounds (id INTEGER PRIMARY KEY, k INTEGER)")
+        c.execute("DELETE FROM temp.rounds")
+        c.execute(f"INSERT INTO temp.rounds SELECT i.id, {gain_round_sql()} FROM items i")
+        c.execute("UPDATE items SET gain_round = (SELECT k FROM temp.rounds r "
+                  "WHERE r.id = items.id)")
+        c.execute("DELETE FROM temp.rounds")
 
     def _draw(self, product_id: str, attribute: str, value: str) -> int:
         return signed_draw(draw_key(self.random_seed, str(product_id), str(attribute),
