@@ -244,10 +244,11 @@ def test_distill_settings_round_trip_and_are_range_checked(tmp_path):
 def test_the_distilled_recipe_loads_without_its_teacher():
     cfg = load(RunConfig, ROOT / "configs" / "runs" / "oamine-distilled.yaml")
     base = load(RunConfig, ROOT / "configs" / "runs" / "oamine.yaml")
-    assert cfg.train.distill_from == "runs/oamine-mpnet"
-    # The MiniLM recipe decodes with a CRF since issue #35; the distilled recipe keeps the
-    # viterbi decoding it was measured with, and is otherwise that recipe.
-    assert base.model.decoding == "crf" and cfg.model.decoding == "viterbi"
-    assert cfg.encoder == base.encoder and cfg.model == replace(base.model, decoding="viterbi")
+    assert cfg.train.distill_from == "runs/oamine-mpnet-crf"
+    # The distilled recipe is the MiniLM recipe (CRF decoding since issue #35) plus the teacher,
+    # and says how its teacher was trained: the MPNet recipe decoded with the CRF, as measured.
+    assert base.model.decoding == "crf" and cfg.model == base.model and cfg.encoder == base.encoder
+    assert replace(cfg.train, distill_from=None) == base.train
     text = (ROOT / "configs" / "runs" / "oamine-distilled.yaml").read_text(encoding="utf-8")
-    assert "configs/runs/oamine-mpnet.yaml" in text
+    assert "configs/runs/oamine-mpnet.yaml --set model.decoding=crf" in text
+    assert "output_dir=runs/oamine-mpnet-crf" in text
