@@ -40,8 +40,8 @@ def _reference(db: ReviewDB, order: str, filters: Filters, after: int | None) ->
         where, args = filters.sql()
         rows = c.execute(f"SELECT i.id, i.attribute, i.score, i.product_id, i.value, "
                          f"EXISTS (SELECT 1 FROM state s WHERE s.item_id = i.id) OR EXISTS "
-                         f"(SELECT 1 FROM leases l WHERE l.item_id = i.id AND l.session != 's') FROM items i "
-                         f"WHERE i.kind = 'suggestion' AND {where}", args).fetchall()
+                         f"(SELECT 1 FROM leases l WHERE l.item_id = i.id AND l.session != 's') "
+                         f"FROM items i WHERE i.kind = 'suggestion' AND {where}", args).fetchall()
     ordered = queue_order([QueueRow(r[0], r[1], r[2], draw_key(db.random_seed, r[3], r[1], r[4]))
                            for r in rows], order)
     return next_in_order(ordered, {r[0] for r in rows if not r[5]}, after)

@@ -338,7 +338,8 @@ def test_a_database_written_before_the_draw_columns_gains_them(tmp_path):
         c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         c.execute("INSERT INTO meta VALUES ('random_seed', 's1')")
         c.executemany("INSERT INTO items (id, kind, product_id, attribute, value, score) VALUES "
-                      "(?, 'suggestion', ?, ?, ?, ?)", [(i + 1, *row) for i, row in enumerate(ROWS)])
+                      "(?, 'suggestion', ?, ?, ?, ?)",
+                      [(i + 1, *row) for i, row in enumerate(ROWS)])
         c.execute("INSERT INTO decisions (item_id, product_id, attribute, value, action, "
                   "reviewer, time) VALUES (1, 'p1', 'Color', 'red', 'accept', 'bob', 'then')")
         c.execute("INSERT INTO state VALUES (1, 1)")

@@ -2,8 +2,8 @@
 
 No held-out value can judge a `new_attribute` suggestion (`mjave.completion.kinds`), so its
 precision can only be backed by people: each suggestion decided in `mjave review` is a judged
-pair like a held-out one. `read_review_file` turns the effective decisions of a review database into
-one verdict per (product, attribute, normalised value), the key `mjave complete` groups its
+pair like a held-out one. `read_review_file` turns the effective decisions of a review database
+into one verdict per (product, attribute, normalised value), the key `mjave complete` groups its
 rows by; the command then gives each verdict the score and the kind of the *current* run (the
 model or the table may have changed since the review), so each kind is calibrated on what the
 new run would write.

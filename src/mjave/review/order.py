@@ -16,10 +16,10 @@ for every reviewer and every claim (a skip goes on from the skipped item's place
 for the rounds of the attributes reviewed less.
 
 `queue_order` writes each order out in Python; `sql_key` gives the same order as SQL sort keys,
-which `ReviewDB.claim` runs inside SQLite (indexed; `gain` filtered by category or score ranks
-the filtered queue on each claim):
-ordering a queue of 100,000 items in Python cost about a second a claim
-(`benchmarks/review_claims.py`). tests/test_review_order.py checks that both give one order.
+which `ReviewDB.claim` runs inside SQLite, from an index (`gain` on a page filtered by category
+or score ranks that part of the queue on each claim): ordering a queue of 100,000 items in
+Python cost about a second a claim (`benchmarks/review_claims.py`).
+tests/test_review_claims_sql.py checks that both hand out the same items.
 """
 
 from __future__ import annotations
@@ -131,5 +131,5 @@ def next_in_order(ordered: list[int], eligible: set[int], after: int | None = No
 
 
 __all__ = ["DEFAULT_CENTRE", "DEFAULT_ORDER", "FAIR_ORDER", "ORDERS", "QueueOrder", "QueueRow",
-           "by_uncertainty", "draw_key", "gain_round_sql", "next_in_order", "queue_order", "round_robin", "signed_draw",
-           "sql_key", "uncertainty"]
+           "by_uncertainty", "draw_key", "gain_round_sql", "next_in_order", "queue_order",
+           "round_robin", "signed_draw", "sql_key", "uncertainty"]
